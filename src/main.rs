@@ -1,1 +1,155 @@
-fn main() {}
+//! The `cohort-bridge` command: config → telemetry → run.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cohort_bridge::config::{self, CONFIG_ENV};
+use cohort_bridge::http::Application;
+use cohort_bridge::telemetry::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cohort-bridge",
+    version,
+    about = "Keeps LaunchDarkly big segments in step with analytics cohorts"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "COHORT_BRIDGE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge: receivers and flusher.
+    Serve {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (and the secrets it names) and exit.
+    CheckConfig {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// Send recorded pushes to a bridge, signed as their source would.
+    Replay {
+        /// Fixture files or directories (replayed in name order).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The bridge's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Source id for every file (default: the directory name, as source id or kind).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let settings = config::load(&config)?;
+            let app = Application::build(settings)?;
+            tracing::info!(port = app.port(), "cohort-bridge listening.");
+            let handle = Application::shutdown_handle();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("Signal received.");
+                h.shutdown();
+            });
+            app.run(handle).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => match config::load(&config) {
+            Ok(s) => {
+                println!(
+                    "configuration OK: {} source(s), {} destination(s), {} partition(s)",
+                    s.sources.len(),
+                    s.destinations.len(),
+                    s.redis.partitions
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Replay {
+            paths,
+            url,
+            source,
+            config,
+        } => {
+            let settings = config::load(&config)?;
+            let results = cohort_bridge::replay::replay(&settings, &url, &paths, source.as_deref())
+                .await
+                .context("replay")?;
+            let mut failed = false;
+            for r in &results {
+                println!(
+                    "{} [{}] -> {} {}",
+                    r.file.display(),
+                    r.source,
+                    r.status,
+                    r.body
+                );
+                failed |= r.status >= 500;
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

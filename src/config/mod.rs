@@ -1,0 +1,65 @@
+//! Typed settings: one TOML file plus `COHORT_BRIDGE_*` environment overrides.
+//!
+//! The TOML shape is a public interface (DESIGN.md, "Configuration"): keys may
+//! be added, never renamed. Loading happens in two steps:
+//! 1. [`RawConfig`] is deserialized with figment (unknown keys are errors, so a
+//!    typo is caught and named instead of silently ignored);
+//! 2. [`Settings::from_raw`] validates it, reads every secret from the
+//!    environment or a file, and reports *all* problems at once, each naming
+//!    the offending key (`sources[1].destinations[0]: …`).
+//!
+//! Secrets only ever live in [`Secret`], whose `Debug` prints `[redacted]`.
+
+mod raw;
+mod secret;
+mod validate;
+
+pub use raw::{
+    AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, RawConfig,
+    RedisConfig, ServerConfig, SourceConfig,
+};
+pub use secret::Secret;
+pub use validate::{ConfigError, Destination, ResolvedAuth, Settings, Source, SourceKind};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use std::path::Path;
+
+/// Environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "COHORT_BRIDGE_CONFIG";
+/// Prefix of environment overrides: `COHORT_BRIDGE_REDIS__URL` sets `redis.url`.
+pub const ENV_PREFIX: &str = "COHORT_BRIDGE_";
+
+/// Reads the file, applies environment overrides and validates everything.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::single(
+            "config",
+            format!("file {} does not exist", path.display()),
+        ));
+    }
+    let figment = Figment::from(Serialized::defaults(RawConfig::default()))
+        .merge(Toml::file(path))
+        .merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .ignore(&["config", "log", "log_format"]),
+        );
+    let raw: RawConfig = figment.extract().map_err(ConfigError::from_figment)?;
+    Settings::from_raw(raw, &validate::ProcessEnv)
+}
+
+/// Parses settings from TOML text alone (no environment overrides); used by
+/// tests and by `check-config` on stdin-free setups.
+pub fn from_toml_str(
+    text: &str,
+    env: &dyn validate::SecretSource,
+) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+        .merge(Toml::string(text))
+        .extract()
+        .map_err(ConfigError::from_figment)?;
+    Settings::from_raw(raw, env)
+}
+
+pub use validate::{MapSecrets, ProcessEnv, SecretSource};

@@ -1,0 +1,229 @@
+//! The configuration file's shape, exactly as operators write it.
+//!
+//! Every struct denies unknown fields so that a misspelt key is an error that
+//! names it. Defaults live here, next to the field they belong to.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The whole file, before validation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: ServerConfig,
+    pub redis: RedisConfig,
+    pub launchdarkly: LaunchDarklyConfig,
+    pub flush: FlushConfig,
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free one.
+    pub listen: String,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Seconds a graceful shutdown waits for requests and flushes in flight.
+    pub shutdown_grace_seconds: u64,
+    /// Environment variable holding the operator API token (unset: operator API off).
+    pub operator_token_env: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            shutdown_grace_seconds: 30,
+            operator_token_env: None,
+        }
+    }
+}
+
+/// `[redis]`: the system of record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prefix of every key; the hash tag of a partition is `{<prefix>:<p>}`.
+    pub key_prefix: String,
+    /// Number of partitions P. Fixed for the life of a deployment's data.
+    pub partitions: u16,
+    /// How long a delivery id is remembered for de-duplication.
+    pub dedupe_ttl_seconds: u64,
+    /// How long removed members stay as tombstones so late, older events are recognised.
+    pub tombstone_retention_seconds: u64,
+    /// Milliseconds a Redis command may take before the push is answered 503.
+    pub response_timeout_ms: u64,
+    /// Milliseconds to wait for a (re)connection.
+    pub connect_timeout_ms: u64,
+    /// Refuse readiness when `maxmemory-policy` can evict keys (`allkeys-*`, `volatile-*`).
+    pub refuse_evicting_policy: bool,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "cb".into(),
+            partitions: 64,
+            dedupe_ttl_seconds: 24 * 3600,
+            tombstone_retention_seconds: 7 * 24 * 3600,
+            response_timeout_ms: 2000,
+            connect_timeout_ms: 1000,
+            refuse_evicting_policy: true,
+        }
+    }
+}
+
+/// `[launchdarkly]`: where and how fast the bridge writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaunchDarklyConfig {
+    pub base_url: String,
+    /// The environment variable holding the REST access token.
+    pub api_token_env: String,
+    /// Alternatively, a file holding the token (Docker/Kubernetes secrets).
+    pub api_token_file: Option<String>,
+    pub api_version: String,
+    /// Requests per second for the whole deployment, retries included.
+    pub requests_per_second: f64,
+    /// Keys (adds and removes together) in one membership request.
+    pub max_keys_per_request: usize,
+    pub request_timeout_ms: u64,
+    /// First retry delay; doubles per attempt up to `backoff_max_ms`, fully jittered.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long a link blocked by 401/403/404 waits before it is tried again.
+    pub blocked_retry_ms: u64,
+    /// Wait after a 429 whose reset time is missing or already past.
+    pub rate_limited_fallback_ms: u64,
+}
+
+impl Default for LaunchDarklyConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://app.launchdarkly.com".into(),
+            api_token_env: "LD_API_TOKEN".into(),
+            api_token_file: None,
+            api_version: "20240415".into(),
+            requests_per_second: 5.0,
+            max_keys_per_request: 1000,
+            request_timeout_ms: 10_000,
+            backoff_base_ms: 250,
+            backoff_max_ms: 30_000,
+            blocked_retry_ms: 60_000,
+            rate_limited_fallback_ms: 1_000,
+        }
+    }
+}
+
+/// `[flush]`: when and how the flusher works.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlushConfig {
+    /// Longest a change waits before its link's flush is due.
+    pub max_delay_ms: u64,
+    /// Links flushed concurrently by one replica (the rate limit still applies).
+    pub concurrency: usize,
+    /// Partition lease time to live; must exceed the request timeout by a margin.
+    pub lease_ttl_ms: Option<u64>,
+    /// How often the flusher looks for due work when nothing wakes it.
+    pub poll_interval_ms: u64,
+    /// How often tombstones past retention are swept.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        Self {
+            max_delay_ms: 1000,
+            concurrency: 4,
+            lease_ttl_ms: None,
+            poll_interval_ms: 100,
+            sweep_interval_seconds: 3600,
+        }
+    }
+}
+
+/// `[destinations.<name>]`: one LaunchDarkly project/environment/context kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub project: String,
+    pub environment: String,
+    #[serde(default = "default_context_kind")]
+    pub context_kind: String,
+    /// Template of the segment key: `{source}`, `{cohort_id}`, `{cohort_name}`.
+    #[serde(default)]
+    pub segment_key: Option<String>,
+    /// Template of the segment name (default: the cohort's name).
+    #[serde(default)]
+    pub segment_name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+fn default_context_kind() -> String {
+    "user".into()
+}
+
+/// One value or a list of values (`secret_env = "A"` or `["A", "B"]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[[sources]]`: one configured sender.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Used in the URL: `POST /v1/webhooks/<id>`.
+    pub id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    /// Dotted path, inside each member object, of the LaunchDarkly context key.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    pub auth: AuthConfig,
+    /// Required to accept `scheme = "none"`.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+}
+
+/// How a source authenticates. `secret_env` names environment variables;
+/// `secret_file` names files. Every listed secret is accepted (rotation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub scheme: String,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<OneOrMany>,
+    #[serde(default)]
+    pub secret_file: Option<OneOrMany>,
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<OneOrMany>,
+    #[serde(default)]
+    pub password_file: Option<OneOrMany>,
+    #[serde(default)]
+    pub tolerance_seconds: Option<u64>,
+}

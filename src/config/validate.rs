@@ -1,0 +1,628 @@
+//! Validation of [`RawConfig`] into [`Settings`]: every problem is collected
+//! and named by its key, and every secret is resolved once, at startup.
+
+use super::raw::{
+    AuthConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, RawConfig, RedisConfig, ServerConfig,
+};
+use super::Secret;
+use crate::sources::SourceKind as Kind;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::sources::SourceKind;
+
+/// Where secrets come from: the process environment in production, a map in tests.
+pub trait SecretSource {
+    fn var(&self, name: &str) -> Option<String>;
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Reads secrets from the process environment.
+pub struct ProcessEnv;
+
+impl SecretSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Reads secrets from a fixed map (tests, replay with explicit values).
+#[derive(Default)]
+pub struct MapSecrets(pub HashMap<String, String>);
+
+impl SecretSource for MapSecrets {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<(String, String)>,
+}
+
+impl ConfigError {
+    pub fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![(key.into(), message.into())],
+        }
+    }
+
+    pub(super) fn from_figment(err: figment::Error) -> Self {
+        let problems = err
+            .into_iter()
+            .map(|e| {
+                let key = if e.path.is_empty() {
+                    "config".to_string()
+                } else {
+                    e.path.join(".")
+                };
+                (key, e.kind.to_string())
+            })
+            .collect();
+        ConfigError { problems }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for (key, msg) in &self.problems {
+            writeln!(f, "  {key}: {msg}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A source's resolved authentication: the secrets themselves, never their names.
+#[derive(Debug, Clone)]
+pub enum ResolvedAuth {
+    /// A shared secret in a fixed header, compared in constant time.
+    Header {
+        header: String,
+        secrets: Vec<Secret>,
+    },
+    /// HTTP Basic; any listed password is accepted with the username.
+    Basic {
+        username: Secret,
+        passwords: Vec<Secret>,
+    },
+    /// Heap's `Heap-Hash: ts:<ts>,hmac:<base64>` over `ts ++ body`.
+    HeapHash {
+        secrets: Vec<Secret>,
+        tolerance: Duration,
+    },
+    /// Segment's `X-Signature: hex(HMAC-SHA1(secret, body))`.
+    SegmentSignature { secrets: Vec<Secret> },
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks {
+        secrets: Vec<Secret>,
+        tolerance: Duration,
+    },
+    /// No authentication (only with `allow_unauthenticated = true`).
+    None,
+}
+
+/// A validated destination.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub project: String,
+    pub environment: String,
+    pub context_kind: String,
+    pub segment_key: String,
+    pub segment_name: String,
+    pub tags: Vec<String>,
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub id: String,
+    pub kind: Kind,
+    pub destinations: Vec<String>,
+    pub key_field: String,
+    pub auth: ResolvedAuth,
+}
+
+/// Validated settings: what the running bridge uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub listen: SocketAddr,
+    pub redis: RedisConfig,
+    pub launchdarkly: LaunchDarklyConfig,
+    pub ld_token: Secret,
+    pub flush: FlushConfig,
+    /// `flush.lease_ttl_ms` with its default applied.
+    pub lease_ttl: Duration,
+    pub destinations: BTreeMap<String, Arc<Destination>>,
+    pub sources: BTreeMap<String, Arc<Source>>,
+    pub operator_token: Option<Secret>,
+}
+
+impl Settings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.launchdarkly.request_timeout_ms)
+    }
+
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.flush.max_delay_ms)
+    }
+
+    /// Validates everything, collecting every problem before failing.
+    pub fn from_raw(raw: RawConfig, env: &dyn SecretSource) -> Result<Settings, ConfigError> {
+        let mut p = Problems::default();
+
+        let listen = match raw.server.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                p.add(
+                    "server.listen",
+                    format!("{:?} is not an address: {e}", raw.server.listen),
+                );
+                None
+            }
+        };
+        if raw.server.max_body_bytes == 0 {
+            p.add("server.max_body_bytes", "must be greater than 0");
+        }
+        let operator_token = raw
+            .server
+            .operator_token_env
+            .as_ref()
+            .and_then(|name| read_env(env, &mut p, "server.operator_token_env", name));
+
+        validate_redis(&raw.redis, &mut p);
+        validate_launchdarkly(&raw.launchdarkly, &mut p);
+        let ld_token = resolve_ld_token(&raw.launchdarkly, env, &mut p);
+
+        let lease_ttl_ms = raw
+            .flush
+            .lease_ttl_ms
+            .unwrap_or_else(|| (raw.launchdarkly.request_timeout_ms * 3).max(30_000));
+        if lease_ttl_ms < raw.launchdarkly.request_timeout_ms + 2_000 {
+            p.add(
+                "flush.lease_ttl_ms",
+                format!(
+                    "must exceed launchdarkly.request_timeout_ms ({}) by at least 2000 so no request outlives its lease",
+                    raw.launchdarkly.request_timeout_ms
+                ),
+            );
+        }
+        if raw.flush.concurrency == 0 {
+            p.add("flush.concurrency", "must be at least 1");
+        }
+        if raw.flush.poll_interval_ms == 0 {
+            p.add("flush.poll_interval_ms", "must be at least 1");
+        }
+
+        let mut destinations = BTreeMap::new();
+        for (name, d) in &raw.destinations {
+            let key = format!("destinations.{name}");
+            check_id(&mut p, &key, name);
+            if d.project.trim().is_empty() {
+                p.add(format!("{key}.project"), "must not be empty");
+            }
+            if d.environment.trim().is_empty() {
+                p.add(format!("{key}.environment"), "must not be empty");
+            }
+            if !valid_context_kind(&d.context_kind) {
+                p.add(
+                    format!("{key}.context_kind"),
+                    format!("{:?} is not a valid LaunchDarkly context kind (letters, digits, '.', '_', '-'; not \"kind\")", d.context_kind),
+                );
+            }
+            let segment_key = d
+                .segment_key
+                .clone()
+                .unwrap_or_else(|| "{source}-{cohort_id}".into());
+            let segment_name = d
+                .segment_name
+                .clone()
+                .unwrap_or_else(|| "{cohort_name}".into());
+            for (field, tpl) in [
+                ("segment_key", &segment_key),
+                ("segment_name", &segment_name),
+            ] {
+                if let Err(msg) = crate::naming::check_template(tpl) {
+                    p.add(format!("{key}.{field}"), msg);
+                }
+            }
+            let tags = d
+                .tags
+                .clone()
+                .unwrap_or_else(|| vec!["cohort-bridge".into()]);
+            for (i, t) in tags.iter().enumerate() {
+                if crate::naming::slug(t) != *t || t.is_empty() {
+                    p.add(
+                        format!("{key}.tags[{i}]"),
+                        format!("{t:?} is not a valid LaunchDarkly tag (letters, digits, '.', '_', '-')"),
+                    );
+                }
+            }
+            destinations.insert(
+                name.clone(),
+                Arc::new(Destination {
+                    name: name.clone(),
+                    project: d.project.clone(),
+                    environment: d.environment.clone(),
+                    context_kind: d.context_kind.clone(),
+                    segment_key,
+                    segment_name,
+                    tags,
+                }),
+            );
+        }
+
+        let mut sources = BTreeMap::new();
+        for (i, s) in raw.sources.iter().enumerate() {
+            let key = format!("sources[{i}]");
+            check_id(&mut p, &format!("{key}.id"), &s.id);
+            if sources.contains_key(&s.id) {
+                p.add(
+                    format!("{key}.id"),
+                    format!("duplicate source id {:?}", s.id),
+                );
+            }
+            let kind = match s.kind.parse::<Kind>() {
+                Ok(k) => Some(k),
+                Err(_) => {
+                    p.add(
+                        format!("{key}.kind"),
+                        format!(
+                            "unknown kind {:?}; known kinds: {}",
+                            s.kind,
+                            Kind::names().join(", ")
+                        ),
+                    );
+                    None
+                }
+            };
+            if s.destinations.is_empty() {
+                p.add(
+                    format!("{key}.destinations"),
+                    "must list at least one destination",
+                );
+            }
+            for (j, d) in s.destinations.iter().enumerate() {
+                if !raw.destinations.contains_key(d) {
+                    p.add(
+                        format!("{key}.destinations[{j}]"),
+                        format!("unknown destination {d:?} (define [destinations.{d}])"),
+                    );
+                }
+            }
+            let key_field = s
+                .key_field
+                .clone()
+                .or_else(|| kind.map(|k| k.default_key_field().to_string()))
+                .unwrap_or_default();
+            if key_field.is_empty() || key_field.split('.').any(str::is_empty) {
+                p.add(
+                    format!("{key}.key_field"),
+                    format!("{key_field:?} is not a field path"),
+                );
+            }
+            let auth = resolve_auth(
+                &s.auth,
+                s.allow_unauthenticated,
+                env,
+                &mut p,
+                &format!("{key}.auth"),
+            );
+            if let (Some(kind), Some(auth)) = (kind, auth) {
+                sources.insert(
+                    s.id.clone(),
+                    Arc::new(Source {
+                        id: s.id.clone(),
+                        kind,
+                        destinations: s.destinations.clone(),
+                        key_field,
+                        auth,
+                    }),
+                );
+            }
+        }
+
+        if !p.0.is_empty() {
+            return Err(ConfigError { problems: p.0 });
+        }
+        Ok(Settings {
+            listen: listen.expect("checked above"),
+            server: raw.server,
+            redis: raw.redis,
+            ld_token: ld_token.expect("checked above"),
+            launchdarkly: raw.launchdarkly,
+            lease_ttl: Duration::from_millis(lease_ttl_ms),
+            flush: raw.flush,
+            destinations,
+            sources,
+            operator_token,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
+        self.0.push((key.into(), msg.into()));
+    }
+}
+
+/// Ids appear in URLs and Redis keys, where `:` separates parts.
+fn check_id(p: &mut Problems, key: &str, id: &str) {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        p.add(
+            key,
+            format!("{id:?} must be 1 to 64 letters, digits, '-' or '_'"),
+        );
+    }
+}
+
+fn valid_context_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind != "kind"
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn validate_redis(r: &RedisConfig, p: &mut Problems) {
+    if !(r.url.starts_with("redis://")
+        || r.url.starts_with("rediss://")
+        || r.url.starts_with("unix://"))
+    {
+        p.add(
+            "redis.url",
+            format!(
+                "{:?} must start with redis://, rediss:// or unix://",
+                redact_url(&r.url)
+            ),
+        );
+    }
+    if r.key_prefix.is_empty()
+        || !r
+            .key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        p.add(
+            "redis.key_prefix",
+            "must be letters, digits, '-', '_' or '.'",
+        );
+    }
+    if r.partitions == 0 || r.partitions > 16384 {
+        p.add("redis.partitions", "must be between 1 and 16384");
+    }
+    if r.dedupe_ttl_seconds == 0 {
+        p.add("redis.dedupe_ttl_seconds", "must be at least 1");
+    }
+    if r.response_timeout_ms == 0 {
+        p.add("redis.response_timeout_ms", "must be at least 1");
+    }
+}
+
+fn validate_launchdarkly(l: &LaunchDarklyConfig, p: &mut Problems) {
+    if !(l.base_url.starts_with("http://") || l.base_url.starts_with("https://")) {
+        p.add(
+            "launchdarkly.base_url",
+            format!("{:?} must be an http(s) URL", l.base_url),
+        );
+    }
+    if !(l.requests_per_second.is_finite() && l.requests_per_second > 0.0) {
+        p.add(
+            "launchdarkly.requests_per_second",
+            "must be a positive number",
+        );
+    }
+    if l.max_keys_per_request == 0 || l.max_keys_per_request > 100_000 {
+        p.add(
+            "launchdarkly.max_keys_per_request",
+            "must be between 1 and 100000",
+        );
+    }
+    if l.request_timeout_ms == 0 {
+        p.add("launchdarkly.request_timeout_ms", "must be at least 1");
+    }
+    if l.backoff_base_ms == 0 || l.backoff_max_ms < l.backoff_base_ms {
+        p.add(
+            "launchdarkly.backoff_max_ms",
+            "backoff_base_ms must be > 0 and backoff_max_ms >= backoff_base_ms",
+        );
+    }
+    if l.api_version.trim().is_empty() {
+        p.add("launchdarkly.api_version", "must not be empty");
+    }
+}
+
+fn resolve_ld_token(
+    l: &LaunchDarklyConfig,
+    env: &dyn SecretSource,
+    p: &mut Problems,
+) -> Option<Secret> {
+    if let Some(file) = &l.api_token_file {
+        return read_file(env, p, "launchdarkly.api_token_file", file);
+    }
+    read_env(env, p, "launchdarkly.api_token_env", &l.api_token_env)
+}
+
+fn read_env(env: &dyn SecretSource, p: &mut Problems, key: &str, name: &str) -> Option<Secret> {
+    match env.var(name) {
+        Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+        Some(_) => {
+            p.add(key, format!("environment variable {name} is empty"));
+            None
+        }
+        None => {
+            p.add(key, format!("environment variable {name} is not set"));
+            None
+        }
+    }
+}
+
+fn read_file(env: &dyn SecretSource, p: &mut Problems, key: &str, path: &str) -> Option<Secret> {
+    match env.file(path) {
+        Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+        Ok(_) => {
+            p.add(key, format!("file {path} is empty"));
+            None
+        }
+        Err(e) => {
+            p.add(key, format!("cannot read file {path}: {e}"));
+            None
+        }
+    }
+}
+
+/// Reads every secret named by `*_env` and `*_file`; at least one must exist.
+fn read_secrets(
+    env: &dyn SecretSource,
+    p: &mut Problems,
+    key: &str,
+    names: &Option<OneOrMany>,
+    files: &Option<OneOrMany>,
+    env_field: &str,
+    file_field: &str,
+) -> Vec<Secret> {
+    let mut out = Vec::new();
+    for n in names.as_ref().map(OneOrMany::to_vec).unwrap_or_default() {
+        if let Some(s) = read_env(env, p, &format!("{key}.{env_field}"), &n) {
+            out.push(s);
+        }
+    }
+    for f in files.as_ref().map(OneOrMany::to_vec).unwrap_or_default() {
+        if let Some(s) = read_file(env, p, &format!("{key}.{file_field}"), &f) {
+            out.push(s);
+        }
+    }
+    if names.is_none() && files.is_none() {
+        p.add(
+            format!("{key}.{env_field}"),
+            format!("is required (or {file_field})"),
+        );
+    }
+    out
+}
+
+fn resolve_auth(
+    a: &AuthConfig,
+    allow_unauthenticated: bool,
+    env: &dyn SecretSource,
+    p: &mut Problems,
+    key: &str,
+) -> Option<ResolvedAuth> {
+    let before = p.0.len();
+    let tolerance = Duration::from_secs(a.tolerance_seconds.unwrap_or(300));
+    let secrets = |p: &mut Problems| {
+        read_secrets(
+            env,
+            p,
+            key,
+            &a.secret_env,
+            &a.secret_file,
+            "secret_env",
+            "secret_file",
+        )
+    };
+    let auth = match a.scheme.as_str() {
+        "header" => {
+            let header = match &a.header {
+                Some(h)
+                    if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_ok() =>
+                {
+                    h.clone()
+                }
+                Some(h) => {
+                    p.add(
+                        format!("{key}.header"),
+                        format!("{h:?} is not a valid header name"),
+                    );
+                    String::new()
+                }
+                None => {
+                    p.add(format!("{key}.header"), "is required for scheme \"header\"");
+                    String::new()
+                }
+            };
+            ResolvedAuth::Header {
+                header,
+                secrets: secrets(p),
+            }
+        }
+        "basic" => {
+            let username = match &a.username_env {
+                Some(n) => read_env(env, p, &format!("{key}.username_env"), n),
+                None => {
+                    p.add(
+                        format!("{key}.username_env"),
+                        "is required for scheme \"basic\"",
+                    );
+                    None
+                }
+            };
+            let passwords = read_secrets(
+                env,
+                p,
+                key,
+                &a.password_env,
+                &a.password_file,
+                "password_env",
+                "password_file",
+            );
+            ResolvedAuth::Basic {
+                username: username.unwrap_or_else(|| Secret::new("")),
+                passwords,
+            }
+        }
+        "heap-hash" => ResolvedAuth::HeapHash {
+            secrets: secrets(p),
+            tolerance,
+        },
+        "segment-signature" => ResolvedAuth::SegmentSignature {
+            secrets: secrets(p),
+        },
+        "standard-webhooks" => ResolvedAuth::StandardWebhooks {
+            secrets: secrets(p),
+            tolerance,
+        },
+        "none" => {
+            if !allow_unauthenticated {
+                p.add(
+                    format!("{key}.scheme"),
+                    "\"none\" accepts anyone's pushes; set allow_unauthenticated = true on the source to allow it",
+                );
+            }
+            ResolvedAuth::None
+        }
+        other => {
+            p.add(
+                format!("{key}.scheme"),
+                format!("unknown scheme {other:?}; known: header, basic, heap-hash, segment-signature, standard-webhooks, none"),
+            );
+            return None;
+        }
+    };
+    (p.0.len() == before).then_some(auth)
+}
+
+/// Hides a password in a Redis URL before it is printed.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://[redacted]@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,314 @@
+//! Flushing one link: create its segment once, claim a batch of dirty
+//! members, send it, and record the answer.
+
+use super::backoff::{full_jitter, pause_jitter};
+use super::Ctx;
+use crate::config::{Destination, Source};
+use crate::launchdarkly::{classify, Attempt, MembershipUpdate, NewSegment, Operation, Verdict};
+use crate::metrics as m;
+use crate::naming::{render, slug, TemplateVars};
+use crate::store::{Ack, Claim, LinkId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How one flush of a link ended (for the loop's bookkeeping and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flushed {
+    /// Members written (0 if nothing was dirty).
+    Written(usize),
+    /// Stopped early; the link stays due at the recorded retry time.
+    Deferred,
+}
+
+fn now_ms() -> i64 {
+    crate::clock::now_ms()
+}
+
+fn status_label(a: &Attempt) -> String {
+    match a {
+        Attempt::Replied(r) => r.status.to_string(),
+        Attempt::TimedOut => "timeout".into(),
+        Attempt::Transport(_) => "transport".into(),
+    }
+}
+
+/// Sends one request after the throttle allows it, recording metrics.
+async fn send<F, Fut>(ctx: &Ctx, op: Operation, f: F) -> (Attempt, Verdict)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    if let Ok(Some(until)) = ctx.store.rate_pause().await {
+        ctx.throttle.pause_until(until);
+    }
+    ctx.throttle.acquire().await;
+    let started = Instant::now();
+    let attempt = f().await;
+    let label = match op {
+        Operation::CreateSegment => "create_segment",
+        Operation::UpdateMembership => "update_membership",
+    };
+    metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => label)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::LD_REQUESTS, "operation" => label, "status" => status_label(&attempt))
+        .increment(1);
+    let now = now_ms();
+    // Slow down before a 429: nothing left in this window means wait for its reset.
+    if let Attempt::Replied(r) = &attempt {
+        if let (Some(rem), Some(reset)) = (r.remaining, r.reset_ms) {
+            if rem <= 0 && reset > now {
+                ctx.throttle.pause_until(reset);
+            }
+        }
+    }
+    let verdict = classify(op, &attempt, now);
+    (attempt, verdict)
+}
+
+/// Handles every verdict but success: schedules the retry and records why.
+async fn defer(ctx: &Ctx, p: u16, link: &LinkId, verdict: Verdict) -> anyhow::Result<Flushed> {
+    let now = now_ms();
+    let lcfg = &ctx.settings.launchdarkly;
+    let attempt = ctx.bump_attempts(link);
+    let (error, blocked, retry_at) = match verdict {
+        Verdict::RateLimited { until_ms } => {
+            let until = until_ms.unwrap_or(now + lcfg.rate_limited_fallback_ms as i64)
+                + pause_jitter().as_millis() as i64;
+            ctx.throttle.pause_until(until);
+            if let Err(e) = ctx.store.share_rate_pause(until).await {
+                tracing::warn!(error = %e, "Could not share a rate-limit pause through Redis.");
+            }
+            tracing::info!(link = %link, resume_in_ms = until - now, "LaunchDarkly rate limit: every writer holds off.");
+            ("429 rate limited".to_string(), None, until)
+        }
+        Verdict::Retry { reason, in_doubt } => {
+            let mut delay = full_jitter(
+                Duration::from_millis(lcfg.backoff_base_ms),
+                Duration::from_millis(lcfg.backoff_max_ms),
+                attempt,
+            );
+            // LaunchDarkly may still apply a request we gave up on; let it land
+            // before anything newer is sent for this link, so the newer write wins.
+            if in_doubt {
+                delay = delay.max(ctx.settings.request_timeout());
+            }
+            tracing::warn!(link = %link, %reason, retry_in_ms = delay.as_millis() as u64, "LaunchDarkly write failed; will retry.");
+            (reason, None, now + delay.as_millis() as i64)
+        }
+        Verdict::Block { reason } => {
+            tracing::error!(link = %link, %reason, "Link blocked; its changes are kept and retried later.");
+            metrics::counter!(m::LINKS_BLOCKED, "reason" => reason.split(' ').next().unwrap_or("").to_string()).increment(1);
+            (
+                reason.clone(),
+                Some(reason),
+                now + lcfg.blocked_retry_ms as i64,
+            )
+        }
+        Verdict::Rejected { message } => {
+            let reason = format!("segment creation rejected: {message}");
+            tracing::error!(link = %link, %reason, "Link blocked.");
+            (
+                reason.clone(),
+                Some(reason),
+                now + lcfg.blocked_retry_ms as i64,
+            )
+        }
+        Verdict::Success | Verdict::AlreadyExists => unreachable!("success is not deferred"),
+    };
+    ctx.store
+        .record_failure(p, link, &error, blocked.as_deref(), retry_at)
+        .await?;
+    Ok(Flushed::Deferred)
+}
+
+struct Target {
+    segment_key: String,
+}
+
+/// Creates the segment on the link's first flush; returns its key.
+async fn ensure_segment(
+    ctx: &Ctx,
+    p: u16,
+    link: &LinkId,
+    dest: &Destination,
+) -> anyhow::Result<Result<Target, Flushed>> {
+    let meta = ctx.store.link_meta(p, link).await?;
+    if meta.get("created").map(String::as_str) == Some("1") {
+        if let Some(key) = meta.get("segment_key").filter(|k| !k.is_empty()) {
+            return Ok(Ok(Target {
+                segment_key: key.clone(),
+            }));
+        }
+    }
+    let cohort_name = ctx
+        .store
+        .cohort_name(p, &link.source, &link.cohort)
+        .await?
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| link.cohort.clone());
+    let vars = TemplateVars {
+        source: &link.source,
+        cohort_id: &link.cohort,
+        cohort_name: &cohort_name,
+        destination: &dest.name,
+    };
+    let key = slug(&render(&dest.segment_key, &vars));
+    let name = render(&dest.segment_name, &vars);
+    let mut tags = dest.tags.clone();
+    tags.push(slug(&format!("source-{}", link.source)));
+    let body = NewSegment {
+        key: &key,
+        name: &name,
+        description: format!(
+            "Synced by cohort-bridge from source {} cohort {}",
+            link.source, link.cohort
+        ),
+        tags: &tags,
+        unbounded: true,
+        unbounded_context_kind: &dest.context_kind,
+    };
+    let (_, verdict) = send(ctx, Operation::CreateSegment, || {
+        ctx.ld
+            .create_segment(&dest.project, &dest.environment, &body)
+    })
+    .await;
+    match verdict {
+        Verdict::Success | Verdict::AlreadyExists => {
+            let created = now_ms().to_string();
+            ctx.store
+                .set_link_meta(
+                    p,
+                    link,
+                    &[
+                        ("created", "1"),
+                        ("segment_key", &key),
+                        ("segment_name", &name),
+                        ("created_ms", &created),
+                    ],
+                )
+                .await?;
+            tracing::info!(link = %link, segment = %key, project = %dest.project, environment = %dest.environment, "Segment ready.");
+            Ok(Ok(Target { segment_key: key }))
+        }
+        other => Ok(Err(defer(ctx, p, link, other).await?)),
+    }
+}
+
+/// Flushes one batch of one link.
+pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyhow::Result<Flushed> {
+    let settings = &ctx.settings;
+    let configured = settings
+        .sources
+        .get(&link.source)
+        .and_then(|s: &Arc<Source>| {
+            s.destinations
+                .contains(&link.destination)
+                .then(|| settings.destinations.get(&link.destination))
+                .flatten()
+                .map(|d| (s.clone(), d.clone()))
+        });
+    let Some((source, dest)) = configured else {
+        let reason = "link is not in the configuration (source or destination removed)";
+        let retry = now_ms() + settings.launchdarkly.blocked_retry_ms as i64;
+        ctx.store
+            .record_failure(p, &link, reason, Some(reason), retry)
+            .await?;
+        return Ok(Flushed::Deferred);
+    };
+
+    let target = match ensure_segment(&ctx, p, &link, &dest).await? {
+        Ok(t) => t,
+        Err(done) => return Ok(done),
+    };
+
+    let max = settings.launchdarkly.max_keys_per_request;
+    let margin = settings.request_timeout() + Duration::from_millis(500);
+    if !ctx.leases.valid_for(p, margin) {
+        return Ok(Flushed::Deferred);
+    }
+    let hold_until = now_ms() + settings.lease_ttl.as_millis() as i64;
+    let members = match ctx
+        .store
+        .claim(p, ctx.leases.token(), &link, max, hold_until)
+        .await?
+    {
+        Claim::LeaseLost => return Ok(Flushed::Deferred),
+        Claim::Empty => return Ok(Flushed::Written(0)),
+        Claim::Members(m) => m,
+    };
+    let full = members.len() >= max;
+    let mut written = 0;
+    // A 400 for a batch is split in halves until the offending keys stand
+    // alone; those go to dead letters, the rest are written.
+    let mut queue = vec![members];
+    while let Some(batch) = queue.pop() {
+        if !ctx.leases.valid_for(p, margin) {
+            return Ok(Flushed::Deferred);
+        }
+        let body = MembershipUpdate::from_members(&batch);
+        let (_, verdict) = send(&ctx, Operation::UpdateMembership, || {
+            ctx.ld
+                .update_membership(&dest.project, &dest.environment, &target.segment_key, &body)
+        })
+        .await;
+        match verdict {
+            Verdict::Success => {
+                let now = now_ms();
+                let ack = ctx
+                    .store
+                    .ack(
+                        p,
+                        ctx.leases.token(),
+                        &link,
+                        &batch,
+                        &source.destinations,
+                        now,
+                        settings.flush.max_delay_ms,
+                        max,
+                        full,
+                    )
+                    .await?;
+                match ack {
+                    Ack::LeaseLost => {
+                        tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");
+                        return Ok(Flushed::Deferred);
+                    }
+                    Ack::Done { written: w, .. } => {
+                        m::changes(&link.source, "written", w);
+                        written += batch.len();
+                    }
+                }
+                ctx.reset_attempts(&link);
+                metrics::histogram!(m::FLUSH_LAG_SECONDS)
+                    .record(((now - due_at_ms).max(0) as f64) / 1000.0);
+            }
+            Verdict::Rejected { message } if batch.len() > 1 => {
+                tracing::warn!(link = %link, keys = batch.len(), %message, "LaunchDarkly rejected a batch; splitting it to find the offending keys.");
+                let mut left = batch;
+                let right = left.split_off(left.len() / 2);
+                queue.push(right);
+                queue.push(left);
+            }
+            Verdict::Rejected { message } => {
+                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                tracing::error!(link = %link, key = %keys[0], %message, "LaunchDarkly rejected a key; moved to dead letters.");
+                if let Some(n) = ctx
+                    .store
+                    .dead_letter(p, ctx.leases.token(), &link, &keys, &message, now_ms())
+                    .await?
+                {
+                    m::changes(&link.source, "dead_lettered", n);
+                }
+            }
+            Verdict::Block { reason } if reason.starts_with("404") => {
+                // The segment may have been deleted in LaunchDarkly: create it again next time.
+                ctx.store
+                    .set_link_meta(p, &link, &[("created", "")])
+                    .await?;
+                return defer(&ctx, p, &link, Verdict::Block { reason }).await;
+            }
+            other => return defer(&ctx, p, &link, other).await,
+        }
+    }
+    Ok(Flushed::Written(written))
+}

@@ -1,0 +1,214 @@
+//! The flusher: moves dirty members from Redis to LaunchDarkly.
+//!
+//! Each replica holds leases on a fair share of the partitions
+//! ([`leases`]), walks their due sets oldest first, and flushes up to
+//! `flush.concurrency` links at once ([`link`]), each one batch at a time. A
+//! large first sync therefore cannot starve a small real-time cohort: once its
+//! batch is sent, the big link goes back into the due set behind links that
+//! were due earlier.
+
+mod backoff;
+mod leases;
+pub mod link;
+
+pub use leases::Leases;
+
+use crate::clock::now_ms;
+use crate::config::Settings;
+use crate::launchdarkly::{LdClient, Throttle};
+use crate::store::{LinkId, Store};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// What every link flush needs.
+pub struct Ctx {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub ld: LdClient,
+    pub throttle: Arc<Throttle>,
+    pub leases: Leases,
+    attempts: Mutex<HashMap<LinkId, u32>>,
+}
+
+impl Ctx {
+    fn bump_attempts(&self, link: &LinkId) -> u32 {
+        let mut a = self.attempts.lock().expect("attempts lock");
+        let n = a.entry(link.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n - 1
+    }
+
+    fn reset_attempts(&self, link: &LinkId) {
+        self.attempts.lock().expect("attempts lock").remove(link);
+    }
+}
+
+/// The background worker of one replica.
+pub struct Flusher {
+    ctx: Arc<Ctx>,
+    wake: Arc<Notify>,
+}
+
+impl Flusher {
+    pub fn new(settings: Arc<Settings>, store: Store, wake: Arc<Notify>) -> anyhow::Result<Self> {
+        let ld = LdClient::new(&settings.launchdarkly, &settings.ld_token)?;
+        let throttle = Arc::new(Throttle::new(settings.launchdarkly.requests_per_second));
+        let token = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+        let leases = Leases::new(token, settings.lease_ttl, settings.redis.partitions);
+        Ok(Flusher {
+            ctx: Arc::new(Ctx {
+                settings,
+                store,
+                ld,
+                throttle,
+                leases,
+                attempts: Mutex::new(HashMap::new()),
+            }),
+            wake,
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then lets flushes in flight finish
+    /// (up to the grace period) and releases the leases.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        let maint = tokio::spawn(maintain(ctx.clone(), shutdown.clone()));
+        let concurrency = ctx.settings.flush.concurrency;
+        let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
+        let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
+        let mut inflight: HashSet<LinkId> = HashSet::new();
+        let mut tasks: JoinSet<(LinkId, anyhow::Result<link::Flushed>)> = JoinSet::new();
+
+        while !*shutdown.borrow() {
+            let usable = ctx.leases.usable(margin);
+            let now = now_ms();
+            let mut wait = poll;
+            if inflight.len() < concurrency && !usable.is_empty() {
+                match ctx.store.due_links(&usable, now, concurrency * 2).await {
+                    Ok(due) => {
+                        for (p, l, at) in due {
+                            if inflight.len() >= concurrency {
+                                break;
+                            }
+                            if inflight.insert(l.clone()) {
+                                let c = ctx.clone();
+                                tasks.spawn(async move {
+                                    let r = link::flush(c, p, l.clone(), at).await;
+                                    (l, r)
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Cannot read due links; retrying."),
+                }
+                if let Ok(Some(next)) = ctx.store.next_due(&usable).await {
+                    wait = wait.min(Duration::from_millis((next - now_ms()).max(0) as u64));
+                }
+            }
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => finish(&mut inflight, done),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+
+        let grace = Duration::from_secs(ctx.settings.server.shutdown_grace_seconds);
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = tasks.join_next().await {
+                finish(&mut inflight, done);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("Flushes still in flight at the end of the grace period were abandoned; their members stay unknown and are re-sent.");
+            tasks.abort_all();
+        }
+        let _ = maint.await;
+        ctx.leases.release_all(&ctx.store).await;
+        Ok(())
+    }
+}
+
+fn finish(
+    inflight: &mut HashSet<LinkId>,
+    done: Result<(LinkId, anyhow::Result<link::Flushed>), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((l, r)) => {
+            if let Err(e) = r {
+                tracing::warn!(link = %l, error = %e, "Flush failed; the link stays due.");
+            }
+            inflight.remove(&l);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "A flush task panicked.");
+            // The link id is lost with the task; clear everything so nothing is stuck.
+            inflight.clear();
+        }
+    }
+}
+
+/// Leases, heartbeat, rate split, backlog gauge and the tombstone sweeper.
+async fn maintain(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let every =
+        (ctx.settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        match ctx.leases.maintain(&ctx.store, now_ms()).await {
+            Ok(live) => ctx.throttle.set_replicas(live),
+            Err(e) => tracing::warn!(error = %e, "Lease maintenance failed; retrying."),
+        }
+        let held = ctx.leases.usable(Duration::ZERO);
+        if let Ok(n) = ctx.store.backlog(&held).await {
+            metrics::gauge!(crate::metrics::DIRTY_BACKLOG).set(n as f64);
+        }
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = tokio::time::Instant::now();
+            sweep(&ctx, &held).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Removes tombstones older than the retention window, a chunk at a time.
+async fn sweep(ctx: &Ctx, partitions: &[u16]) {
+    let cutoff = now_ms() - (ctx.settings.redis.tombstone_retention_seconds as i64) * 1000;
+    let mut removed = 0;
+    for &p in partitions {
+        let Ok(cohorts) = ctx.store.cohorts(p).await else {
+            continue;
+        };
+        for c in cohorts {
+            let mut cursor = "0".to_string();
+            while let Ok(Some((next, n))) = ctx
+                .store
+                .sweep_chunk(p, ctx.leases.token(), &c, &cursor, cutoff)
+                .await
+            {
+                removed += n;
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "Swept tombstones past retention.");
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "bridge".into())
+}

@@ -1,0 +1,55 @@
+//! Every error a client can get, as `{"error": {"code", "message"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// Why a request was refused. Each variant maps to one status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no source is configured with id {0:?}")]
+    UnknownSource(String),
+    #[error("{0}")]
+    Unauthorized(#[from] crate::verify::VerifyError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the store is unavailable; retry later")]
+    Unavailable(#[source] crate::store::StoreError),
+    #[error("not found")]
+    NotFound,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnknownSource(_) => "unknown_source",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Invalid(_) => "invalid_payload",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::Unavailable(_) => "store_unavailable",
+            ApiError::NotFound => "not_found",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownSource(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.insert_header(("Retry-After", "5"));
+        }
+        resp.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+    }
+}

@@ -1,0 +1,225 @@
+//! What a LaunchDarkly response means for the flusher, decided in one place.
+
+/// Which call was made (a 409 means different things for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CreateSegment,
+    UpdateMembership,
+}
+
+/// What came back from LaunchDarkly, reduced to what classification needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// `X-Ratelimit-Reset`: Unix epoch milliseconds.
+    pub reset_ms: Option<i64>,
+    /// `Retry-After`: seconds.
+    pub retry_after_s: Option<u64>,
+    /// The smaller of `X-Ratelimit-Global-Remaining` and `X-Ratelimit-Route-Remaining`.
+    pub remaining: Option<i64>,
+    /// LaunchDarkly's `message` (or the start of the body).
+    pub message: String,
+}
+
+/// One attempt's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Replied(Reply),
+    /// No answer within the request timeout: LaunchDarkly may still apply it.
+    TimedOut,
+    /// Connection refused, reset or closed mid-request.
+    Transport(String),
+}
+
+/// What the flusher does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: record what LaunchDarkly now has.
+    Success,
+    /// 409 on create: the segment exists; carry on.
+    AlreadyExists,
+    /// 429: every writer holds off until `until_ms` (None: reset missing or
+    /// already past, so wait the configured fallback).
+    RateLimited { until_ms: Option<i64> },
+    /// Transient: retry with backoff. `in_doubt` when LaunchDarkly may have
+    /// applied the request without us knowing (timeout, reset connection).
+    Retry { reason: String, in_doubt: bool },
+    /// 401/403/404 and other configuration problems: keep the data, report,
+    /// try again later.
+    Block { reason: String },
+    /// 400 and other permanent rejections of this body: split to find the
+    /// offending keys, then dead-letter them.
+    Rejected { message: String },
+}
+
+/// Classifies one attempt. Pure: `now_ms` is passed in.
+pub fn classify(op: Operation, attempt: &Attempt, now_ms: i64) -> Verdict {
+    let r = match attempt {
+        Attempt::TimedOut => {
+            return Verdict::Retry {
+                reason: "request timed out".into(),
+                in_doubt: true,
+            }
+        }
+        Attempt::Transport(e) => {
+            return Verdict::Retry {
+                reason: format!("transport error: {e}"),
+                in_doubt: true,
+            }
+        }
+        Attempt::Replied(r) => r,
+    };
+    let msg = |what: &str| {
+        if r.message.is_empty() {
+            format!("{} {what}", r.status)
+        } else {
+            format!("{} {what}: {}", r.status, r.message)
+        }
+    };
+    match r.status {
+        200..=299 => Verdict::Success,
+        409 if op == Operation::CreateSegment => Verdict::AlreadyExists,
+        429 => {
+            let until = r
+                .reset_ms
+                .or_else(|| r.retry_after_s.map(|s| now_ms + (s as i64) * 1000))
+                .filter(|&t| t > now_ms);
+            Verdict::RateLimited { until_ms: until }
+        }
+        408 | 409 | 500 | 502..=599 => Verdict::Retry {
+            reason: msg("from LaunchDarkly"),
+            in_doubt: false,
+        },
+        401 => Verdict::Block {
+            reason: msg("unauthorized: check the API token"),
+        },
+        403 => Verdict::Block {
+            reason: msg("forbidden: the token lacks createSegment/updateIncluded"),
+        },
+        404 => Verdict::Block {
+            reason: msg("not found: check the destination's project and environment"),
+        },
+        400 | 413 | 422 => Verdict::Rejected {
+            message: msg("rejected"),
+        },
+        _ => Verdict::Block {
+            reason: msg("unexpected response"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Operation::*;
+
+    const NOW: i64 = 1_767_225_600_000;
+
+    fn reply(status: u16) -> Reply {
+        Reply {
+            status,
+            reset_ms: None,
+            retry_after_s: None,
+            remaining: None,
+            message: String::new(),
+        }
+    }
+
+    fn kind(v: &Verdict) -> &'static str {
+        match v {
+            Verdict::Success => "success",
+            Verdict::AlreadyExists => "exists",
+            Verdict::RateLimited { .. } => "rate-limited",
+            Verdict::Retry { in_doubt: true, .. } => "retry-in-doubt",
+            Verdict::Retry { .. } => "retry",
+            Verdict::Block { .. } => "block",
+            Verdict::Rejected { .. } => "rejected",
+        }
+    }
+
+    #[test]
+    fn table() {
+        let table: &[(Operation, u16, &str)] = &[
+            (CreateSegment, 201, "success"),
+            (UpdateMembership, 204, "success"),
+            (UpdateMembership, 200, "success"),
+            (CreateSegment, 409, "exists"),
+            (UpdateMembership, 409, "retry"),
+            (UpdateMembership, 429, "rate-limited"),
+            (CreateSegment, 429, "rate-limited"),
+            (UpdateMembership, 408, "retry"),
+            (UpdateMembership, 500, "retry"),
+            (UpdateMembership, 502, "retry"),
+            (UpdateMembership, 503, "retry"),
+            (UpdateMembership, 504, "retry"),
+            (UpdateMembership, 501, "block"),
+            (UpdateMembership, 401, "block"),
+            (UpdateMembership, 403, "block"),
+            (UpdateMembership, 404, "block"),
+            (CreateSegment, 404, "block"),
+            (UpdateMembership, 400, "rejected"),
+            (CreateSegment, 400, "rejected"),
+            (UpdateMembership, 413, "rejected"),
+            (UpdateMembership, 418, "block"),
+        ];
+        for &(op, status, want) in table {
+            let got = classify(op, &Attempt::Replied(reply(status)), NOW);
+            assert_eq!(kind(&got), want, "{op:?} {status}");
+        }
+        assert_eq!(
+            kind(&classify(UpdateMembership, &Attempt::TimedOut, NOW)),
+            "retry-in-doubt"
+        );
+        assert_eq!(
+            kind(&classify(
+                UpdateMembership,
+                &Attempt::Transport("reset".into()),
+                NOW
+            )),
+            "retry-in-doubt"
+        );
+    }
+
+    #[test]
+    fn rate_limit_reset_times() {
+        let mut r = reply(429);
+        r.reset_ms = Some(NOW + 2_000);
+        assert_eq!(
+            classify(UpdateMembership, &Attempt::Replied(r.clone()), NOW),
+            Verdict::RateLimited {
+                until_ms: Some(NOW + 2_000)
+            }
+        );
+        // A reset in the past is not "go now": the caller waits a fallback.
+        r.reset_ms = Some(NOW - 5_000);
+        assert_eq!(
+            classify(UpdateMembership, &Attempt::Replied(r.clone()), NOW),
+            Verdict::RateLimited { until_ms: None }
+        );
+        r.reset_ms = None;
+        r.retry_after_s = Some(3);
+        assert_eq!(
+            classify(UpdateMembership, &Attempt::Replied(r.clone()), NOW),
+            Verdict::RateLimited {
+                until_ms: Some(NOW + 3_000)
+            }
+        );
+        r.retry_after_s = None;
+        assert_eq!(
+            classify(UpdateMembership, &Attempt::Replied(r), NOW),
+            Verdict::RateLimited { until_ms: None }
+        );
+    }
+
+    #[test]
+    fn messages_carry_launchdarkly_text() {
+        let mut r = reply(403);
+        r.message = "Access to the requested resource was denied".into();
+        match classify(UpdateMembership, &Attempt::Replied(r), NOW) {
+            Verdict::Block { reason } => {
+                assert!(reason.contains("denied") && reason.starts_with("403"))
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The HTTP client: raw-token `Authorization`, `LD-API-Version`, JSON bodies.
+
+use super::classify::{Attempt, Reply};
+use crate::config::{LaunchDarklyConfig, Secret};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Serialize;
+use std::time::Duration;
+
+/// Body of `POST /api/v2/segments/{project}/{environment}` for a big segment.
+#[derive(Debug, Serialize)]
+pub struct NewSegment<'a> {
+    pub key: &'a str,
+    pub name: &'a str,
+    pub description: String,
+    pub tags: &'a [String],
+    pub unbounded: bool,
+    #[serde(rename = "unboundedContextKind")]
+    pub unbounded_context_kind: &'a str,
+}
+
+/// Body of `POST …/{segmentKey}/contexts` (`SegmentUserState`): only `included` is written.
+#[derive(Debug, Default, Serialize)]
+pub struct MembershipUpdate<'a> {
+    pub included: IncludedList<'a>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct IncludedList<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<&'a str>,
+}
+
+impl<'a> MembershipUpdate<'a> {
+    pub fn from_members(members: &'a [(String, bool)]) -> Self {
+        let mut u = MembershipUpdate::default();
+        for (key, include) in members {
+            if *include {
+                u.included.add.push(key);
+            } else {
+                u.included.remove.push(key);
+            }
+        }
+        u
+    }
+}
+
+/// A LaunchDarkly REST client. `Debug` never shows the token.
+#[derive(Clone, Debug)]
+pub struct LdClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+}
+
+impl LdClient {
+    pub fn new(cfg: &LaunchDarklyConfig, token: &Secret) -> anyhow::Result<Self> {
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_str(token.expose()).map_err(|_| {
+            anyhow::anyhow!("launchdarkly token contains characters not allowed in a header")
+        })?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert("LD-API-Version", HeaderValue::from_str(&cfg.api_version)?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_millis(cfg.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(cfg.request_timeout_ms.min(5_000)))
+            .user_agent(concat!("cohort-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let base = reqwest::Url::parse(&cfg.base_url)?;
+        Ok(LdClient { http, base })
+    }
+
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend(["api", "v2", "segments"]);
+            path.extend(segments);
+        }
+        url
+    }
+
+    pub async fn create_segment(
+        &self,
+        project: &str,
+        environment: &str,
+        body: &NewSegment<'_>,
+    ) -> Attempt {
+        self.post(self.url(&[project, environment]), body).await
+    }
+
+    pub async fn update_membership(
+        &self,
+        project: &str,
+        environment: &str,
+        segment: &str,
+        body: &MembershipUpdate<'_>,
+    ) -> Attempt {
+        self.post(self.url(&[project, environment, segment, "contexts"]), body)
+            .await
+    }
+
+    async fn post<T: Serialize>(&self, url: reqwest::Url, body: &T) -> Attempt {
+        match self.http.post(url).json(body).send().await {
+            Ok(resp) => Attempt::Replied(read_reply(resp).await),
+            Err(e) if e.is_timeout() => Attempt::TimedOut,
+            Err(e) => Attempt::Transport(error_chain(&e)),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn header_i64(h: &HeaderMap, name: &str) -> Option<i64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn read_reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let reset_ms = header_i64(h, "x-ratelimit-reset");
+    let retry_after_s = header_i64(h, "retry-after").and_then(|s| u64::try_from(s).ok());
+    let remaining = [
+        header_i64(h, "x-ratelimit-global-remaining"),
+        header_i64(h, "x-ratelimit-route-remaining"),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let body = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.chars().take(300).collect());
+    Reply {
+        status,
+        reset_ms,
+        retry_after_s,
+        remaining,
+        message,
+    }
+}

@@ -1,0 +1,13 @@
+//! LaunchDarkly's REST API, as the flusher uses it: create a big segment once,
+//! then `POST …/contexts` with `included.add` / `included.remove`.
+//!
+//! [`classify`] is the one pure function that decides what every response
+//! means; [`Throttle`] keeps the whole deployment under the configured rate.
+
+mod classify;
+mod client;
+mod throttle;
+
+pub use classify::{classify, Attempt, Operation, Reply, Verdict};
+pub use client::{LdClient, MembershipUpdate, NewSegment};
+pub use throttle::Throttle;

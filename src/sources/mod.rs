@@ -1,0 +1,121 @@
+//! Source kinds: each file turns a verified body into [`Push`]es.
+//!
+//! Adding a source is one file here plus one line in [`SourceKind`]'s table
+//! (and a scheme in `verify/` if its signature is new). Parsers are lenient
+//! about fields they do not use and strict about the types of those they do:
+//! a wrong shape is a [`ParseError`] (400), never a panic.
+
+mod amplitude;
+mod heap;
+mod member;
+
+pub use member::extract_key;
+
+use crate::config::Source;
+use crate::verify::Verified;
+use std::fmt;
+use std::str::FromStr;
+
+/// The kinds of sender the bridge understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SourceKind {
+    Amplitude,
+    Heap,
+}
+
+impl SourceKind {
+    /// Every kind: its config name and the member field holding the key by default.
+    const TABLE: &'static [(SourceKind, &'static str, &'static str)] = &[
+        (SourceKind::Amplitude, "amplitude", "user_id"),
+        (SourceKind::Heap, "heap", "id"),
+    ];
+
+    pub fn names() -> Vec<&'static str> {
+        Self::TABLE.iter().map(|(_, n, _)| *n).collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("unknown")
+    }
+
+    pub fn default_key_field(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map(|(_, _, f)| *f)
+            .unwrap_or("id")
+    }
+}
+
+impl FromStr for SourceKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::TABLE
+            .iter()
+            .find(|(_, n, _)| *n == s)
+            .map(|(k, _, _)| *k)
+            .ok_or(())
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One membership change of one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The LaunchDarkly context key.
+    pub key: String,
+    /// `true`: should be in the segment; `false`: should not.
+    pub include: bool,
+    /// Order of this change (ms); an older version never overrides a newer one.
+    pub version_ms: i64,
+}
+
+/// The changes of one cohort carried by one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    pub cohort_id: String,
+    pub cohort_name: Option<String>,
+    /// The sender's idempotency key: a retried delivery is applied once.
+    pub delivery_id: Option<String>,
+    pub changes: Vec<Change>,
+}
+
+/// What one request carried.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub pushes: Vec<Push>,
+    /// Members without the configured key field: counted, not stored.
+    pub skipped_without_key: u64,
+    /// Set when the request was understood but carries nothing to apply.
+    pub note: Option<&'static str>,
+}
+
+/// The body does not have the shape its source kind sends (answered 400).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub(crate) fn json(err: serde_json::Error) -> Self {
+        ParseError(format!("body is not the expected JSON: {err}"))
+    }
+}
+
+/// Parses a verified body with the source's kind. `now_ms` is the version of
+/// changes whose sender gives no time of its own.
+pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
+    match source.kind {
+        SourceKind::Amplitude => amplitude::parse(source, verified, now_ms),
+        SourceKind::Heap => heap::parse(source, verified, now_ms),
+    }
+}

@@ -1,0 +1,177 @@
+//! Every Redis key the bridge uses, built in one place.
+//!
+//! All keys of one cohort and of its links share the hash tag
+//! `{<prefix>:<partition>}`, so one Lua script can touch them atomically and
+//! the layout runs unchanged on Redis Cluster. Source and destination ids
+//! cannot contain `:` (config validation), so `<dest>:<source>:<cohort>`
+//! parses back unambiguously even when the cohort id contains `:`.
+
+use std::fmt;
+
+/// One cohort written into one destination: the unit of flushing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId {
+    pub destination: String,
+    pub source: String,
+    pub cohort: String,
+}
+
+impl LinkId {
+    /// Parses `<dest>:<source>:<cohort>`.
+    pub fn parse(s: &str) -> Option<LinkId> {
+        let (destination, rest) = s.split_once(':')?;
+        let (source, cohort) = rest.split_once(':')?;
+        Some(LinkId {
+            destination: destination.into(),
+            source: source.into(),
+            cohort: cohort.into(),
+        })
+    }
+}
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.destination, self.source, self.cohort)
+    }
+}
+
+/// Builds key names for one deployment (prefix and partition count).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    partitions: u16,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, partitions: u16) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
+    pub fn partition(&self, source: &str, cohort: &str) -> u16 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(source.as_bytes());
+        h.update(&[0]);
+        h.update(cohort.as_bytes());
+        (h.finalize() % u32::from(self.partitions)) as u16
+    }
+
+    fn tag(&self, p: u16) -> String {
+        format!("{{{}:{}}}", self.prefix, p)
+    }
+
+    /// Hash: member key → `<version>|<pending><desired><link states>` (see `apply.lua`).
+    pub fn want(&self, p: u16, source: &str, cohort: &str) -> String {
+        format!("{}:want:{source}:{cohort}", self.tag(p))
+    }
+
+    /// Hash: the cohort's name and its link slots (`slot:<destination>`).
+    pub fn cohort_meta(&self, p: u16, source: &str, cohort: &str) -> String {
+        format!("{}:cohort:{source}:{cohort}", self.tag(p))
+    }
+
+    /// Set: every `<source>:<cohort>` of the partition (for sweeping and listing).
+    pub fn cohorts(&self, p: u16) -> String {
+        format!("{}:cohorts", self.tag(p))
+    }
+
+    /// Set: members of the link whose LaunchDarkly state differs from desired or is unknown.
+    pub fn dirty(&self, p: u16, link: &LinkId) -> String {
+        format!("{}:dirty:{link}", self.tag(p))
+    }
+
+    /// Hash: segment created, LaunchDarkly key and name, last flush, last error, counters.
+    pub fn link_meta(&self, p: u16, link: &LinkId) -> String {
+        format!("{}:link:{link}", self.tag(p))
+    }
+
+    /// Hash: member → "<ms> <reason>" for members LaunchDarkly rejected.
+    pub fn dead(&self, p: u16, link: &LinkId) -> String {
+        format!("{}:dead:{link}", self.tag(p))
+    }
+
+    /// Sorted set: link id → ms when its flush is due.
+    pub fn due(&self, p: u16) -> String {
+        format!("{}:due", self.tag(p))
+    }
+
+    /// String with TTL: a delivery already applied, holding its summary.
+    pub fn seen(&self, p: u16, source: &str, delivery: &str) -> String {
+        format!("{}:seen:{source}:{delivery}", self.tag(p))
+    }
+
+    /// String with TTL: the token of the flusher working this partition.
+    pub fn lease(&self, p: u16) -> String {
+        format!("{}:lease", self.tag(p))
+    }
+
+    /// Sorted set (not partitioned): replica id → last heartbeat (ms).
+    pub fn replicas(&self) -> String {
+        format!("{}:replicas", self.prefix)
+    }
+
+    /// String (not partitioned): ms until which every writer holds off after a 429.
+    pub fn rate_pause(&self) -> String {
+        format!("{}:ld:pause_until", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_ids_round_trip_with_colons_in_cohorts() {
+        let l = LinkId {
+            destination: "prod".into(),
+            source: "amp".into(),
+            cohort: "a:b:c".into(),
+        };
+        assert_eq!(LinkId::parse(&l.to_string()), Some(l));
+        assert_eq!(LinkId::parse("nocolon"), None);
+    }
+
+    #[test]
+    fn keys_of_a_cohort_share_one_hash_tag() {
+        let k = Keys::new("cb", 64);
+        let p = k.partition("amp", "c1");
+        assert!(p < 64);
+        assert_eq!(p, k.partition("amp", "c1"));
+        let l = LinkId {
+            destination: "prod".into(),
+            source: "amp".into(),
+            cohort: "c1".into(),
+        };
+        let tag = format!("{{cb:{p}}}");
+        for key in [
+            k.want(p, "amp", "c1"),
+            k.cohort_meta(p, "amp", "c1"),
+            k.cohorts(p),
+            k.dirty(p, &l),
+            k.link_meta(p, &l),
+            k.due(p),
+            k.seen(p, "amp", "m1"),
+            k.lease(p),
+            k.dead(p, &l),
+        ] {
+            assert!(key.starts_with(&tag), "{key}");
+        }
+    }
+
+    #[test]
+    fn partitions_spread() {
+        let k = Keys::new("cb", 8);
+        let mut seen = [0u32; 8];
+        for i in 0..800 {
+            seen[k.partition("s", &format!("c{i}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
+    }
+}

@@ -1,0 +1,614 @@
+//! Redis, the system of record: the only module that talks to it.
+//!
+//! Each operation that must be atomic is one Lua script over keys of one hash
+//! slot (see [`keys`]); every other call is a plain command. A Redis error is a
+//! [`StoreError`], which the HTTP layer answers with 503 and `Retry-After`.
+
+pub mod keys;
+mod scripts;
+
+pub use keys::{Keys, LinkId};
+
+use crate::config::RedisConfig;
+use crate::sources::Push;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Redis could not be reached or answered an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from a script: {0}")]
+    Reply(String),
+}
+
+/// What one push did, change by change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyOutcome {
+    /// The delivery id was seen before: nothing was applied this time.
+    pub duplicate: bool,
+    /// Changes newer than what was stored (each later written, superseded or cancelled).
+    pub accepted: u64,
+    /// Changes older than what was stored: no effect.
+    pub stale: u64,
+    /// Accepted changes that LaunchDarkly already reflects: nothing to write.
+    pub unchanged: u64,
+    /// Earlier pending changes that these replaced before they were written.
+    pub superseded: u64,
+    /// Accepted changes that undid a pending change (a flip back): nothing to write.
+    pub cancelled: u64,
+}
+
+/// Per-push settings the apply script needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyParams {
+    pub now_ms: i64,
+    pub dedupe_ttl_ms: u64,
+    pub max_delay_ms: u64,
+    pub batch: usize,
+}
+
+/// Members handed to one request: (key, desired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "claimed members stay unknown until acknowledged"]
+pub enum Claim {
+    LeaseLost,
+    Empty,
+    Members(Vec<(String, bool)>),
+}
+
+/// Result of an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    LeaseLost,
+    Done { written: u64, still_dirty: u64 },
+}
+
+/// The Redis-backed store. Cheap to clone (one multiplexed connection).
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError::Reply(format!("{v:?}"))),
+        other => Err(StoreError::Reply(format!("{other:?}"))),
+    }
+}
+
+fn text(v: &Value) -> Result<String, StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        other => Err(StoreError::Reply(format!("{other:?}"))),
+    }
+}
+
+impl Store {
+    /// Connects lazily: the bridge starts (and reports not-ready) while Redis is down.
+    pub fn connect(cfg: &RedisConfig) -> Result<Store, StoreError> {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
+            .set_response_timeout(Some(Duration::from_millis(cfg.response_timeout_ms)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Store {
+            conn,
+            keys: Keys::new(&cfg.key_prefix, cfg.partitions),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `PING` and `SCRIPT LOAD` of every script: what readiness needs.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let mut c = self.conn();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        for s in scripts::all() {
+            s.prepare_invoke().load_async(&mut c).await?;
+        }
+        Ok(())
+    }
+
+    /// Redis's `maxmemory-policy`.
+    pub async fn eviction_policy(&self) -> Result<String, StoreError> {
+        let mut c = self.conn();
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut c)
+            .await?;
+        Ok(v.get(1).cloned().unwrap_or_default())
+    }
+
+    /// Applies one push (one cohort) to every link of the source, atomically.
+    pub async fn apply(
+        &self,
+        source: &str,
+        destinations: &[String],
+        push: &Push,
+        params: ApplyParams,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let k = &self.keys;
+        let p = k.partition(source, &push.cohort_id);
+        let cohort = push.cohort_id.as_str();
+        let links: Vec<LinkId> = destinations
+            .iter()
+            .map(|d| LinkId {
+                destination: d.clone(),
+                source: source.into(),
+                cohort: cohort.into(),
+            })
+            .collect();
+        let seen_ttl = if push.delivery_id.is_some() {
+            params.dedupe_ttl_ms
+        } else {
+            0
+        };
+        let mut inv = scripts::APPLY.prepare_invoke();
+        inv.key(k.want(p, source, cohort))
+            .key(k.cohort_meta(p, source, cohort))
+            .key(k.due(p))
+            .key(k.cohorts(p))
+            .key(k.seen(p, source, push.delivery_id.as_deref().unwrap_or("-")));
+        for l in &links {
+            inv.key(k.dirty(p, l));
+        }
+        inv.arg(params.now_ms)
+            .arg(seen_ttl)
+            .arg(params.max_delay_ms)
+            .arg(params.batch)
+            .arg(push.cohort_name.as_deref().unwrap_or(""))
+            .arg(format!("{source}:{cohort}"))
+            .arg(links.len());
+        for d in destinations {
+            inv.arg(d);
+        }
+        for l in &links {
+            inv.arg(l.to_string());
+        }
+        for c in &push.changes {
+            inv.arg(&c.key)
+                .arg(c.version_ms)
+                .arg(if c.include { "1" } else { "0" });
+        }
+        let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
+        let first = reply.first().map(int).transpose()?.unwrap_or(-1);
+        if first == 1 {
+            let prior = reply.get(1).map(text).transpose()?.unwrap_or_default();
+            let n: Vec<u64> = prior.split(',').filter_map(|x| x.parse().ok()).collect();
+            let get = |i: usize| n.get(i).copied().unwrap_or(0);
+            return Ok(ApplyOutcome {
+                duplicate: true,
+                accepted: get(0),
+                stale: get(1),
+                unchanged: get(2),
+                superseded: get(3),
+                cancelled: get(4),
+            });
+        }
+        let n: Vec<i64> = reply.iter().map(int).collect::<Result<_, _>>()?;
+        if n.len() != 6 {
+            return Err(StoreError::Reply(format!("apply returned {n:?}")));
+        }
+        Ok(ApplyOutcome {
+            duplicate: false,
+            accepted: n[1] as u64,
+            stale: n[2] as u64,
+            unchanged: n[3] as u64,
+            superseded: n[4] as u64,
+            cancelled: n[5] as u64,
+        })
+    }
+
+    /// `SET lease token NX PX ttl`.
+    pub async fn try_acquire_lease(
+        &self,
+        p: u16,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let r: Option<String> = redis::cmd("SET")
+            .arg(self.keys.lease(p))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(r.is_some())
+    }
+
+    /// Renews (ttl > 0) or releases (ttl = 0) a lease the caller holds.
+    pub async fn renew_lease(
+        &self,
+        p: u16,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let r: i64 = scripts::LEASE
+            .key(self.keys.lease(p))
+            .arg(token)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(r == 1)
+    }
+
+    /// Links due by `now_ms` in the given partitions, oldest first, with their due time.
+    pub async fn due_links(
+        &self,
+        partitions: &[u16],
+        now_ms: i64,
+        per_partition: usize,
+    ) -> Result<Vec<(u16, LinkId, i64)>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.due(p))
+                .arg("-inf")
+                .arg(now_ms)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(per_partition)
+                .arg("WITHSCORES");
+        }
+        let replies: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.conn()).await?;
+        let mut out = Vec::new();
+        for (&p, links) in partitions.iter().zip(replies) {
+            for (id, score) in links {
+                if let Some(l) = LinkId::parse(&id) {
+                    out.push((p, l, score as i64));
+                }
+            }
+        }
+        out.sort_by_key(|(_, _, at)| *at);
+        Ok(out)
+    }
+
+    /// The earliest due time across the partitions, if any link is waiting.
+    pub async fn next_due(&self, partitions: &[u16]) -> Result<Option<i64>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.due(p))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let replies: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(replies.into_iter().flatten().map(|(_, s)| s as i64).min())
+    }
+
+    /// Marks up to `max` dirty members unknown and returns them with their desired state.
+    pub async fn claim(
+        &self,
+        p: u16,
+        token: &str,
+        link: &LinkId,
+        max: usize,
+        hold_until_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let k = &self.keys;
+        let reply: Vec<Value> = scripts::CLAIM
+            .key(k.lease(p))
+            .key(k.dirty(p, link))
+            .key(k.want(p, &link.source, &link.cohort))
+            .key(k.cohort_meta(p, &link.source, &link.cohort))
+            .key(k.due(p))
+            .arg(token)
+            .arg(max)
+            .arg(&link.destination)
+            .arg(link.to_string())
+            .arg(hold_until_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match reply.first().map(int).transpose()? {
+            Some(-1) => Ok(Claim::LeaseLost),
+            Some(0) => Ok(Claim::Empty),
+            Some(1) => {
+                let mut members = Vec::with_capacity(reply.len() / 2);
+                for pair in reply[1..].chunks(2) {
+                    if let [m, d] = pair {
+                        members.push((text(m)?, text(d)? == "1"));
+                    }
+                }
+                Ok(Claim::Members(members))
+            }
+            other => Err(StoreError::Reply(format!("claim returned {other:?}"))),
+        }
+    }
+
+    /// Records an acknowledged write of `sent` to the link.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ack(
+        &self,
+        p: u16,
+        token: &str,
+        link: &LinkId,
+        sent: &[(String, bool)],
+        active_destinations: &[String],
+        now_ms: i64,
+        max_delay_ms: u64,
+        batch: usize,
+        claim_was_full: bool,
+    ) -> Result<Ack, StoreError> {
+        let k = &self.keys;
+        let mut inv = scripts::ACK.prepare_invoke();
+        inv.key(k.lease(p))
+            .key(k.want(p, &link.source, &link.cohort))
+            .key(k.dirty(p, link))
+            .key(k.cohort_meta(p, &link.source, &link.cohort))
+            .key(k.due(p))
+            .key(k.link_meta(p, link))
+            .arg(token)
+            .arg(now_ms)
+            .arg(&link.destination)
+            .arg(link.to_string())
+            .arg(max_delay_ms)
+            .arg(batch)
+            .arg(if claim_was_full { "1" } else { "0" })
+            .arg(active_destinations.len());
+        for d in active_destinations {
+            inv.arg(d);
+        }
+        for (m, include) in sent {
+            inv.arg(m).arg(if *include { "1" } else { "0" });
+        }
+        let reply: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        match reply.as_slice() {
+            [-1] => Ok(Ack::LeaseLost),
+            [w, r] => Ok(Ack::Done {
+                written: *w as u64,
+                still_dirty: *r as u64,
+            }),
+            other => Err(StoreError::Reply(format!("ack returned {other:?}"))),
+        }
+    }
+
+    /// Moves members LaunchDarkly rejected to the link's dead letters.
+    /// Returns how many pending changes ended there, or `None` if the lease was lost.
+    pub async fn dead_letter(
+        &self,
+        p: u16,
+        token: &str,
+        link: &LinkId,
+        members: &[String],
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = &self.keys;
+        let mut inv = scripts::DEAD_LETTER.prepare_invoke();
+        inv.key(k.lease(p))
+            .key(k.want(p, &link.source, &link.cohort))
+            .key(k.dirty(p, link))
+            .key(k.cohort_meta(p, &link.source, &link.cohort))
+            .key(k.dead(p, link))
+            .key(k.link_meta(p, link))
+            .arg(token)
+            .arg(&link.destination)
+            .arg(now_ms)
+            .arg(reason);
+        for m in members {
+            inv.arg(m);
+        }
+        let r: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok((r >= 0).then_some(r as u64))
+    }
+
+    /// Records a failed attempt and when to try the link again.
+    pub async fn record_failure(
+        &self,
+        p: u16,
+        link: &LinkId,
+        error: &str,
+        blocked: Option<&str>,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(k.link_meta(p, link))
+            .arg("last_error")
+            .arg(error)
+            .arg("blocked")
+            .arg(blocked.unwrap_or(""))
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(k.link_meta(p, link))
+            .arg("failures")
+            .arg(1)
+            .ignore()
+            .cmd("ZADD")
+            .arg(k.due(p))
+            .arg(retry_at_ms)
+            .arg(link.to_string())
+            .ignore();
+        let () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// The link's meta hash (segment created, key, counters, errors).
+    pub async fn link_meta(
+        &self,
+        p: u16,
+        link: &LinkId,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(self.keys.link_meta(p, link))
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Sets fields of the link's meta hash.
+    pub async fn set_link_meta(
+        &self,
+        p: u16,
+        link: &LinkId,
+        fields: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.link_meta(p, link));
+        for (f, v) in fields {
+            cmd.arg(*f).arg(*v);
+        }
+        let _: i64 = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// The cohort's name as last pushed.
+    pub async fn cohort_name(
+        &self,
+        p: u16,
+        source: &str,
+        cohort: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(redis::cmd("HGET")
+            .arg(self.keys.cohort_meta(p, source, cohort))
+            .arg("name")
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Members of the link still waiting for LaunchDarkly, summed over due links.
+    pub async fn backlog(&self, partitions: &[u16]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for &p in partitions {
+            let links: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.due(p))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await?;
+            if links.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for l in links.iter().filter_map(|l| LinkId::parse(l)) {
+                pipe.cmd("SCARD").arg(self.keys.dirty(p, &l));
+            }
+            let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+            total += counts.iter().sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Registers this replica's heartbeat; returns how many replicas are alive.
+    pub async fn heartbeat(
+        &self,
+        replica: &str,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        let key = self.keys.replicas();
+        let (live,): (u64,) = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_ms)
+            .arg(replica)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now_ms - ttl.as_millis() as i64)
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(live.max(1))
+    }
+
+    /// Removes this replica from the registry (graceful shutdown).
+    pub async fn leave(&self, replica: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.keys.replicas())
+            .arg(replica)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Shares a 429 pause with every replica (expires a minute after it ends).
+    pub async fn share_rate_pause(&self, until_ms: i64) -> Result<(), StoreError> {
+        let _: () = redis::cmd("SET")
+            .arg(self.keys.rate_pause())
+            .arg(until_ms)
+            .arg("PXAT")
+            .arg(until_ms.max(0) + 60_000)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The pause another replica announced, if any.
+    pub async fn rate_pause(&self) -> Result<Option<i64>, StoreError> {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.rate_pause())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(v)
+    }
+
+    /// Sweeps one chunk of a cohort's tombstones (see `sweep.lua`).
+    pub async fn sweep_chunk(
+        &self,
+        p: u16,
+        token: &str,
+        source_cohort: &str,
+        cursor: &str,
+        cutoff_ms: i64,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let (source, cohort) = source_cohort.split_once(':').unwrap_or((source_cohort, ""));
+        let (next, removed): (String, u64) = scripts::SWEEP
+            .key(self.keys.want(p, source, cohort))
+            .key(self.keys.lease(p))
+            .arg(cursor)
+            .arg(500)
+            .arg(cutoff_ms)
+            .arg(token)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok((next != "-1").then_some((next, removed)))
+    }
+
+    /// Every `<source>:<cohort>` of a partition.
+    pub async fn cohorts(&self, p: u16) -> Result<Vec<String>, StoreError> {
+        Ok(redis::cmd("SMEMBERS")
+            .arg(self.keys.cohorts(p))
+            .query_async(&mut self.conn())
+            .await?)
+    }
+}

@@ -1,0 +1,66 @@
+-- ack.lua: record what LaunchDarkly now has after an acknowledged (2xx) write.
+--
+-- Refuses to write under a lease the caller no longer holds (the fencing
+-- check): the members then stay unknown and dirty and are sent again.
+-- A member stays dirty if its desired state changed while the request flew.
+--
+-- KEYS[1] partition lease   KEYS[2] want hash   KEYS[3] dirty set of the link
+-- KEYS[4] cohort meta hash  KEYS[5] due sorted set   KEYS[6] link meta hash
+-- ARGV[1] lease token   ARGV[2] now (ms)   ARGV[3] destination name   ARGV[4] link id
+-- ARGV[5] max delay (ms)   ARGV[6] batch size   ARGV[7] '1' if the claim was full
+-- ARGV[8] k, then k active destination names (for "written" accounting)
+-- ARGV[9+k..] pairs: member, sent desired ('1'/'0')
+-- Result: {-1} lease not held; {written, still_dirty_in_link}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local now = tonumber(ARGV[2])
+local slot = tonumber(redis.call('HGET', KEYS[4], 'slot:' .. ARGV[3]) or '0') + 1
+local k = tonumber(ARGV[8])
+local active = {}
+for i = 1, k do
+  local s = redis.call('HGET', KEYS[4], 'slot:' .. ARGV[8 + i])
+  if s then active[#active + 1] = tonumber(s) + 1 end
+end
+
+local written, sent_in, sent_out = 0, 0, 0
+for j = 9 + k, #ARGV, 2 do
+  local m, sent = ARGV[j], ARGV[j + 1]
+  if sent == '1' then sent_in = sent_in + 1 else sent_out = sent_out + 1 end
+  local cur = redis.call('HGET', KEYS[2], m)
+  if cur then
+    local bar = string.find(cur, '|', 1, true)
+    local p = string.sub(cur, bar + 1, bar + 1)
+    local d = string.sub(cur, bar + 2, bar + 2)
+    local states = string.sub(cur, bar + 3)
+    if #states < slot then states = states .. string.rep('o', slot - #states) end
+    states = string.sub(states, 1, slot - 1) .. ((sent == '1') and 'i' or 'o') .. string.sub(states, slot + 1)
+    if d == sent then redis.call('SREM', KEYS[3], m) end
+    if p == '1' then
+      local want = (d == '1') and 'i' or 'o'
+      local clean = true
+      for _, s in ipairs(active) do
+        local c = string.sub(states, s, s)
+        if c == '' then c = 'o' end
+        if c == 'u' or (c ~= 'd' and c ~= want) then clean = false break end
+      end
+      if clean then
+        p = '0'
+        written = written + 1
+      end
+    end
+    redis.call('HSET', KEYS[2], m, string.sub(cur, 1, bar) .. p .. d .. states)
+  end
+end
+
+local remaining = redis.call('SCARD', KEYS[3])
+if remaining == 0 then
+  redis.call('ZREM', KEYS[5], ARGV[4])
+else
+  local at = now + tonumber(ARGV[5])
+  if ARGV[7] == '1' or remaining >= tonumber(ARGV[6]) then at = now end
+  redis.call('ZADD', KEYS[5], 'LT', at, ARGV[4])
+end
+redis.call('HSET', KEYS[6], 'last_flush_ms', now, 'last_error', '', 'blocked', '')
+redis.call('HINCRBY', KEYS[6], 'requests', 1)
+redis.call('HINCRBY', KEYS[6], 'sent_add', sent_in)
+redis.call('HINCRBY', KEYS[6], 'sent_remove', sent_out)
+return {written, remaining}

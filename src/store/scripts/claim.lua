@@ -1,0 +1,39 @@
+-- claim.lua: hand up to N dirty members of one link to a LaunchDarkly request.
+--
+-- Every claimed member is marked unknown ('u') for the link *before* the
+-- request is sent: a crash, timeout or reset leaves it unknown, so it stays
+-- dirty and is sent again with its desired state (LaunchDarkly may have
+-- applied the lost request). The link's due time becomes the hold time, so a
+-- crashed flusher's work is picked up again once its lease is gone.
+--
+-- KEYS[1] partition lease   KEYS[2] dirty set of the link   KEYS[3] want hash
+-- KEYS[4] cohort meta hash  KEYS[5] due sorted set
+-- ARGV[1] lease token       ARGV[2] max members           ARGV[3] destination name
+-- ARGV[4] link id           ARGV[5] hold-until (ms)
+-- Result: {-1} lease not held; {0} nothing dirty (link removed from due);
+--         {1, member, desired, member, desired, ...}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local slot = redis.call('HGET', KEYS[4], 'slot:' .. ARGV[3])
+local members = redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[2]))
+if (not slot) or #members == 0 then
+  redis.call('ZREM', KEYS[5], ARGV[4])
+  return {0}
+end
+slot = tonumber(slot) + 1
+local out = {1}
+for _, m in ipairs(members) do
+  local cur = redis.call('HGET', KEYS[3], m)
+  if cur then
+    local bar = string.find(cur, '|', 1, true)
+    local states = string.sub(cur, bar + 3)
+    if #states < slot then states = states .. string.rep('o', slot - #states) end
+    states = string.sub(states, 1, slot - 1) .. 'u' .. string.sub(states, slot + 1)
+    redis.call('HSET', KEYS[3], m, string.sub(cur, 1, bar + 2) .. states)
+    out[#out + 1] = m
+    out[#out + 1] = string.sub(cur, bar + 2, bar + 2)
+  else
+    redis.call('SREM', KEYS[2], m)
+  end
+end
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
+return out

@@ -1,0 +1,137 @@
+//! Shared secrets: a static header (Amplitude's custom headers) or HTTP Basic.
+//!
+//! Both sides are hashed with SHA-256 before the constant-time comparison, so
+//! neither the content nor the length of a secret leaks through timing.
+
+use super::{Headers, VerifyError};
+use crate::config::Secret;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
+
+/// Any configured secret must equal the header's value. A `Bearer ` prefix is
+/// accepted when the configured secret does not have one (Amplitude users
+/// often configure `Authorization: Bearer <token>`).
+pub fn verify_header(
+    headers: &dyn Headers,
+    header: &str,
+    secrets: &[Secret],
+) -> Result<(), VerifyError> {
+    let value = headers
+        .get_str(header)
+        .ok_or(VerifyError::MissingHeader("secret"))?
+        .trim();
+    let stripped = value.strip_prefix("Bearer ").unwrap_or(value);
+    let mut ok = false;
+    for s in secrets {
+        // Evaluate every secret: no early exit that would time which one matched.
+        ok |= ct_eq(value.as_bytes(), s.expose().as_bytes())
+            | ct_eq(stripped.as_bytes(), s.expose().as_bytes());
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+/// `Authorization: Basic base64(user:password)`, any configured password.
+pub fn verify_basic(
+    headers: &dyn Headers,
+    username: &Secret,
+    passwords: &[Secret],
+) -> Result<(), VerifyError> {
+    let value = headers
+        .get_str("authorization")
+        .ok_or(VerifyError::MissingHeader("Authorization"))?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+        .ok_or(VerifyError::Malformed {
+            header: "Authorization",
+            reason: "expected the Basic scheme",
+        })?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| VerifyError::Malformed {
+            header: "Authorization",
+            reason: "credentials are not base64",
+        })?;
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(VerifyError::Malformed {
+            header: "Authorization",
+            reason: "credentials have no ':'",
+        })?;
+    let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+    let user_ok = ct_eq(user, username.expose().as_bytes());
+    let mut pass_ok = false;
+    for p in passwords {
+        pass_ok |= ct_eq(pass, p.expose().as_bytes());
+    }
+    if user_ok && pass_ok {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(k: &str, v: &str) -> Vec<(String, String)> {
+        vec![(k.to_string(), v.to_string())]
+    }
+
+    #[test]
+    fn header_secret_any_of_rotation() {
+        let secrets = [Secret::new("old"), Secret::new("new")];
+        assert!(verify_header(&h("X-Token", "new"), "x-token", &secrets).is_ok());
+        assert!(verify_header(&h("X-Token", "old"), "x-token", &secrets).is_ok());
+        assert!(verify_header(&h("X-Token", "Bearer new"), "x-token", &secrets).is_ok());
+        assert_eq!(
+            verify_header(&h("X-Token", "nope"), "x-token", &secrets),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify_header(&h("X-Token", "ne"), "x-token", &secrets),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify_header(&vec![], "x-token", &secrets),
+            Err(VerifyError::MissingHeader("secret"))
+        );
+    }
+
+    #[test]
+    fn basic_known_answer_from_vectors() {
+        // signature-vectors.json, "mixpanel custom webhook": mixpanel / s3cr3t-sync-key.
+        let v = &super::super::vectors::by_platform("mixpanel")[0];
+        let header = v["headers"]["Authorization"].as_str().unwrap();
+        let user = Secret::new("mixpanel");
+        let ok = [Secret::new("rotated-away"), Secret::new("s3cr3t-sync-key")];
+        assert!(verify_basic(&h("Authorization", header), &user, &ok).is_ok());
+        assert_eq!(
+            verify_basic(&h("Authorization", header), &user, &[Secret::new("other")]),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify_basic(&h("Authorization", header), &Secret::new("someone"), &ok),
+            Err(VerifyError::Mismatch)
+        );
+        assert!(matches!(
+            verify_basic(&h("Authorization", "Basic !!!"), &user, &ok),
+            Err(VerifyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            verify_basic(&h("Authorization", "Bearer abc"), &user, &ok),
+            Err(VerifyError::Malformed { .. })
+        ));
+    }
+}
