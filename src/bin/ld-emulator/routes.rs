@@ -389,9 +389,9 @@ fn store_error(e: StoreError, t: &Target) -> Resp {
             )),
         ),
         StoreError::NotFound => ld_error(404, Some(&format!("Unknown segment key \"{}\"", t.key))),
-        StoreError::Conflict => ld_error(
+        StoreError::Conflict(key) => ld_error(
             409,
-            Some(&format!("Segment with key \"{}\" already exists", t.key)),
+            Some(&format!("Segment with key \"{key}\" already exists")),
         ),
         StoreError::NotUnbounded => ld_error(
             400,

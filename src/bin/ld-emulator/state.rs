@@ -105,7 +105,8 @@ pub enum StoreError {
     UnknownProject(String),
     UnknownEnvironment(String, String),
     NotFound,
-    Conflict,
+    /// The key already exists in that project/environment.
+    Conflict(String),
     NotUnbounded,
 }
 
@@ -146,7 +147,7 @@ impl Store {
             new.key.clone(),
         );
         if self.segments.contains_key(&id) {
-            return Err(StoreError::Conflict);
+            return Err(StoreError::Conflict(new.key));
         }
         let segment = Segment {
             project: project.to_string(),
@@ -318,7 +319,7 @@ mod tests {
         store.create("p", "e", big("k"), 1).unwrap();
         assert_eq!(
             store.create("p", "e", big("k"), 1).unwrap_err(),
-            StoreError::Conflict
+            StoreError::Conflict("k".into())
         );
         let change = MembershipChange::from_validated(
             &json!({"included": {"add": ["a", "b"], "remove": ["b"]}, "excluded": {"add": ["x"]}}),
