@@ -80,9 +80,9 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let target = target::parse(&method, &path);
-    let body = match read_body(req.into_body()).await {
-        Ok(b) => b,
-        Err(e) => return Ok(ld_error(400, Some(&e))),
+    let (body, unreadable) = match read_body(req.into_body()).await {
+        Ok(b) => (b, None),
+        Err(e) => (Bytes::new(), Some(e)),
     };
     let call = Call {
         method,
@@ -92,6 +92,12 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
         content_type,
         body,
     };
+    if let Some(e) = unreadable {
+        // Not logged: nothing usable arrived.
+        let mut resp = ld_error(400, Some(&e));
+        add_rate_headers(&mut resp, &peek(&emu, &call));
+        return Ok(resp);
+    }
 
     let (seq, fault) = register(&emu, &call, path, received_ms);
     let completion = Completion {
