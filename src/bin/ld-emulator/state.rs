@@ -1,0 +1,342 @@
+//! The emulated LaunchDarkly data: segments per project/environment with
+//! their big-segment membership, and the optional set of known projects.
+//! Also renders segments in LaunchDarkly's `UserSegment` shape and in the
+//! flatter shape the control API reports.
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Identifies a segment: project, environment, key.
+pub type SegmentId = (String, String, String);
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub project: String,
+    pub environment: String,
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub unbounded: bool,
+    pub unbounded_context_kind: Option<String>,
+    pub generation: u64,
+    pub creation_date: u64,
+    pub last_modified_date: u64,
+    pub version: u64,
+    pub included: BTreeSet<String>,
+    pub excluded: BTreeSet<String>,
+}
+
+/// A validated `SegmentBody`, read without Rust types mirroring the bridge's.
+#[derive(Debug)]
+pub struct NewSegment {
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub unbounded: bool,
+    pub unbounded_context_kind: Option<String>,
+}
+
+impl NewSegment {
+    /// Reads a body that already passed schema validation as `SegmentBody`.
+    pub fn from_validated(body: &Value) -> NewSegment {
+        let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+        let unbounded = body
+            .get("unbounded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        NewSegment {
+            key: text("key").unwrap_or_default(),
+            name: text("name").unwrap_or_default(),
+            description: text("description"),
+            tags: body
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|t| {
+                    t.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            unbounded,
+            // LaunchDarkly defaults a big segment's context kind to "user".
+            unbounded_context_kind: text("unboundedContextKind")
+                .or_else(|| unbounded.then(|| "user".to_string())),
+        }
+    }
+}
+
+/// Membership edits from a validated `SegmentUserState` body.
+#[derive(Debug, Default)]
+pub struct MembershipChange {
+    pub included_add: Vec<String>,
+    pub included_remove: Vec<String>,
+    pub excluded_add: Vec<String>,
+    pub excluded_remove: Vec<String>,
+}
+
+impl MembershipChange {
+    pub fn from_validated(body: &Value) -> MembershipChange {
+        let list = |part: &str, op: &str| -> Vec<String> {
+            body.get(part)
+                .and_then(|p| p.get(op))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        MembershipChange {
+            included_add: list("included", "add"),
+            included_remove: list("included", "remove"),
+            excluded_add: list("excluded", "add"),
+            excluded_remove: list("excluded", "remove"),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreError {
+    UnknownProject(String),
+    UnknownEnvironment(String, String),
+    NotFound,
+    /// The key already exists in that project/environment.
+    Conflict(String),
+    NotUnbounded,
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    segments: HashMap<SegmentId, Segment>,
+    /// `None`: every project/environment exists. `Some`: only these do.
+    pub projects: Option<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl Store {
+    /// 404s for undeclared projects/environments once any are declared.
+    pub fn check_env(&self, project: &str, environment: &str) -> Result<(), StoreError> {
+        let Some(projects) = &self.projects else {
+            return Ok(());
+        };
+        match projects.get(project) {
+            None => Err(StoreError::UnknownProject(project.to_string())),
+            Some(envs) if !envs.contains(environment) => Err(StoreError::UnknownEnvironment(
+                project.to_string(),
+                environment.to_string(),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub fn create(
+        &mut self,
+        project: &str,
+        environment: &str,
+        new: NewSegment,
+        now_ms: u64,
+    ) -> Result<&Segment, StoreError> {
+        self.check_env(project, environment)?;
+        let id = (
+            project.to_string(),
+            environment.to_string(),
+            new.key.clone(),
+        );
+        if self.segments.contains_key(&id) {
+            return Err(StoreError::Conflict(new.key));
+        }
+        let segment = Segment {
+            project: project.to_string(),
+            environment: environment.to_string(),
+            key: new.key,
+            name: new.name,
+            description: new.description,
+            tags: new.tags,
+            unbounded: new.unbounded,
+            unbounded_context_kind: new.unbounded_context_kind,
+            generation: 1,
+            creation_date: now_ms,
+            last_modified_date: now_ms,
+            version: 1,
+            included: BTreeSet::new(),
+            excluded: BTreeSet::new(),
+        };
+        Ok(self.segments.entry(id).or_insert(segment))
+    }
+
+    pub fn get(&self, project: &str, environment: &str, key: &str) -> Result<&Segment, StoreError> {
+        self.check_env(project, environment)?;
+        self.segments
+            .get(&(
+                project.to_string(),
+                environment.to_string(),
+                key.to_string(),
+            ))
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Applies adds before removes, included then excluded: a key both added
+    /// and removed in one request ends up absent.
+    pub fn update_membership(
+        &mut self,
+        project: &str,
+        environment: &str,
+        key: &str,
+        change: MembershipChange,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.check_env(project, environment)?;
+        let segment = self
+            .segments
+            .get_mut(&(
+                project.to_string(),
+                environment.to_string(),
+                key.to_string(),
+            ))
+            .ok_or(StoreError::NotFound)?;
+        if !segment.unbounded {
+            return Err(StoreError::NotUnbounded);
+        }
+        segment.included.extend(change.included_add);
+        for k in &change.included_remove {
+            segment.included.remove(k);
+        }
+        segment.excluded.extend(change.excluded_add);
+        for k in &change.excluded_remove {
+            segment.excluded.remove(k);
+        }
+        segment.last_modified_date = now_ms;
+        Ok(())
+    }
+
+    /// All segments, ordered by project, environment, key.
+    pub fn all(&self) -> Vec<&Segment> {
+        let mut all: Vec<&Segment> = self.segments.values().collect();
+        all.sort_by(|a, b| {
+            (&a.project, &a.environment, &a.key).cmp(&(&b.project, &b.environment, &b.key))
+        });
+        all
+    }
+
+    pub fn clear_segments(&mut self) {
+        self.segments.clear();
+    }
+}
+
+impl Segment {
+    /// LaunchDarkly's `UserSegment` representation.
+    pub fn to_ld_json(&self) -> Value {
+        let href = format!(
+            "/api/v2/segments/{}/{}/{}",
+            self.project, self.environment, self.key
+        );
+        let mut v = json!({
+            "key": self.key,
+            "name": self.name,
+            "tags": self.tags,
+            "creationDate": self.creation_date,
+            "lastModifiedDate": self.last_modified_date,
+            "version": self.version,
+            "deleted": false,
+            "generation": self.generation,
+            "rules": [],
+            "unbounded": self.unbounded,
+            "_links": {"self": {"href": href, "type": "application/json"}},
+        });
+        if let Some(d) = &self.description {
+            v["description"] = json!(d);
+        }
+        if self.unbounded {
+            // Big segments report counts, not member lists.
+            v["included"] = json!([]);
+            v["excluded"] = json!([]);
+            v["unboundedContextKind"] = json!(self.unbounded_context_kind);
+            v["_unboundedMetadata"] = json!({
+                "envId": self.environment,
+                "segmentId": self.key,
+                "version": self.version,
+                "includedCount": self.included.len(),
+                "excludedCount": self.excluded.len(),
+                "lastModified": self.last_modified_date,
+                "deleted": false,
+            });
+        } else {
+            v["included"] = json!(self.included);
+            v["excluded"] = json!(self.excluded);
+        }
+        v
+    }
+
+    /// The control API's flat view, with full sorted member lists.
+    pub fn to_state_json(&self) -> Value {
+        json!({
+            "project": self.project,
+            "environment": self.environment,
+            "key": self.key,
+            "name": self.name,
+            "description": self.description,
+            "tags": self.tags,
+            "unbounded": self.unbounded,
+            "unboundedContextKind": self.unbounded_context_kind,
+            "generation": self.generation,
+            "creationDate": self.creation_date,
+            "lastModifiedDate": self.last_modified_date,
+            "included": self.included,
+            "excluded": self.excluded,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Spec, EMBEDDED_SPEC};
+
+    fn big(key: &str) -> NewSegment {
+        NewSegment::from_validated(&json!({"key": key, "name": "N", "unbounded": true}))
+    }
+
+    #[test]
+    fn rendered_segment_validates_as_user_segment() {
+        let spec = Spec::parse(EMBEDDED_SPEC).unwrap();
+        let mut store = Store::default();
+        let seg = store.create("p", "e", big("k"), 1).unwrap().clone();
+        assert_eq!(seg.unbounded_context_kind.as_deref(), Some("user"));
+        assert_eq!(spec.validate("UserSegment", &seg.to_ld_json()), Ok(()));
+        let small =
+            NewSegment::from_validated(&json!({"key": "s", "name": "S", "description": "d"}));
+        let seg = store.create("p", "e", small, 1).unwrap().clone();
+        assert_eq!(spec.validate("UserSegment", &seg.to_ld_json()), Ok(()));
+    }
+
+    #[test]
+    fn membership_adds_before_removes_and_projects_gate() {
+        let mut store = Store::default();
+        store.create("p", "e", big("k"), 1).unwrap();
+        assert_eq!(
+            store.create("p", "e", big("k"), 1).unwrap_err(),
+            StoreError::Conflict("k".into())
+        );
+        let change = MembershipChange::from_validated(
+            &json!({"included": {"add": ["a", "b"], "remove": ["b"]}, "excluded": {"add": ["x"]}}),
+        );
+        store.update_membership("p", "e", "k", change, 2).unwrap();
+        let seg = store.get("p", "e", "k").unwrap();
+        assert_eq!(seg.included.iter().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(seg.excluded.len(), 1);
+        store.projects = Some(BTreeMap::from([("p".into(), BTreeSet::from(["e".into()]))]));
+        assert!(store.get("p", "e", "k").is_ok());
+        assert!(matches!(
+            store.get("p", "x", "k"),
+            Err(StoreError::UnknownEnvironment(..))
+        ));
+        assert!(matches!(
+            store.get("q", "e", "k"),
+            Err(StoreError::UnknownProject(_))
+        ));
+    }
+}

@@ -1,0 +1,392 @@
+//! End-to-end tests of the `ld-emulator` binary over real HTTP: spawn it on
+//! a free port, drive the LaunchDarkly routes and the `/_emulator` control
+//! API, and check behaviour clients depend on.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "api-test-token";
+
+/// A running emulator; killed when dropped so failing tests leave nothing.
+struct Emu {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emu {
+    fn start() -> Emu {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ld-emulator"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                TOKEN,
+                "--token",
+                "second-token",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ld-emulator");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
+        let base = line
+            .trim()
+            .strip_prefix("ld-emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        Emu { child, base, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn ld_post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("Authorization", TOKEN)
+            .header("LD-API-Version", "20240415")
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    async fn ld_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("Authorization", TOKEN)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    async fn control(&self, path: &str, body: Option<Value>) -> Value {
+        let req = match body {
+            Some(b) => self.http.post(self.url(path)).json(&b),
+            None => self.http.get(self.url(path)),
+        };
+        let resp = req.send().await.expect("control send");
+        assert!(
+            resp.status().is_success(),
+            "control {path}: {}",
+            resp.status()
+        );
+        resp.json().await.expect("control json")
+    }
+
+    async fn create_big(&self, key: &str) {
+        let resp = self
+            .ld_post(
+                "/api/v2/segments/proj/prod",
+                json!({"key": key, "name": key, "unbounded": true, "unboundedContextKind": "user"}),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+    }
+
+    async fn included(&self, key: &str) -> Value {
+        self.control(&format!("/_emulator/segments/proj/prod/{key}"), None)
+            .await["included"]
+            .clone()
+    }
+
+    async fn violations(&self, name: &str) -> u64 {
+        self.control("/_emulator/stats", None).await["violations"][name]
+            .as_u64()
+            .expect("violation count")
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn auth_takes_the_raw_token_only() {
+    let emu = Emu::start();
+    let body = json!({"key": "s", "name": "S"});
+    for auth in [Some(format!("Bearer {TOKEN}")), Some("wrong".into()), None] {
+        let mut req = emu
+            .http
+            .post(emu.url("/api/v2/segments/proj/prod"))
+            .json(&body);
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status(), 401, "auth {auth:?}");
+        assert!(resp.headers().contains_key("x-ratelimit-reset"));
+        let err: Value = resp.json().await.expect("json");
+        assert_eq!(
+            err,
+            json!({"code": "unauthorized", "message": "Invalid access token"})
+        );
+    }
+    let resp = emu
+        .http
+        .post(emu.url("/api/v2/segments/proj/prod"))
+        .header("Authorization", "second-token")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 201);
+    let log = emu.control("/_emulator/requests", None).await;
+    assert_eq!(log.as_array().map(Vec::len), Some(4));
+    assert_eq!(log[0]["authorization_ok"], json!(false));
+    assert_eq!(log[3]["authorization_ok"], json!(true));
+}
+
+#[tokio::test]
+async fn create_then_conflict_and_get() {
+    let emu = Emu::start();
+    let resp = emu
+        .ld_post(
+            "/api/v2/segments/proj/prod",
+            json!({"key": "big", "name": "Big", "tags": ["t"], "unbounded": true, "unboundedContextKind": "user"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    for h in [
+        "x-ratelimit-global-remaining",
+        "x-ratelimit-route-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(resp.headers().contains_key(h), "missing {h}");
+    }
+    let seg: Value = resp.json().await.expect("json");
+    assert_eq!(seg["generation"], json!(1));
+    assert_eq!(seg["_unboundedMetadata"]["includedCount"], json!(0));
+    let again = emu
+        .ld_post(
+            "/api/v2/segments/proj/prod",
+            json!({"key": "big", "name": "Big"}),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    let err: Value = again.json().await.expect("json");
+    assert_eq!(err["code"], json!("optimistic_locking_error"));
+    assert_eq!(
+        emu.ld_get("/api/v2/segments/proj/prod/big").await.status(),
+        200
+    );
+    assert_eq!(
+        emu.ld_get("/api/v2/segments/proj/prod/none").await.status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn contexts_add_and_remove_show_in_state() {
+    let emu = Emu::start();
+    emu.create_big("seg").await;
+    let path = "/api/v2/segments/proj/prod/seg/contexts";
+    let resp = emu
+        .ld_post(
+            path,
+            json!({"included": {"add": ["c", "a", "b"]}, "excluded": {"add": ["x"]}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    let resp = emu
+        .ld_post(path, json!({"included": {"remove": ["b"]}}))
+        .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(emu.included("seg").await, json!(["a", "c"]));
+    let state = emu.control("/_emulator/state", None).await;
+    assert_eq!(state[0]["excluded"], json!(["x"]));
+    let target: Value = emu
+        .ld_get("/api/v2/segments/proj/prod/seg/contexts/a")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        target,
+        json!({"userKey": "a", "included": true, "excluded": false})
+    );
+    let seg: Value = emu
+        .ld_get("/api/v2/segments/proj/prod/seg")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(seg["_unboundedMetadata"]["includedCount"], json!(2));
+}
+
+#[tokio::test]
+async fn unknown_field_and_wrong_type_are_400s_naming_the_path() {
+    let emu = Emu::start();
+    emu.create_big("seg").await;
+    let path = "/api/v2/segments/proj/prod/seg/contexts";
+    let resp = emu.ld_post(path, json!({"include": {"add": ["a"]}})).await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.expect("json");
+    assert_eq!(err["code"], json!("invalid_request"));
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(message.contains("unknown field \"include\""), "{message}");
+    let resp = emu
+        .ld_post(path, json!({"included": {"add": ["a", "b", 7]}}))
+        .await;
+    let err: Value = resp.json().await.expect("json");
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("included.add[2]: expected string, got number"),
+        "{message}"
+    );
+    assert_eq!(emu.included("seg").await, json!([]));
+}
+
+#[tokio::test]
+async fn status_fault_is_consumed_once() {
+    let emu = Emu::start();
+    emu.control(
+        "/_emulator/faults",
+        Some(json!({"kind": "status", "status": 500, "route": "create"})),
+    )
+    .await;
+    // A GET does not match a create-only fault.
+    assert_eq!(
+        emu.ld_get("/api/v2/segments/proj/prod/x").await.status(),
+        404
+    );
+    let body = json!({"key": "s", "name": "S", "unbounded": true});
+    let first = emu
+        .ld_post("/api/v2/segments/proj/prod", body.clone())
+        .await;
+    assert_eq!(first.status(), 500);
+    let err: Value = first.json().await.expect("json");
+    assert_eq!(err["code"], json!("internal_server_error"));
+    assert_eq!(
+        emu.ld_post("/api/v2/segments/proj/prod", body)
+            .await
+            .status(),
+        201
+    );
+    let stats = emu.control("/_emulator/stats", None).await;
+    assert_eq!(stats["by_status"]["500"], json!(1));
+}
+
+#[tokio::test]
+async fn rate_limited_fault_announces_a_future_reset() {
+    let emu = Emu::start();
+    emu.control(
+        "/_emulator/faults",
+        Some(json!({"kind": "rate_limited", "reset_in_ms": 2000})),
+    )
+    .await;
+    let before = now_ms();
+    let resp = emu.ld_get("/api/v2/segments/proj/prod/x").await;
+    assert_eq!(resp.status(), 429);
+    let reset: u64 = resp
+        .headers()
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("X-Ratelimit-Reset header");
+    assert!(
+        reset > before + 1000,
+        "reset {reset} not in the future of {before}"
+    );
+    let err: Value = resp.json().await.expect("json");
+    assert_eq!(err["code"], json!("rate_limited"));
+}
+
+#[tokio::test]
+async fn reset_connection_gives_a_transport_error() {
+    let emu = Emu::start();
+    emu.create_big("seg").await;
+    emu.control(
+        "/_emulator/faults",
+        Some(json!([{"kind": "reset_connection"}, {"kind": "reset_connection", "then": "apply"}])),
+    )
+    .await;
+    let path = emu.url("/api/v2/segments/proj/prod/seg/contexts");
+    for key in ["dropped", "applied"] {
+        let result = emu
+            .http
+            .post(&path)
+            .header("Authorization", TOKEN)
+            .json(&json!({"included": {"add": [key]}}))
+            .send()
+            .await;
+        let err = result.expect_err("expected a transport error, got a response");
+        assert!(err.status().is_none());
+    }
+    assert_eq!(emu.included("seg").await, json!(["applied"]));
+}
+
+#[tokio::test]
+async fn hang_then_apply_changes_state_after_client_timeout() {
+    let emu = Emu::start();
+    emu.create_big("seg").await;
+    emu.control(
+        "/_emulator/faults",
+        Some(json!({"kind": "hang", "ms": 700, "then": "apply"})),
+    )
+    .await;
+    let result = emu
+        .http
+        .post(emu.url("/api/v2/segments/proj/prod/seg/contexts"))
+        .header("Authorization", TOKEN)
+        .timeout(Duration::from_millis(150))
+        .json(&json!({"included": {"add": ["late"]}}))
+        .send()
+        .await;
+    assert!(result.expect_err("client should time out").is_timeout());
+    assert_eq!(emu.included("seg").await, json!([]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while emu.included("seg").await != json!(["late"]) {
+        assert!(Instant::now() < deadline, "hung request was never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_before_an_announced_reset_count_as_early() {
+    let emu = Emu::start();
+    emu.control(
+        "/_emulator/faults",
+        Some(json!({"kind": "rate_limited", "reset_in_ms": 600})),
+    )
+    .await;
+    let path = "/api/v2/segments/proj/prod/x";
+    assert_eq!(emu.ld_get(path).await.status(), 429);
+    assert_eq!(emu.violations("early_after_429").await, 0);
+    emu.ld_get(path).await;
+    assert_eq!(emu.violations("early_after_429").await, 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    emu.ld_get(path).await;
+    assert_eq!(emu.violations("early_after_429").await, 1);
+    // A reset announced in the past makes nothing early.
+    emu.control(
+        "/_emulator/faults",
+        Some(json!({"kind": "rate_limited", "reset_in_ms": -1000})),
+    )
+    .await;
+    assert_eq!(emu.ld_get(path).await.status(), 429);
+    emu.ld_get(path).await;
+    assert_eq!(emu.violations("early_after_429").await, 1);
+}
