@@ -1,0 +1,337 @@
+//! End to end: pushes through HTTP, Redis, the flusher and real HTTP into the
+//! LaunchDarkly emulator, including coalescing, ordering and LaunchDarkly faults.
+
+use crate::support::bridge::{amplitude_body, heap_body};
+use crate::support::{eventually, Bridge, Emulator, RedisServer, TestConfig};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn strings(v: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    out.sort();
+    out
+}
+
+/// Waits until a segment's members equal `want`.
+async fn converge(emu: &Emulator, env: &str, key: &str, want: &[&str]) {
+    let want = strings(want);
+    let what = format!("{env}/{key} == {want:?}");
+    eventually(&what, WAIT, || async {
+        (emu.members("default", env, key).await.as_ref() == Some(&want)).then_some(())
+    })
+    .await;
+}
+
+/// Every key that appeared in any membership request.
+fn keys_sent(reqs: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in reqs {
+        for list in ["add", "remove"] {
+            if let Some(a) = r["body"]["included"][list].as_array() {
+                out.extend(a.iter().filter_map(|k| k.as_str().map(String::from)));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_cohort_fans_out_to_every_destination_with_a_created_big_segment() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.amplitude_destinations = r#"["production", "staging"]"#.into();
+    let bridge = Bridge::start(&cfg).await;
+    let (status, resp) = bridge
+        .amplitude(&amplitude_body(
+            "8k2n1",
+            true,
+            1_767_225_600,
+            "m1::enter::0",
+            &["u1", "u2"],
+        ))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    converge(&emu, "production", "amplitude-8k2n1", &["u1", "u2"]).await;
+    converge(&emu, "staging", "amplitude-8k2n1", &["u1", "u2"]).await;
+    let seg = emu
+        .segment("default", "production", "amplitude-8k2n1")
+        .await
+        .unwrap();
+    assert_eq!(seg["unbounded"], true);
+    assert_eq!(seg["unboundedContextKind"], "user");
+    assert_eq!(seg["name"], "Cohort 8k2n1");
+    let tags: Vec<&str> = seg["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        tags.contains(&"cohort-bridge") && tags.contains(&"source-amplitude"),
+        "{tags:?}"
+    );
+    // Every request carried the raw token and the API version.
+    for r in emu.requests().await {
+        assert_eq!(r["authorization_ok"], true, "{r}");
+        assert_eq!(r["ld_api_version"], "20240415", "{r}");
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_flip_back_before_the_flush_never_reaches_launchdarkly() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    // No time-based flush during the test: only a full batch (3 keys) makes a link due.
+    cfg.set("flush", "max_delay_ms", "600000")
+        .set("launchdarkly", "max_keys_per_request", "3");
+    let bridge = Bridge::start(&cfg).await;
+    let (_, r1) = bridge
+        .amplitude(&amplitude_body("c", true, 100, "m1", &["flipper"]))
+        .await;
+    let (_, r2) = bridge
+        .amplitude(&amplitude_body("c", false, 200, "m2", &["flipper"]))
+        .await;
+    assert_eq!(
+        (
+            r1["accepted"].clone(),
+            r2["cancelled"].clone(),
+            r2["superseded"].clone()
+        ),
+        (json!(1), json!(1), json!(1))
+    );
+    let (_, r3) = bridge
+        .amplitude(&amplitude_body("c", true, 300, "m3", &["a", "b", "c"]))
+        .await;
+    assert_eq!(r3["accepted"], 3);
+    converge(&emu, "production", "amplitude-c", &["a", "b", "c"]).await;
+    let sent = keys_sent(&emu.membership_requests().await);
+    assert!(
+        !sent.contains(&"flipper".to_string()),
+        "flipper reached LaunchDarkly: {sent:?}"
+    );
+    assert_eq!(emu.membership_requests().await.len(), 1);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_five_hundred_adds_take_three_membership_requests() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let bridge = Bridge::start(&cfg).await;
+    let users: Vec<String> = (0..2500).map(|i| format!("user-{i:05}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let (status, resp) = bridge
+        .amplitude(&amplitude_body(
+            "big",
+            true,
+            1_767_225_600,
+            "big::enter::0",
+            &refs,
+        ))
+        .await;
+    assert_eq!((status, resp["accepted"].clone()), (200, json!(2500)));
+    converge(&emu, "production", "amplitude-big", &refs).await;
+    let reqs = emu.membership_requests().await;
+    assert_eq!(reqs.len(), 3, "membership requests: {}", reqs.len());
+    let creates = emu
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r["route"] == "create")
+        .count();
+    assert_eq!(creates, 1);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn older_changes_lose_and_duplicate_deliveries_apply_once() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let bridge = Bridge::start(&cfg).await;
+    let enter_old = amplitude_body("ord", true, 1_000, "e1::enter::0", &["u1", "u2"]);
+    let exit_new = amplitude_body("ord", false, 2_000, "x1::exit::0", &["u1"]);
+    // The newer exit arrives first, then the older enter: u1 stays out.
+    let (_, r) = bridge.amplitude(&exit_new).await;
+    assert_eq!(r["accepted"], 1);
+    let (_, r) = bridge.amplitude(&enter_old).await;
+    assert_eq!(
+        (r["stale"].clone(), r["accepted"].clone()),
+        (json!(1), json!(1)),
+        "{r}"
+    );
+    converge(&emu, "production", "amplitude-ord", &["u2"]).await;
+
+    // A retried delivery (same message_id) is applied once, even after a newer change.
+    let (_, r) = bridge
+        .amplitude(&amplitude_body("ord", false, 3_000, "x2::exit::0", &["u2"]))
+        .await;
+    assert_eq!(r["accepted"], 1);
+    let (_, dup) = bridge.amplitude(&enter_old).await;
+    assert_eq!(dup["duplicate"], true, "{dup}");
+    // And an older change after the newer one was flushed is still stale.
+    converge(&emu, "production", "amplitude-ord", &[]).await;
+    let (_, r) = bridge
+        .amplitude(&amplitude_body("ord", true, 2_500, "e3::enter::0", &["u2"]))
+        .await;
+    assert_eq!(r["stale"], 1, "{r}");
+    // Heap: the same (sync_task_id, page) twice is one delivery.
+    let body = heap_body(9, "task-9", 1, 1, &["h1@x.com"], &[]);
+    assert_eq!(bridge.heap(&body).await.1["duplicate"], false);
+    assert_eq!(bridge.heap(&body).await.1["duplicate"], true);
+    converge(&emu, "production", "heap-9", &["h1@x.com"]).await;
+    converge(&emu, "production", "amplitude-ord", &[]).await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_holds_every_write_until_its_reset() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.amplitude_destinations = r#"["production", "staging"]"#.into();
+    let bridge = Bridge::start(&cfg).await;
+    emu.fault(json!({"kind": "rate_limited", "reset_in_ms": 1500, "route": "any"}))
+        .await;
+    bridge
+        .amplitude(&amplitude_body("rl", true, 1, "rl1", &["u1", "u2"]))
+        .await;
+    converge(&emu, "production", "amplitude-rl", &["u1", "u2"]).await;
+    converge(&emu, "staging", "amplitude-rl", &["u1", "u2"]).await;
+    let reqs = emu.requests().await;
+    let limited = reqs
+        .iter()
+        .find(|r| r["status"] == 429)
+        .expect("the fault was served");
+    let reset = limited["received_ms"].as_u64().unwrap() + 1500;
+    for r in reqs
+        .iter()
+        .filter(|r| r["seq"].as_u64() > limited["seq"].as_u64())
+    {
+        assert!(
+            r["received_ms"].as_u64().unwrap() >= reset,
+            "request before the reset: {r}"
+        );
+    }
+    assert_eq!(emu.stats().await["violations"]["early_after_429"], 0);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_written() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let bridge = Bridge::start(&cfg).await;
+    emu.fault(json!({"kind": "status", "status": 500, "count": 2, "route": "contexts"}))
+        .await;
+    emu.fault(json!({"kind": "status", "status": 503, "count": 1, "route": "create"}))
+        .await;
+    bridge
+        .heap(&heap_body(5, "t5", 1, 1, &["a@x.com", "b@x.com"], &[]))
+        .await;
+    converge(&emu, "production", "heap-5", &["a@x.com", "b@x.com"]).await;
+    let statuses: Vec<Value> = emu
+        .requests()
+        .await
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![json!(503), json!(201), json!(500), json!(500), json!(204)]
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_403_blocks_the_link_keeps_its_data_and_it_flushes_once_accepted() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.set("launchdarkly", "blocked_retry_ms", "1500");
+    let bridge = Bridge::start(&cfg).await;
+    emu.fault(json!({"kind": "status", "status": 403, "count": 1, "route": "contexts"}))
+        .await;
+    bridge
+        .amplitude(&amplitude_body("blk", true, 1, "b1", &["u1"]))
+        .await;
+    // The link reports why it is blocked, and the member is kept (dirty) meanwhile.
+    let client = redis.client();
+    let blocked = eventually("the link is reported blocked", WAIT, || {
+        let client = client.clone();
+        let prefix = cfg.prefix.clone();
+        async move {
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{{prefix}:*}}:link:*"))
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(keys.first()?)
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            meta.get("blocked").filter(|b| !b.is_empty()).cloned()
+        }
+    })
+    .await;
+    assert!(blocked.starts_with("403"), "{blocked}");
+    assert_eq!(
+        emu.members("default", "production", "amplitude-blk").await,
+        Some(vec![])
+    );
+    converge(&emu, "production", "amplitude-blk", &["u1"]).await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_timed_out_write_then_a_flip_back_ends_with_the_flip_back() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.set("launchdarkly", "request_timeout_ms", "1000");
+    let bridge = Bridge::start(&cfg).await;
+    // The add hangs past the client's timeout, then LaunchDarkly applies it anyway.
+    emu.fault(json!({"kind": "hang", "ms": 1800, "then": "apply", "route": "contexts"}))
+        .await;
+    bridge
+        .amplitude(&amplitude_body("to", true, 100, "to1", &["u1"]))
+        .await;
+    eventually("the add is in flight", WAIT, || async {
+        (!emu.membership_requests().await.is_empty()).then_some(())
+    })
+    .await;
+    // The member flips back while the outcome of the add is unknown.
+    let (_, r) = bridge
+        .amplitude(&amplitude_body("to", false, 200, "to2", &["u1"]))
+        .await;
+    assert_eq!(r["accepted"], 1, "{r}");
+    eventually(
+        "the hung add was applied and a later remove followed",
+        WAIT,
+        || async {
+            let reqs = emu.membership_requests().await;
+            let add = reqs.iter().position(|r| {
+                r["applied"] == true && r["body"]["included"]["add"] == json!(["u1"])
+            })?;
+            reqs[add + 1..]
+                .iter()
+                .any(|r| r["status"] == 204 && r["body"]["included"]["remove"] == json!(["u1"]))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        emu.members("default", "production", "amplitude-to").await,
+        Some(vec![])
+    );
+    bridge.stop().await;
+}

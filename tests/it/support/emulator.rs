@@ -1,0 +1,133 @@
+//! The `ld-emulator` binary, spawned on a free port, and its control API.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub const TOKEN: &str = "api-test-token";
+
+pub struct Emulator {
+    child: Child,
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    pub fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ld-emulator"))
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ld-emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .strip_prefix("ld-emulator listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from ld-emulator: {line:?}"))
+            .to_string();
+        Emulator {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("emulator reachable")
+            .json()
+            .await
+            .expect("emulator JSON")
+    }
+
+    async fn post(&self, path: &str, body: Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("emulator reachable");
+        assert!(
+            r.status().is_success(),
+            "emulator control {path}: {}",
+            r.status()
+        );
+    }
+
+    /// Every segment, as `GET /_emulator/state` returns them.
+    pub async fn segments(&self) -> Vec<Value> {
+        self.get("/_emulator/state")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A segment by project, environment and key.
+    pub async fn segment(&self, project: &str, env: &str, key: &str) -> Option<Value> {
+        self.segments().await.into_iter().find(|s| {
+            s["project"] == json!(project)
+                && s["environment"] == json!(env)
+                && s["key"] == json!(key)
+        })
+    }
+
+    /// Sorted included keys of a segment (None if it does not exist).
+    pub async fn members(&self, project: &str, env: &str, key: &str) -> Option<Vec<String>> {
+        self.segment(project, env, key).await.map(|s| {
+            s["included"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    pub async fn fault(&self, fault: Value) {
+        self.post("/_emulator/faults", fault).await
+    }
+
+    pub async fn configure(&self, cfg: Value) {
+        self.post("/_emulator/config", cfg).await
+    }
+
+    pub async fn requests(&self) -> Vec<Value> {
+        self.get("/_emulator/requests")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Membership-update requests (`…/contexts`) in arrival order.
+    pub async fn membership_requests(&self) -> Vec<Value> {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| r["route"] == json!("contexts"))
+            .collect()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get("/_emulator/stats").await
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
