@@ -63,3 +63,6 @@ pub fn from_toml_str(
 }
 
 pub use validate::{MapSecrets, ProcessEnv, SecretSource};
+
+#[cfg(test)]
+mod tests;

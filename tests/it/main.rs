@@ -3,6 +3,7 @@
 
 mod support;
 
+mod binary;
 mod emulator_api;
 mod pipeline;
 mod receivers;
