@@ -4,6 +4,8 @@
 mod support;
 
 mod binary;
+mod durability;
 mod emulator_api;
+mod fixtures;
 mod pipeline;
 mod receivers;

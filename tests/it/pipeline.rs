@@ -335,3 +335,45 @@ async fn a_timed_out_write_then_a_flip_back_ends_with_the_flip_back() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn launchdarkly_never_sees_more_than_the_configured_rate_retries_included() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    emu.configure(json!({"max_rps": 5.0})).await;
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.set("launchdarkly", "requests_per_second", "5.0")
+        .set("launchdarkly", "max_keys_per_request", "2")
+        .set("flush", "concurrency", "8");
+    let bridge = Bridge::start(&cfg).await;
+    // Retries take tokens too.
+    emu.fault(json!({"kind": "status", "status": 502, "count": 3, "route": "contexts"}))
+        .await;
+    for c in 0..4 {
+        let users: Vec<String> = (0..4).map(|i| format!("c{c}-u{i}")).collect();
+        let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+        bridge
+            .amplitude(&amplitude_body(
+                &format!("rate{c}"),
+                true,
+                1,
+                &format!("r{c}"),
+                &refs,
+            ))
+            .await;
+    }
+    for c in 0..4 {
+        let users: Vec<String> = (0..4).map(|i| format!("c{c}-u{i}")).collect();
+        let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+        converge(&emu, "production", &format!("amplitude-rate{c}"), &refs).await;
+    }
+    let stats = emu.stats().await;
+    // 4 creates + 8 writes + 3 retried failures, at 5/s with no burst.
+    assert!(stats["requests"].as_u64().unwrap() >= 15, "{stats}");
+    assert_eq!(stats["violations"]["rate_exceeded"], 0, "{stats}");
+    assert!(
+        stats["max_requests_in_1s"].as_u64().unwrap() <= 6,
+        "{stats}"
+    );
+    bridge.stop().await;
+}

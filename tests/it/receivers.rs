@@ -63,7 +63,8 @@ auth = { scheme = "heap-hash", secret_env = "HEAP_VECTOR_SECRET", tolerance_seco
     tampered[at] = b'9';
     let stale_ts = (cohort_bridge::clock::now_ms() - 301_000).to_string();
     let future_ts = (cohort_bridge::clock::now_ms() + 301_000).to_string();
-    let cases: Vec<(&str, &[u8], Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, &'a [u8], Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         ("tampered body", &tampered, vec![("Heap-Hash", fresh(body))]),
         (
             "old vector timestamp",

@@ -131,7 +131,6 @@ auth = {{ scheme = "heap-hash", secret_env = "HEAP_SECRET", tolerance_seconds = 
 /// A running bridge.
 pub struct Bridge {
     pub base: String,
-    pub settings: Settings,
     handle: ShutdownHandle,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub http: reqwest::Client,
@@ -143,13 +142,12 @@ impl Bridge {
     }
 
     pub async fn start_settings(settings: Settings) -> Bridge {
-        let app = Application::build(settings.clone()).expect("build the bridge");
+        let app = Application::build(settings).expect("build the bridge");
         let base = format!("http://127.0.0.1:{}", app.port());
         let handle = Application::shutdown_handle();
         let task = tokio::spawn(app.run(handle.clone()));
         Bridge {
             base,
-            settings,
             handle,
             task: Some(task),
             http: reqwest::Client::new(),

@@ -1,0 +1,171 @@
+//! What Redis keeps: accepted changes across a Redis crash (AOF), tombstones
+//! for late older events, and their removal after the retention window.
+
+use crate::support::bridge::amplitude_body;
+use crate::support::{eventually, Bridge, Emulator, RedisServer, TestConfig};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn want_value(redis: &RedisServer, prefix: &str, member: &str) -> Option<String> {
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .ok()?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}:*}}:want:*"))
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    for k in keys {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(&k)
+            .arg(member)
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        if v.is_some() {
+            return v;
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn an_acknowledged_push_survives_a_redis_crash_and_still_reaches_launchdarkly() {
+    let mut redis = RedisServer::start(); // appendonly yes, appendfsync always
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.set("flush", "max_delay_ms", "1500");
+    let bridge = Bridge::start(&cfg).await;
+    let (status, _) = bridge
+        .amplitude(&amplitude_body(
+            "aof",
+            true,
+            1,
+            "aof1",
+            &["durable-1", "durable-2"],
+        ))
+        .await;
+    assert_eq!(status, 200);
+    // Crash Redis right after the 2xx, before the flush is due.
+    redis.restart();
+    assert!(
+        want_value(&redis, &cfg.prefix, "durable-1").await.is_some(),
+        "lost in the crash"
+    );
+    eventually(
+        "the members reach LaunchDarkly after the crash",
+        WAIT,
+        || async {
+            (emu.members("default", "production", "amplitude-aof").await
+                == Some(vec!["durable-1".to_string(), "durable-2".to_string()]))
+            .then_some(())
+        },
+    )
+    .await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn tombstones_reject_late_older_events_then_are_swept_after_retention() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    cfg.set("redis", "tombstone_retention_seconds", "86400")
+        .set("flush", "sweep_interval_seconds", "1")
+        .set("flush", "lease_ttl_ms", "4000");
+    let bridge = Bridge::start(&cfg).await;
+    let now_s = cohort_bridge::clock::now_ms() / 1000;
+    bridge
+        .amplitude(&amplitude_body(
+            "tomb",
+            true,
+            now_s - 20,
+            "t1",
+            &["gone", "keeper"],
+        ))
+        .await;
+    bridge
+        .amplitude(&amplitude_body("tomb", false, now_s - 10, "t2", &["gone"]))
+        .await;
+    eventually("the removal is written", WAIT, || async {
+        (emu.members("default", "production", "amplitude-tomb").await
+            == Some(vec!["keeper".to_string()]))
+        .then_some(())
+    })
+    .await;
+    // Within retention the removed member is a tombstone: a late, older enter is stale.
+    let (_, late) = bridge
+        .amplitude(&amplitude_body("tomb", true, now_s - 15, "t3", &["gone"]))
+        .await;
+    assert_eq!(late["stale"], 1, "{late}");
+    assert!(want_value(&redis, &cfg.prefix, "gone").await.is_some());
+    bridge.stop().await;
+
+    // The same data under a 1 s retention: the tombstone (version 10 s old) is
+    // swept; the member still in the segment is not.
+    let mut short = TestConfig::new(&redis.url(), &emu.base);
+    short
+        .set("redis", "key_prefix", format!("{:?}", cfg.prefix))
+        .set("redis", "tombstone_retention_seconds", "1")
+        .set("flush", "sweep_interval_seconds", "1")
+        .set("flush", "lease_ttl_ms", "4000");
+    let bridge = Bridge::start(&short).await;
+    eventually("the tombstone is swept", WAIT, || async {
+        want_value(&redis, &cfg.prefix, "gone")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        want_value(&redis, &cfg.prefix, "keeper").await.is_some(),
+        "a member still in was swept"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_report_pushes_changes_requests_backlog_and_latency() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let bridge = Bridge::start(&cfg).await;
+    bridge
+        .amplitude(&amplitude_body("met", true, 1, "met1", &["m1", "m2"]))
+        .await;
+    eventually("written", WAIT, || async {
+        (emu.members("default", "production", "amplitude-met")
+            .await
+            .map(|m| m.len())
+            == Some(2))
+        .then_some(())
+    })
+    .await;
+    let (status, text) = eventually("the backlog gauge is exported", WAIT, || async {
+        let (s, t) = bridge.get("/metrics").await;
+        t.contains("cohort_bridge_dirty_backlog").then_some((s, t))
+    })
+    .await;
+    assert_eq!(status, 200);
+    for needle in [
+        "cohort_bridge_pushes_total{",
+        "outcome=\"accepted\"",
+        "cohort_bridge_changes_total{",
+        "outcome=\"written\"",
+        "cohort_bridge_ld_requests_total{",
+        "status=\"204\"",
+        "status=\"201\"",
+        "cohort_bridge_ld_request_seconds_bucket",
+        "cohort_bridge_flush_lag_seconds_bucket",
+        "cohort_bridge_leases_held",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
+    bridge.stop().await;
+}
