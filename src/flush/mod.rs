@@ -81,6 +81,7 @@ impl Flusher {
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
         let mut inflight: HashSet<LinkId> = HashSet::new();
         let mut tasks: JoinSet<(LinkId, anyhow::Result<link::Flushed>)> = JoinSet::new();
+        let mut redis_trouble = Once::default();
 
         while !*shutdown.borrow() {
             let usable = ctx.leases.usable(margin);
@@ -89,6 +90,7 @@ impl Flusher {
             if inflight.len() < concurrency && !usable.is_empty() {
                 match ctx.store.due_links(&usable, now, concurrency * 2).await {
                     Ok(due) => {
+                        redis_trouble.clear("Reading due links works again.");
                         for (p, l, at) in due {
                             if inflight.len() >= concurrency {
                                 break;
@@ -102,7 +104,8 @@ impl Flusher {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "Cannot read due links; retrying."),
+                    Err(e) => redis_trouble
+                        .warn(&e, "Cannot read due links; retrying until Redis answers."),
                 }
                 if let Ok(Some(next)) = ctx.store.next_due(&usable).await {
                     wait = wait.min(Duration::from_millis((next - now_ms()).max(0) as u64));
@@ -154,14 +157,18 @@ fn finish(
 
 /// Leases, heartbeat, rate split, backlog gauge and the tombstone sweeper.
 async fn maintain(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut trouble = Once::default();
     let every =
         (ctx.settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         match ctx.leases.maintain(&ctx.store, now_ms()).await {
-            Ok(live) => ctx.throttle.set_replicas(live),
-            Err(e) => tracing::warn!(error = %e, "Lease maintenance failed; retrying."),
+            Ok(live) => {
+                trouble.clear("Lease maintenance works again.");
+                ctx.throttle.set_replicas(live)
+            }
+            Err(e) => trouble.warn(&e, "Lease maintenance failed; retrying."),
         }
         let held = ctx.leases.usable(Duration::ZERO);
         if let Ok(n) = ctx.store.backlog(&held).await {
@@ -206,6 +213,24 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
     }
     if removed > 0 {
         tracing::info!(removed, "Swept tombstones past retention.");
+    }
+}
+
+/// Logs a repeated failure once per outage, and its end.
+#[derive(Default)]
+struct Once(bool);
+
+impl Once {
+    fn warn(&mut self, error: &dyn std::fmt::Display, message: &'static str) {
+        if !std::mem::replace(&mut self.0, true) {
+            tracing::warn!(%error, "{message}");
+        }
+    }
+
+    fn clear(&mut self, message: &'static str) {
+        if std::mem::replace(&mut self.0, false) {
+            tracing::info!("{message}");
+        }
     }
 }
 

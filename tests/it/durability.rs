@@ -144,10 +144,16 @@ async fn metrics_report_pushes_changes_requests_backlog_and_latency() {
         .then_some(())
     })
     .await;
-    let (status, text) = eventually("the backlog gauge is exported", WAIT, || async {
-        let (s, t) = bridge.get("/metrics").await;
-        t.contains("cohort_bridge_dirty_backlog").then_some((s, t))
-    })
+    // The emulator applies the write before the bridge acknowledges it: wait for the ack's count.
+    let (status, text) = eventually(
+        "the written changes and the backlog gauge are exported",
+        WAIT,
+        || async {
+            let (s, t) = bridge.get("/metrics").await;
+            (t.contains("cohort_bridge_dirty_backlog") && t.contains("outcome=\"written\""))
+                .then_some((s, t))
+        },
+    )
     .await;
     assert_eq!(status, 200);
     for needle in [

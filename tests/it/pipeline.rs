@@ -300,7 +300,7 @@ async fn a_timed_out_write_then_a_flip_back_ends_with_the_flip_back() {
     cfg.set("launchdarkly", "request_timeout_ms", "1000");
     let bridge = Bridge::start(&cfg).await;
     // The add hangs past the client's timeout, then LaunchDarkly applies it anyway.
-    emu.fault(json!({"kind": "hang", "ms": 1800, "then": "apply", "route": "contexts"}))
+    emu.fault(json!({"kind": "hang", "ms": 1400, "then": "apply", "route": "contexts"}))
         .await;
     bridge
         .amplitude(&amplitude_body("to", true, 100, "to1", &["u1"]))
