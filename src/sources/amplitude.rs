@@ -5,7 +5,7 @@
 //! them). `message_id` de-duplicates retries; `computed_time` (epoch seconds,
 //! usually a string) orders changes.
 
-use super::{extract_key, Change, ParseError, Parsed, Push};
+use super::{collect_changes, ParseError, Parsed, Push};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -66,16 +66,14 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     };
     let mut skipped = 0;
     let mut changes = Vec::with_capacity(users.len());
-    for user in &users {
-        match extract_key(user, &source.key_field) {
-            Some(key) => changes.push(Change {
-                key,
-                include,
-                version_ms,
-            }),
-            None => skipped += 1,
-        }
-    }
+    collect_changes(
+        &users,
+        &source.key_field,
+        include,
+        version_ms,
+        &mut changes,
+        &mut skipped,
+    );
     Ok(Parsed {
         pushes: vec![Push {
             cohort_id,

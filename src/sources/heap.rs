@@ -9,7 +9,7 @@
 //! acknowledged with 200 and changes nothing: membership stays as the bridge
 //! knows it until Heap's next sync; an operator can force a rewrite with a resync.
 
-use super::{extract_key, Change, ParseError, Parsed, Push};
+use super::{collect_changes, ParseError, Parsed, Push};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -88,16 +88,14 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     let mut changes = Vec::with_capacity(adds.len() + removes.len());
     let mut skipped = 0;
     for (list, include) in [(&adds, true), (&removes, false)] {
-        for m in list {
-            match extract_key(m, &source.key_field) {
-                Some(key) => changes.push(Change {
-                    key,
-                    include,
-                    version_ms,
-                }),
-                None => skipped += 1,
-            }
-        }
+        collect_changes(
+            list,
+            &source.key_field,
+            include,
+            version_ms,
+            &mut changes,
+            &mut skipped,
+        );
     }
     Ok(Parsed {
         pushes: vec![Push {

@@ -1,6 +1,28 @@
 //! Picking a member's LaunchDarkly context key out of a member object.
 
+use super::Change;
 use serde_json::Value;
+
+/// Turns member objects into changes of one direction, counting those without a key.
+pub fn collect_changes(
+    members: &[Value],
+    key_field: &str,
+    include: bool,
+    version_ms: i64,
+    changes: &mut Vec<Change>,
+    skipped: &mut u64,
+) {
+    for m in members {
+        match extract_key(m, key_field) {
+            Some(key) => changes.push(Change {
+                key,
+                include,
+                version_ms,
+            }),
+            None => *skipped += 1,
+        }
+    }
+}
 
 /// Follows a dotted path (`user_id`, `user_properties.email`) into a member
 /// object. Strings (non-blank) and numbers are keys; anything else is "no key".

@@ -9,7 +9,7 @@ mod amplitude;
 mod heap;
 mod member;
 
-pub use member::extract_key;
+pub use member::{collect_changes, extract_key};
 
 use crate::config::Source;
 use crate::verify::Verified;

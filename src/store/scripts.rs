@@ -1,20 +1,42 @@
 //! The Lua scripts, embedded from `scripts/*.lua` and called by SHA
 //! (`EVALSHA`, falling back to `SCRIPT LOAD` once after a Redis restart).
+//! Scripts that touch members get `member.lua`'s helpers prepended.
 
 use redis::Script;
 use std::sync::LazyLock;
 
-pub static APPLY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/apply.lua")));
-pub static CLAIM: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/claim.lua")));
-pub static ACK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/ack.lua")));
-pub static DEAD_LETTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/dead_letter.lua")));
+pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/apply.lua")
+    ))
+});
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/claim.lua")
+    ))
+});
+pub static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/ack.lua")
+    ))
+});
+pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/dead_letter.lua")
+    ))
+});
 pub static LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
-pub static SWEEP: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/sweep.lua")));
+pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/sweep.lua")
+    ))
+});
 
 /// Every script, for loading at startup.
 pub fn all() -> [&'static Script; 6] {

@@ -2,57 +2,25 @@
 //! a free port, drive the LaunchDarkly routes and the `/_emulator` control
 //! API, and check behaviour clients depend on.
 
+use crate::support::emulator::{Emulator, TOKEN};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "api-test-token";
-
-/// A running emulator; killed when dropped so failing tests leave nothing.
+/// A running emulator (killed when dropped) with helpers for raw LaunchDarkly calls.
 struct Emu {
-    child: Child,
+    _process: Emulator,
     base: String,
     http: reqwest::Client,
 }
 
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Emu {
     fn start() -> Emu {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ld-emulator"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--token",
-                TOKEN,
-                "--token",
-                "second-token",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ld-emulator");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listen line");
-        let base = line
-            .trim()
-            .strip_prefix("ld-emulator listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        Emu { child, base, http }
+        let process = Emulator::start_with(&["--token", "second-token"]);
+        Emu {
+            base: process.base.clone(),
+            http: process.http.clone(),
+            _process: process,
+        }
     }
 
     fn url(&self, path: &str) -> String {

@@ -27,27 +27,20 @@ for j = 9 + k, #ARGV, 2 do
   if sent == '1' then sent_in = sent_in + 1 else sent_out = sent_out + 1 end
   local cur = redis.call('HGET', KEYS[2], m)
   if cur then
-    local bar = string.find(cur, '|', 1, true)
-    local p = string.sub(cur, bar + 1, bar + 1)
-    local d = string.sub(cur, bar + 2, bar + 2)
-    local states = string.sub(cur, bar + 3)
-    if #states < slot then states = states .. string.rep('o', slot - #states) end
-    states = string.sub(states, 1, slot - 1) .. ((sent == '1') and 'i' or 'o') .. string.sub(states, slot + 1)
+    local version, p, d, states = unpack_member(cur)
+    states = set_state(states, slot, (sent == '1') and 'i' or 'o')
     if d == sent then redis.call('SREM', KEYS[3], m) end
     if p == '1' then
-      local want = (d == '1') and 'i' or 'o'
       local clean = true
       for _, s in ipairs(active) do
-        local c = string.sub(states, s, s)
-        if c == '' then c = 'o' end
-        if c == 'u' or (c ~= 'd' and c ~= want) then clean = false break end
+        if needs_write(state_at(states, s), d) then clean = false break end
       end
       if clean then
         p = '0'
         written = written + 1
       end
     end
-    redis.call('HSET', KEYS[2], m, string.sub(cur, 1, bar) .. p .. d .. states)
+    redis.call('HSET', KEYS[2], m, pack_member(version, p, d, states))
   end
 end
 

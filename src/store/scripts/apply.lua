@@ -50,31 +50,25 @@ for i = 1, n do
   end
   slots[i] = tonumber(s) + 1
 end
-local pad = string.rep('o', width)
-
 local applied, stale, unchanged, superseded, cancelled = 0, 0, 0, 0, 0
 local touched = {}
 for j = 8 + 2 * n, #ARGV, 3 do
   local m, vtext, d = ARGV[j], ARGV[j + 1], ARGV[j + 2]
   local cur = redis.call('HGET', KEYS[1], m)
-  local pending, states, fresh = '0', pad, true
+  local pending, states, fresh = '0', '', true
   if cur then
-    local bar = string.find(cur, '|', 1, true)
-    if tonumber(vtext) < tonumber(string.sub(cur, 1, bar - 1)) then
+    local version, p, _, st = unpack_member(cur)
+    if tonumber(vtext) < tonumber(version) then
       fresh = false
     else
-      pending = string.sub(cur, bar + 1, bar + 1)
-      states = string.sub(cur, bar + 3)
-      if #states < width then states = states .. string.sub(pad, #states + 1) end
+      pending, states = p, st
     end
   end
   if fresh then
     applied = applied + 1
-    local want = (d == '1') and 'i' or 'o'
     local dirty = false
     for i = 1, n do
-      local s = string.sub(states, slots[i], slots[i])
-      if s == 'u' or (s ~= 'd' and s ~= want) then
+      if needs_write(state_at(states, slots[i]), d) then
         redis.call('SADD', KEYS[5 + i], m)
         dirty = true
         touched[i] = true
@@ -89,7 +83,7 @@ for j = 8 + 2 * n, #ARGV, 3 do
       if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
       pending = '0'
     end
-    redis.call('HSET', KEYS[1], m, vtext .. '|' .. pending .. d .. states)
+    redis.call('HSET', KEYS[1], m, pack_member(vtext, pending, d, states))
   else
     stale = stale + 1
   end

@@ -24,13 +24,10 @@ local out = {1}
 for _, m in ipairs(members) do
   local cur = redis.call('HGET', KEYS[3], m)
   if cur then
-    local bar = string.find(cur, '|', 1, true)
-    local states = string.sub(cur, bar + 3)
-    if #states < slot then states = states .. string.rep('o', slot - #states) end
-    states = string.sub(states, 1, slot - 1) .. 'u' .. string.sub(states, slot + 1)
-    redis.call('HSET', KEYS[3], m, string.sub(cur, 1, bar + 2) .. states)
+    local version, p, d, states = unpack_member(cur)
+    redis.call('HSET', KEYS[3], m, pack_member(version, p, d, set_state(states, slot, 'u')))
     out[#out + 1] = m
-    out[#out + 1] = string.sub(cur, bar + 2, bar + 2)
+    out[#out + 1] = d
   else
     redis.call('SREM', KEYS[2], m)
   end

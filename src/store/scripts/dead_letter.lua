@@ -15,14 +15,9 @@ for j = 5, #ARGV do
   local m = ARGV[j]
   local cur = redis.call('HGET', KEYS[2], m)
   if cur then
-    local bar = string.find(cur, '|', 1, true)
-    local p = string.sub(cur, bar + 1, bar + 1)
-    local d = string.sub(cur, bar + 2, bar + 2)
-    local states = string.sub(cur, bar + 3)
-    if #states < slot then states = states .. string.rep('o', slot - #states) end
-    states = string.sub(states, 1, slot - 1) .. 'd' .. string.sub(states, slot + 1)
+    local version, p, d, states = unpack_member(cur)
     if p == '1' then dead = dead + 1 end
-    redis.call('HSET', KEYS[2], m, string.sub(cur, 1, bar) .. '0' .. d .. states)
+    redis.call('HSET', KEYS[2], m, pack_member(version, '0', d, set_state(states, slot, 'd')))
   end
   redis.call('SREM', KEYS[3], m)
   redis.call('HSET', KEYS[5], m, ARGV[3] .. ' ' .. ARGV[4])

@@ -14,11 +14,9 @@ local entries = res[2]
 local cutoff = tonumber(ARGV[3])
 local removed = 0
 for i = 1, #entries, 2 do
-  local m, v = entries[i], entries[i + 1]
-  local bar = string.find(v, '|', 1, true)
-  if bar and string.sub(v, bar + 1, bar + 2) == '00'
-      and not string.find(string.sub(v, bar + 3), '[^o]')
-      and tonumber(string.sub(v, 1, bar - 1)) < cutoff then
+  local m = entries[i]
+  local version, p, d, states = unpack_member(entries[i + 1])
+  if p == '0' and d == '0' and not string.find(states, '[^o]') and tonumber(version) < cutoff then
     redis.call('HDEL', KEYS[1], m)
     removed = removed + 1
   end

@@ -9,13 +9,19 @@ pub const TOKEN: &str = "api-test-token";
 pub struct Emulator {
     child: Child,
     pub base: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl Emulator {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra command-line arguments (more tokens, rate budgets).
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ld-emulator"))
             .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
