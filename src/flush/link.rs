@@ -29,6 +29,7 @@ fn status_label(a: &Attempt) -> String {
         Attempt::Replied(r) => r.status.to_string(),
         Attempt::TimedOut => "timeout".into(),
         Attempt::Transport(_) => "transport".into(),
+        Attempt::NotSent(_) => "not_sent".into(),
     }
 }
 

@@ -27,8 +27,10 @@ pub enum Attempt {
     Replied(Reply),
     /// No answer within the request timeout: LaunchDarkly may still apply it.
     TimedOut,
-    /// Connection refused, reset or closed mid-request.
+    /// The connection broke after the request may have been sent (reset, closed mid-request).
     Transport(String),
+    /// The request never left: connection refused, DNS or TLS failure.
+    NotSent(String),
 }
 
 /// What the flusher does next.
@@ -65,6 +67,12 @@ pub fn classify(op: Operation, attempt: &Attempt, now_ms: i64) -> Verdict {
             return Verdict::Retry {
                 reason: format!("transport error: {e}"),
                 in_doubt: true,
+            }
+        }
+        Attempt::NotSent(e) => {
+            return Verdict::Retry {
+                reason: format!("could not connect: {e}"),
+                in_doubt: false,
             }
         }
         Attempt::Replied(r) => r,
@@ -177,6 +185,14 @@ mod tests {
                 NOW
             )),
             "retry-in-doubt"
+        );
+        assert_eq!(
+            kind(&classify(
+                UpdateMembership,
+                &Attempt::NotSent("refused".into()),
+                NOW
+            )),
+            "retry"
         );
     }
 

@@ -107,6 +107,7 @@ impl LdClient {
         match self.http.post(url).json(body).send().await {
             Ok(resp) => Attempt::Replied(read_reply(resp).await),
             Err(e) if e.is_timeout() => Attempt::TimedOut,
+            Err(e) if e.is_connect() => Attempt::NotSent(error_chain(&e)),
             Err(e) => Attempt::Transport(error_chain(&e)),
         }
     }

@@ -377,3 +377,33 @@ async fn launchdarkly_never_sees_more_than_the_configured_rate_retries_included(
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_dropped_mid_request_is_retried_with_the_current_state() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let bridge = Bridge::start(&cfg).await;
+    // LaunchDarkly applies the write, then the connection drops: the bridge cannot know.
+    emu.fault(json!({"kind": "reset_connection", "then": "apply", "route": "contexts"}))
+        .await;
+    bridge
+        .amplitude(&amplitude_body("rst", true, 1, "rst1", &["u1", "u2"]))
+        .await;
+    converge(&emu, "production", "amplitude-rst", &["u1", "u2"]).await;
+    eventually(
+        "the write is re-sent after the dropped connection",
+        WAIT,
+        || async {
+            let statuses: Vec<Value> = emu
+                .membership_requests()
+                .await
+                .iter()
+                .map(|r| r["status"].clone())
+                .collect();
+            (statuses == vec![Value::Null, json!(204)]).then_some(())
+        },
+    )
+    .await;
+    bridge.stop().await;
+}
