@@ -4,7 +4,10 @@
 //!
 //! A fixture file is the exact request body. Directories are replayed in file
 //! name order. Without `--source`, a file's source is the configured source
-//! whose id, or else whose kind, equals the name of the file's directory.
+//! whose id, or else whose kind, equals the name of the file's directory; a
+//! file found by walking a directory that names no source (an `expected.json`
+//! beside the fixtures, say) is skipped and reported, while a file named on
+//! the command line must resolve.
 //! Heap pushes are signed with a fresh timestamp at send time, as Heap does.
 
 use crate::clock::now_ms;
@@ -20,12 +23,30 @@ use std::sync::Arc;
 pub struct Replayed {
     pub file: PathBuf,
     pub source: String,
+    /// 0 when the file was skipped (no source for its directory).
     pub status: u16,
     pub body: String,
 }
 
-/// Expands files and directories into an ordered list of fixture files.
-pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// Expands files and directories into an ordered list of fixture files,
+/// each marked `true` when it was named on the command line.
+pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_file() {
+            out.push((p.clone(), true));
+        } else {
+            out.extend(
+                walk(std::slice::from_ref(p))?
+                    .into_iter()
+                    .map(|f| (f, false)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn walk(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -42,7 +63,7 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                     out.push(e);
                 }
             }
-            out.extend(collect(&nested)?);
+            out.extend(walk(&nested)?);
         } else if p.is_file() {
             out.push(p.clone());
         } else {
@@ -143,8 +164,20 @@ pub async fn replay(
         .build()?;
     let base = url.trim_end_matches('/');
     let mut out = Vec::new();
-    for file in collect(paths)? {
-        let src = source_for(settings, &file, source)?;
+    for (file, explicit) in collect(paths)? {
+        let src = match source_for(settings, &file, source) {
+            Ok(s) => s,
+            Err(e) if !explicit => {
+                out.push(Replayed {
+                    file,
+                    source: String::new(),
+                    status: 0,
+                    body: format!("skipped: {e}"),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         let mut req = client
             .post(format!("{base}/v1/webhooks/{}", src.id))
