@@ -121,6 +121,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .context("replay")?;
             let mut failed = false;
             for r in &results {
+                if r.status == 0 {
+                    // Skipped: found in a directory that names no source.
+                    println!("{} -> {}", r.file.display(), r.body);
+                    continue;
+                }
                 println!(
                     "{} [{}] -> {} {}",
                     r.file.display(),

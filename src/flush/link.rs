@@ -8,6 +8,7 @@ use crate::launchdarkly::{classify, Attempt, MembershipUpdate, NewSegment, Opera
 use crate::metrics as m;
 use crate::naming::{render, slug, TemplateVars};
 use crate::store::{Ack, Claim, LinkId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,8 +133,8 @@ async fn ensure_segment(
     p: u16,
     link: &LinkId,
     dest: &Destination,
+    meta: &HashMap<String, String>,
 ) -> anyhow::Result<Result<Target, Flushed>> {
-    let meta = ctx.store.link_meta(p, link).await?;
     if meta.get("created").map(String::as_str) == Some("1") {
         if let Some(key) = meta.get("segment_key").filter(|k| !k.is_empty()) {
             return Ok(Ok(Target {
@@ -217,7 +218,17 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
         return Ok(Flushed::Deferred);
     };
 
-    let target = match ensure_segment(&ctx, p, &link, &dest).await? {
+    let meta = ctx.store.link_meta(p, &link).await?;
+    // A failing or blocked link keeps its backoff even when new pushes make it due sooner.
+    let retry_at = meta
+        .get("retry_at_ms")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    if retry_at > now_ms() {
+        ctx.store.reschedule(p, &link, retry_at).await?;
+        return Ok(Flushed::Deferred);
+    }
+    let target = match ensure_segment(&ctx, p, &link, &dest, &meta).await? {
         Ok(t) => t,
         Err(done) => return Ok(done),
     };

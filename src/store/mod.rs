@@ -428,7 +428,8 @@ impl Store {
         Ok((r >= 0).then_some(r as u64))
     }
 
-    /// Records a failed attempt and when to try the link again.
+    /// Records a failed attempt and when to try the link again. New pushes
+    /// make a link due sooner, so the flusher also honours `retry_at_ms`.
     pub async fn record_failure(
         &self,
         p: u16,
@@ -445,6 +446,8 @@ impl Store {
             .arg(error)
             .arg("blocked")
             .arg(blocked.unwrap_or(""))
+            .arg("retry_at_ms")
+            .arg(retry_at_ms)
             .ignore()
             .cmd("HINCRBY")
             .arg(k.link_meta(p, link))
@@ -470,6 +473,17 @@ impl Store {
             .arg(self.keys.link_meta(p, link))
             .query_async(&mut self.conn())
             .await?)
+    }
+
+    /// Makes the link due at `at_ms` (e.g. not before its recorded retry time).
+    pub async fn reschedule(&self, p: u16, link: &LinkId, at_ms: i64) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.keys.due(p))
+            .arg(at_ms)
+            .arg(link.to_string())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Sets fields of the link's meta hash.

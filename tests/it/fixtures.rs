@@ -52,10 +52,14 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
     let cfg = TestConfig::new(&redis.url(), &emu.base);
     let bridge = Bridge::start(&cfg).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let results =
-        cohort_bridge::replay::replay(&cfg.settings(), &bridge.base, &[root.clone()], None)
-            .await
-            .unwrap();
+    let results = cohort_bridge::replay::replay(
+        &cfg.settings(),
+        &bridge.base,
+        std::slice::from_ref(&root),
+        None,
+    )
+    .await
+    .unwrap();
     // The whole directory: expected.json beside the fixtures is skipped, not sent.
     let skipped: Vec<_> = results.iter().filter(|r| r.status == 0).collect();
     assert_eq!(skipped.len(), 1, "{skipped:?}");

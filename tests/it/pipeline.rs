@@ -288,7 +288,23 @@ async fn a_403_blocks_the_link_keeps_its_data_and_it_flushes_once_accepted() {
         emu.members("default", "production", "amplitude-blk").await,
         Some(vec![])
     );
-    converge(&emu, "production", "amplitude-blk", &["u1"]).await;
+    // A new push does not cut the blocked link's wait short.
+    bridge
+        .amplitude(&amplitude_body("blk", true, 2, "b2", &["u2"]))
+        .await;
+    converge(&emu, "production", "amplitude-blk", &["u1", "u2"]).await;
+    let reqs = emu.membership_requests().await;
+    let forbidden = reqs.iter().find(|r| r["status"] == 403).unwrap()["completed_ms"]
+        .as_u64()
+        .unwrap();
+    let next = reqs.iter().find(|r| r["status"] == 204).unwrap()["received_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        next >= forbidden + 1500,
+        "retried {} ms after the 403, before blocked_retry_ms",
+        next - forbidden
+    );
     bridge.stop().await;
 }
 

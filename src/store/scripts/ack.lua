@@ -52,7 +52,7 @@ else
   if ARGV[7] == '1' or remaining >= tonumber(ARGV[6]) then at = now end
   redis.call('ZADD', KEYS[5], 'LT', at, ARGV[4])
 end
-redis.call('HSET', KEYS[6], 'last_flush_ms', now, 'last_error', '', 'blocked', '')
+redis.call('HSET', KEYS[6], 'last_flush_ms', now, 'last_error', '', 'blocked', '', 'retry_at_ms', 0)
 redis.call('HINCRBY', KEYS[6], 'requests', 1)
 redis.call('HINCRBY', KEYS[6], 'sent_add', sent_in)
 redis.call('HINCRBY', KEYS[6], 'sent_remove', sent_out)
