@@ -423,3 +423,67 @@ async fn a_connection_dropped_mid_request_is_retried_with_the_current_state() {
     .await;
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_rejected_batch_is_split_and_only_the_rejected_key_is_dead_lettered() {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    // Lease upkeep (which refreshes the backlog gauge) every second.
+    cfg.set("flush", "lease_ttl_ms", "4000");
+    let bridge = Bridge::start(&cfg).await;
+    // The batch of two is rejected, then the first half alone: that key is the offender.
+    emu.fault(json!({"kind": "status", "status": 400, "count": 2, "route": "contexts", "message": "Invalid context key"}))
+        .await;
+    bridge
+        .amplitude(&amplitude_body("poison", true, 1, "p1", &["good", "bad"]))
+        .await;
+    let written = eventually("one key is written", WAIT, || async {
+        emu.members("default", "production", "amplitude-poison")
+            .await
+            .filter(|m| m.len() == 1)
+    })
+    .await;
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let dead_keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{}:*}}:dead:*", cfg.prefix))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dead_keys.len(), 1, "{dead_keys:?}");
+    let dead: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&dead_keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (key, reason) = dead.iter().next().unwrap();
+    assert!(
+        !written.contains(key),
+        "the dead-lettered key was also written"
+    );
+    assert!(reason.contains("Invalid context key"), "{reason}");
+    let statuses: Vec<Value> = emu
+        .membership_requests()
+        .await
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!(400), json!(400), json!(204)]);
+    // Nothing stays dirty: the link is settled.
+    // The gauge is refreshed every few seconds: wait for it to reach zero.
+    eventually("the backlog gauge reaches zero", WAIT, || async {
+        let (_, m) = bridge.get("/metrics").await;
+        m.lines()
+            .any(|l| l == "cohort_bridge_dirty_backlog 0")
+            .then_some(())
+    })
+    .await;
+    let (_, metrics) = bridge.get("/metrics").await;
+    assert!(metrics.contains("outcome=\"dead_lettered\""), "{metrics}");
+    bridge.stop().await;
+}
