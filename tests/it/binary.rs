@@ -199,3 +199,41 @@ async fn replay_sends_fixtures_signed_as_their_source_would() {
     .await;
     bridge.stop().await;
 }
+
+#[test]
+fn environment_overrides_win_over_the_file_and_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(
+        &path,
+        "[redis]\npartitions = 8\n[destinations.production]\nproject = \"default\"\nenvironment = \"production\"\n[[sources]]\nid = \"amplitude\"\nkind = \"amplitude\"\ndestinations = [\"production\"]\nauth = { scheme = \"header\", header = \"X-T\", secret_env = \"AMPLITUDE_SECRET\" }\n",
+    )
+    .unwrap();
+    let ok = bridge_cmd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("8 partition(s)"));
+    let overridden = bridge_cmd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("COHORT_BRIDGE_REDIS__PARTITIONS", "16")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&overridden.stdout).contains("16 partition(s)"));
+    let bad = bridge_cmd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("COHORT_BRIDGE_REDIS__PARTITIONS", "0")
+        .env("COHORT_BRIDGE_CONFIG", path.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("redis.partitions"));
+}
