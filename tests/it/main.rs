@@ -9,3 +9,4 @@ mod emulator_api;
 mod fixtures;
 mod pipeline;
 mod receivers;
+mod signatures;
