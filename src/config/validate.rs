@@ -152,10 +152,6 @@ impl Settings {
         Duration::from_millis(self.launchdarkly.request_timeout_ms)
     }
 
-    pub fn max_delay(&self) -> Duration {
-        Duration::from_millis(self.flush.max_delay_ms)
-    }
-
     /// Validates everything, collecting every problem before failing.
     pub fn from_raw(raw: RawConfig, env: &dyn SecretSource) -> Result<Settings, ConfigError> {
         let mut p = Problems::default();

@@ -50,10 +50,6 @@ impl Keys {
         }
     }
 
-    pub fn partitions(&self) -> u16 {
-        self.partitions
-    }
-
     /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
     pub fn partition(&self, source: &str, cohort: &str) -> u16 {
         let mut h = crc32fast::Hasher::new();

@@ -117,10 +117,6 @@ impl Store {
         })
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
