@@ -94,7 +94,13 @@ async fn defer(ctx: &Ctx, p: u16, link: &LinkId, verdict: Verdict) -> anyhow::Re
             if in_doubt {
                 delay = delay.max(ctx.settings.request_timeout());
             }
-            tracing::warn!(link = %link, %reason, retry_in_ms = delay.as_millis() as u64, "LaunchDarkly write failed; will retry.");
+            // One warning per failing stretch (and at attempts 2, 4, 8, …), not one per retry.
+            let retry_in_ms = delay.as_millis() as u64;
+            if (attempt + 1).is_power_of_two() {
+                tracing::warn!(link = %link, %reason, failures = attempt + 1, retry_in_ms, "LaunchDarkly write failed; will retry.");
+            } else {
+                tracing::debug!(link = %link, %reason, failures = attempt + 1, retry_in_ms, "LaunchDarkly write failed again; will retry.");
+            }
             (reason, None, now + delay.as_millis() as i64)
         }
         Verdict::Block { reason } => {
@@ -290,7 +296,10 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                         written += batch.len();
                     }
                 }
-                ctx.reset_attempts(&link);
+                let failures = ctx.reset_attempts(&link);
+                if failures > 0 {
+                    tracing::info!(link = %link, failures, "LaunchDarkly writes for this link work again.");
+                }
                 metrics::histogram!(m::FLUSH_LAG_SECONDS)
                     .record(((now - due_at_ms).max(0) as f64) / 1000.0);
             }

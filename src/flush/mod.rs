@@ -41,8 +41,13 @@ impl Ctx {
         *n - 1
     }
 
-    fn reset_attempts(&self, link: &LinkId) {
-        self.attempts.lock().expect("attempts lock").remove(link);
+    /// Forgets a link's failures; returns how many there were.
+    fn reset_attempts(&self, link: &LinkId) -> u32 {
+        self.attempts
+            .lock()
+            .expect("attempts lock")
+            .remove(link)
+            .unwrap_or(0)
     }
 }
 
