@@ -2,7 +2,7 @@
 //! and SIGTERM, and `replay`.
 
 use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET, HEAP_SECRET};
-use crate::support::{emulator::TOKEN, eventually, free_port, Emulator, RedisServer, TestConfig};
+use crate::support::{emulator::TOKEN, eventually, free_port, stack};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -50,9 +50,7 @@ fn check_config_names_the_offending_keys_and_exits_2() {
 
 #[tokio::test]
 async fn serve_logs_json_without_secrets_and_sigterm_releases_the_leases() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (redis, emu, mut cfg) = stack();
     let port = free_port();
     cfg.set("server", "listen", format!("\"127.0.0.1:{port}\""));
     let dir = tempfile::tempdir().unwrap();
@@ -157,9 +155,7 @@ async fn serve_logs_json_without_secrets_and_sigterm_releases_the_leases() {
 
 #[tokio::test]
 async fn replay_sends_fixtures_signed_as_their_source_would() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = crate::support::Bridge::start(&cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bridge.toml");

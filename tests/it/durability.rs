@@ -2,7 +2,7 @@
 //! for late older events, and their removal after the retention window.
 
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, Bridge, Emulator, RedisServer, TestConfig};
+use crate::support::{eventually, stack, Bridge, Emulator, RedisServer, TestConfig};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -70,9 +70,7 @@ async fn an_acknowledged_push_survives_a_redis_crash_and_still_reaches_launchdar
 
 #[tokio::test]
 async fn tombstones_reject_late_older_events_then_are_swept_after_retention() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (redis, emu, mut cfg) = stack();
     cfg.set("redis", "tombstone_retention_seconds", "86400")
         .set("flush", "sweep_interval_seconds", "1")
         .set("flush", "lease_ttl_ms", "4000");
@@ -129,9 +127,7 @@ async fn tombstones_reject_late_older_events_then_are_swept_after_retention() {
 
 #[tokio::test]
 async fn metrics_report_pushes_changes_requests_backlog_and_latency() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = Bridge::start(&cfg).await;
     bridge
         .amplitude(&amplitude_body("met", true, 1, "met1", &["m1", "m2"]))

@@ -1,7 +1,7 @@
 //! Replaying `fixtures/` (the recorded Amplitude and Heap pushes) leaves
 //! LaunchDarkly with exactly the membership worked out by hand below.
 
-use crate::support::{eventually, Bridge, Emulator, RedisServer, TestConfig};
+use crate::support::{eventually, stack, Bridge};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,9 +47,7 @@ fn expected() -> BTreeMap<&'static str, Vec<&'static str>> {
 
 #[tokio::test]
 async fn replaying_the_fixtures_yields_the_expected_segments() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = Bridge::start(&cfg).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let results = cohort_bridge::replay::replay(

@@ -2,7 +2,7 @@
 //! LaunchDarkly emulator, including coalescing, ordering and LaunchDarkly faults.
 
 use crate::support::bridge::{amplitude_body, heap_body};
-use crate::support::{eventually, Bridge, Emulator, RedisServer, TestConfig};
+use crate::support::{eventually, stack, Bridge, Emulator, RedisServer, TestConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -39,9 +39,7 @@ fn keys_sent(reqs: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_cohort_fans_out_to_every_destination_with_a_created_big_segment() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, mut cfg) = stack();
     cfg.amplitude_destinations = r#"["production", "staging"]"#.into();
     let bridge = Bridge::start(&cfg).await;
     let (status, resp) = bridge
@@ -83,9 +81,7 @@ async fn a_cohort_fans_out_to_every_destination_with_a_created_big_segment() {
 
 #[tokio::test]
 async fn a_flip_back_before_the_flush_never_reaches_launchdarkly() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, mut cfg) = stack();
     // No time-based flush during the test: only a full batch (3 keys) makes a link due.
     cfg.set("flush", "max_delay_ms", "600000")
         .set("launchdarkly", "max_keys_per_request", "3");
@@ -120,9 +116,7 @@ async fn a_flip_back_before_the_flush_never_reaches_launchdarkly() {
 
 #[tokio::test]
 async fn twenty_five_hundred_adds_take_three_membership_requests() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = Bridge::start(&cfg).await;
     let users: Vec<String> = (0..2500).map(|i| format!("user-{i:05}")).collect();
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
@@ -151,9 +145,7 @@ async fn twenty_five_hundred_adds_take_three_membership_requests() {
 
 #[tokio::test]
 async fn older_changes_lose_and_duplicate_deliveries_apply_once() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = Bridge::start(&cfg).await;
     let enter_old = amplitude_body("ord", true, 1_000, "e1::enter::0", &["u1", "u2"]);
     let exit_new = amplitude_body("ord", false, 2_000, "x1::exit::0", &["u1"]);
@@ -192,9 +184,7 @@ async fn older_changes_lose_and_duplicate_deliveries_apply_once() {
 
 #[tokio::test]
 async fn a_429_holds_every_write_until_its_reset() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, mut cfg) = stack();
     cfg.amplitude_destinations = r#"["production", "staging"]"#.into();
     let bridge = Bridge::start(&cfg).await;
     emu.fault(json!({"kind": "rate_limited", "reset_in_ms": 1500, "route": "any"}))
@@ -225,9 +215,7 @@ async fn a_429_holds_every_write_until_its_reset() {
 
 #[tokio::test]
 async fn server_errors_are_retried_until_written() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = Bridge::start(&cfg).await;
     emu.fault(json!({"kind": "status", "status": 500, "count": 2, "route": "contexts"}))
         .await;
@@ -252,9 +240,7 @@ async fn server_errors_are_retried_until_written() {
 
 #[tokio::test]
 async fn a_403_blocks_the_link_keeps_its_data_and_it_flushes_once_accepted() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (redis, emu, mut cfg) = stack();
     cfg.set("launchdarkly", "blocked_retry_ms", "1500");
     let bridge = Bridge::start(&cfg).await;
     emu.fault(json!({"kind": "status", "status": 403, "count": 1, "route": "contexts"}))
@@ -310,9 +296,7 @@ async fn a_403_blocks_the_link_keeps_its_data_and_it_flushes_once_accepted() {
 
 #[tokio::test]
 async fn a_timed_out_write_then_a_flip_back_ends_with_the_flip_back() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, mut cfg) = stack();
     cfg.set("launchdarkly", "request_timeout_ms", "1000");
     let bridge = Bridge::start(&cfg).await;
     // The add hangs past the client's timeout, then LaunchDarkly applies it anyway.
@@ -396,9 +380,7 @@ async fn launchdarkly_never_sees_more_than_the_configured_rate_retries_included(
 
 #[tokio::test]
 async fn a_connection_dropped_mid_request_is_retried_with_the_current_state() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (_redis, emu, cfg) = stack();
     let bridge = Bridge::start(&cfg).await;
     // LaunchDarkly applies the write, then the connection drops: the bridge cannot know.
     emu.fault(json!({"kind": "reset_connection", "then": "apply", "route": "contexts"}))
@@ -426,9 +408,7 @@ async fn a_connection_dropped_mid_request_is_retried_with_the_current_state() {
 
 #[tokio::test]
 async fn a_rejected_batch_is_split_and_only_the_rejected_key_is_dead_lettered() {
-    let redis = RedisServer::start();
-    let emu = Emulator::start();
-    let mut cfg = TestConfig::new(&redis.url(), &emu.base);
+    let (redis, emu, mut cfg) = stack();
     // Lease upkeep (which refreshes the backlog gauge) every second.
     cfg.set("flush", "lease_ttl_ms", "4000");
     let bridge = Bridge::start(&cfg).await;

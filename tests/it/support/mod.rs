@@ -12,6 +12,15 @@ pub use redis::RedisServer;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// The usual test stack: a private Redis, the emulator, and a bridge
+/// configuration pointing at both (start the bridge with `Bridge::start`).
+pub fn stack() -> (RedisServer, Emulator, TestConfig) {
+    let redis = RedisServer::start();
+    let emu = Emulator::start();
+    let cfg = TestConfig::new(&redis.url(), &emu.base);
+    (redis, emu, cfg)
+}
+
 /// Awaits a condition by polling it, failing with `what` after `timeout`.
 pub async fn eventually<F, Fut, T>(what: &str, timeout: Duration, mut probe: F) -> T
 where
