@@ -2,6 +2,7 @@
 //! receivers, the flusher and shutdown together.
 
 mod error;
+pub mod operator;
 pub mod ops;
 mod webhooks;
 
@@ -70,6 +71,7 @@ impl Application {
                 .route("/healthz", web::get().to(ops::healthz))
                 .route("/readyz", web::get().to(ops::readyz))
                 .route("/metrics", web::get().to(ops::metrics))
+                .configure(operator::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
                 }))

@@ -51,6 +51,11 @@ impl Keys {
     }
 
     /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
+    /// How many partitions the deployment has.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
     pub fn partition(&self, source: &str, cohort: &str) -> u16 {
         let mut h = crc32fast::Hasher::new();
         h.update(source.as_bytes());

@@ -38,7 +38,29 @@ pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+pub static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/redrive.lua")
+    ))
+});
+pub static RESYNC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/resync.lua")
+    ))
+});
+
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 6] {
-    [&APPLY, &CLAIM, &ACK, &DEAD_LETTER, &LEASE, &SWEEP]
+pub fn all() -> [&'static Script; 8] {
+    [
+        &APPLY,
+        &CLAIM,
+        &ACK,
+        &DEAD_LETTER,
+        &LEASE,
+        &SWEEP,
+        &REDRIVE,
+        &RESYNC,
+    ]
 }
