@@ -135,6 +135,9 @@ pub struct FlushConfig {
     pub poll_interval_ms: u64,
     /// How often tombstones past retention are swept.
     pub sweep_interval_seconds: u64,
+    /// Rewrite every link in full this often (drift repair); 0 = never.
+    /// Checked at each sweep, so the sweep interval is its granularity.
+    pub resync_interval_seconds: u64,
 }
 
 impl Default for FlushConfig {
@@ -145,6 +148,7 @@ impl Default for FlushConfig {
             lease_ttl_ms: None,
             poll_interval_ms: 100,
             sweep_interval_seconds: 3600,
+            resync_interval_seconds: 0,
         }
     }
 }

@@ -655,9 +655,21 @@ impl Store {
     pub async fn links(&self) -> Result<Vec<LinkId>, StoreError> {
         let mut out = Vec::new();
         for p in 0..self.keys.partitions() {
+            out.extend(self.links_in(p).await?);
+        }
+        out.sort_by(|a, b| {
+            (&a.destination, &a.source, &a.cohort).cmp(&(&b.destination, &b.source, &b.cohort))
+        });
+        Ok(out)
+    }
+
+    /// The links of one partition.
+    pub async fn links_in(&self, p: u16) -> Result<Vec<LinkId>, StoreError> {
+        let mut out = Vec::new();
+        {
             let cohorts = self.cohorts(p).await?;
             if cohorts.is_empty() {
-                continue;
+                return Ok(out);
             }
             let mut pipe = redis::pipe();
             let mut refs = Vec::with_capacity(cohorts.len());
@@ -682,9 +694,6 @@ impl Store {
                 }
             }
         }
-        out.sort_by(|a, b| {
-            (&a.destination, &a.source, &a.cohort).cmp(&(&b.destination, &b.source, &b.cohort))
-        });
         Ok(out)
     }
 

@@ -445,3 +445,28 @@ async fn the_command_line_lists_links_and_dead_letters_and_resyncs() {
     assert!(err.contains("no link production:amplitude:nope"), "{err}");
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_periodic_resync_repairs_drift_without_an_operator() {
+    let (_redis, emu, mut cfg) = stack();
+    cfg.set("flush", "sweep_interval_seconds", "1");
+    cfg.set("flush", "resync_interval_seconds", "1");
+    cfg.set("flush", "lease_ttl_ms", "4000"); // upkeep, and so sweeps, every second
+    let bridge = Bridge::start(&cfg).await;
+    let key = "amplitude-periodic";
+    bridge
+        .amplitude(&amplitude_body("periodic", true, 1, "q1", &["a", "b"]))
+        .await;
+    let want: BTreeSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    eventually("the cohort is written", WAIT, || async {
+        (members(&emu, key).await == want).then_some(())
+    })
+    .await;
+    ld_contexts(&emu, key, json!({"included": {"remove": ["a", "b"]}})).await;
+    assert!(members(&emu, key).await.is_empty());
+    eventually("the periodic resync restores the members", WAIT, || async {
+        (members(&emu, key).await == want).then_some(())
+    })
+    .await;
+    bridge.stop().await;
+}
