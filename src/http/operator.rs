@@ -10,6 +10,9 @@
 //! | `POST /v1/operator/links/{link}/resync` | rewrites the link in full: every tracked member is sent again |
 //!
 //! `{link}` is `<destination>:<source>:<cohort>`, percent-encoded where needed.
+//!
+//! `GET /ops` serves a small page over the same API (the token is entered in
+//! the page and sent with each call; the page itself holds no data).
 
 use super::error::ApiError;
 use super::AppState;
@@ -31,6 +34,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/links/{link}/redrive", web::post().to(redrive))
             .route("/links/{link}/resync", web::post().to(resync)),
     );
+    cfg.route("/ops", web::get().to(page));
+}
+
+const PAGE: &str = include_str!("assets/operator.html");
+
+async fn page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.settings.operator_token.is_none() {
+        return Err(ApiError::OperatorDisabled);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .body(PAGE))
 }
 
 fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {

@@ -260,10 +260,16 @@ async fn the_operator_api_needs_its_token_and_answers_bad_input_with_json_errors
         (s, v["error"]["code"].as_str()),
         (404, Some("operator_api_disabled"))
     );
+
+    let (s, _) = off.get("/ops").await;
+    assert_eq!(s, 404, "no page without a token configured");
     off.stop().await;
 
     with_operator(&mut cfg);
     let bridge = Bridge::start(&cfg).await;
+    let (s, page) = bridge.get("/ops").await;
+    assert_eq!(s, 200);
+    assert!(page.contains("/v1/operator") && !page.contains(OPERATOR_TOKEN));
     bridge
         .amplitude(&amplitude_body("ops", true, 1, "o1", &["x"]))
         .await;
