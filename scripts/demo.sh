@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole bridge, end to end, on this machine:
 #   private Redis (AOF) + LaunchDarkly emulator + cohort-bridge serve,
-#   replay of fixtures/amplitude and fixtures/heap (authenticated and signed
+#   replay of fixtures/amplitude, fixtures/heap and fixtures/partner (authenticated and signed
 #   as Amplitude and Heap would), wait until LaunchDarkly has everything,
 #   then print the resulting LaunchDarkly segments and compare them with
 #   fixtures/expected.json.
