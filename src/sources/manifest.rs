@@ -699,6 +699,90 @@ mod tests {
         }
     }
 
+    /// Names the built-in manifests point at, so random bodies often reach deep paths.
+    const NAMES: &[&str] = &[
+        "environmentId",
+        "environment_id",
+        "contextKind",
+        "context_kind",
+        "batch",
+        "userId",
+        "user_id",
+        "value",
+        "cohortId",
+        "cohort_id",
+        "cohortName",
+        "cohort_name",
+        "cohortUrl",
+        "listData",
+        "included",
+        "add",
+        "remove",
+        "action",
+        "members",
+        "parameters",
+        "heap",
+        "data",
+        "segment",
+        "id",
+        "name",
+        "customer_config",
+        "fields",
+        "0",
+        "member_id",
+        "integration_distinct_id",
+        "mixpanel_distinct_id",
+        "tealium_project_id",
+        "integration_project_id",
+        "mixpanel_project_id",
+        "tealium_cohort_id",
+        "integration_cohort_id",
+        "mixpanel_cohort_id",
+        "tealium_cohort_name",
+        "integration_cohort_name",
+        "mixpanel_cohort_name",
+    ];
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec!["", "add", "remove_member", "add_members", "x", "true"])
+                .prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(prop::sample::select(NAMES.to_vec()), inner, 0..6)
+                    .prop_map(|m| Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                    )),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Bad input of any shape is an error or a parse, never a panic.
+        #[test]
+        fn any_body_parses_or_errs_without_panicking(body in any_json()) {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            for (key, text) in BUILTIN {
+                let m = Manifest::load(key, text, None).unwrap();
+                if let Ok(r) = m.parse(&bytes, 1) {
+                    proptest::prop_assert!(!r.parsed.pushes.is_empty());
+                    for p in &r.parsed.pushes {
+                        proptest::prop_assert!(!p.cohort_id.trim().is_empty());
+                        proptest::prop_assert!(p.changes.iter().all(|c| !c.key.trim().is_empty()));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn invalid_manifests_are_refused() {
         let rp = |parser: Value| {
