@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole bridge, end to end, on this machine:
 #   private Redis (AOF) + LaunchDarkly emulator + cohort-bridge serve,
-#   replay of fixtures/amplitude and fixtures/heap (authenticated and signed
+#   replay of fixtures/amplitude, fixtures/heap and fixtures/partner (authenticated and signed
 #   as Amplitude and Heap would), wait until LaunchDarkly has everything,
 #   then print the resulting LaunchDarkly segments and compare them with
 #   fixtures/expected.json.
@@ -112,6 +112,7 @@ BRIDGE_URL=http://127.0.0.1:$BRIDGE_PORT
 export LD_API_TOKEN=$LD_TOKEN
 export DEMO_AMPLITUDE_SECRET=demo-amplitude-secret
 export DEMO_HEAP_SECRET=demo-heap-secret
+export DEMO_PARTNER_TOKEN=demo-partner-token
 export COHORT_BRIDGE_SERVER__LISTEN=127.0.0.1:$BRIDGE_PORT
 export COHORT_BRIDGE_REDIS__URL=redis://127.0.0.1:$REDIS_PORT
 export COHORT_BRIDGE_LAUNCHDARKLY__BASE_URL=$EMU_URL
@@ -134,10 +135,11 @@ done
 log "cohort-bridge is ready"
 
 # --- 5. Replay the recorded pushes ---------------------------------------------
-log "Replaying fixtures/amplitude and fixtures/heap"
-"$BRIDGE" replay fixtures/amplitude fixtures/heap --config "$CONFIG" --url "$BRIDGE_URL" | tee "$TMP/replay.out"
-if grep -qv -- '-> 200 ' "$TMP/replay.out"; then
-  die "some pushes were not answered 200 (see above)"
+log "Replaying fixtures/amplitude, fixtures/heap and fixtures/partner"
+"$BRIDGE" replay fixtures/amplitude fixtures/heap fixtures/partner --config "$CONFIG" --url "$BRIDGE_URL" | tee "$TMP/replay.out"
+# Native receivers answer 200; the partner endpoint answers 204, as LaunchDarkly does.
+if grep -qvE -- '-> (200|204) ' "$TMP/replay.out"; then
+  die "some pushes were not answered 200 or 204 (see above)"
 fi
 
 # --- 6. Wait until LaunchDarkly has every change ------------------------------

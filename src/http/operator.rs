@@ -93,8 +93,7 @@ async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiErr
     };
     let configured = state
         .settings
-        .sources
-        .get(&link.source)
+        .source(&link.source)
         .is_some_and(|s| s.destinations.contains(&link.destination));
     Ok(Some(LinkView {
         link: link.to_string(),

@@ -8,6 +8,7 @@ mod durability;
 mod emulator_api;
 mod fixtures;
 mod operator;
+mod partner;
 mod pipeline;
 mod receivers;
 mod signatures;
