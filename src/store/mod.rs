@@ -171,7 +171,12 @@ impl Store {
             .key(k.cohort_meta(p, source, cohort))
             .key(k.due(p))
             .key(k.cohorts(p))
-            .key(k.seen(p, source, push.delivery_id.as_deref().unwrap_or("-")));
+            .key(k.seen(
+                p,
+                source,
+                cohort,
+                push.delivery_id.as_deref().unwrap_or("-"),
+            ));
         for l in &links {
             inv.key(k.dirty(p, l));
         }
