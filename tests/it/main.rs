@@ -7,6 +7,7 @@ mod binary;
 mod durability;
 mod emulator_api;
 mod fixtures;
+mod model;
 mod pipeline;
 mod receivers;
 mod signatures;
