@@ -3,11 +3,13 @@
 
 mod support;
 
+mod accounting;
 mod binary;
 mod durability;
 mod emulator_api;
 mod fixtures;
 mod model;
+mod ordering;
 mod pipeline;
 mod receivers;
 mod signatures;
