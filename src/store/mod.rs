@@ -227,7 +227,10 @@ impl Store {
         })
     }
 
-    /// `SET lease token NX PX ttl`.
+    /// `SET lease token NX PX ttl`; a lease that already holds the caller's
+    /// token is the caller's (renewed). That happens when the reply to an
+    /// earlier acquisition was lost (a Redis restart, a timeout): without this
+    /// the partition stayed unflushed until the lease expired.
     pub async fn try_acquire_lease(
         &self,
         p: u16,
@@ -242,7 +245,10 @@ impl Store {
             .arg(ttl.as_millis() as u64)
             .query_async(&mut self.conn())
             .await?;
-        Ok(r.is_some())
+        if r.is_some() {
+            return Ok(true);
+        }
+        self.renew_lease(p, token, ttl).await
     }
 
     /// Renews (ttl > 0) or releases (ttl = 0) a lease the caller holds.

@@ -823,3 +823,44 @@ fn the_store_agrees_with_a_pure_model_under_random_interleavings() {
         panic!("{e}");
     }
 }
+
+#[tokio::test]
+async fn a_lease_whose_acquisition_reply_was_lost_is_still_acquired_by_its_holder() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let cfg = RedisConfig {
+        url: redis.url(),
+        key_prefix: "lease".into(),
+        partitions: 1,
+        ..RedisConfig::default()
+    };
+    let store = Store::connect(&cfg).expect("store");
+    let key = Keys::new("lease", 1).lease(0);
+    // The SET went through but its reply never arrived (e.g. Redis restarted).
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("mine")
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut c)
+        .await
+        .expect("SET");
+    assert!(store
+        .try_acquire_lease(0, "mine", LEASE_TTL)
+        .await
+        .expect("acquire"));
+    assert!(!store
+        .try_acquire_lease(0, "theirs", LEASE_TTL)
+        .await
+        .expect("acquire"));
+    let holder: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("GET");
+    assert_eq!(holder, "mine");
+}
