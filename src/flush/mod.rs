@@ -103,7 +103,10 @@ impl Flusher {
                             if inflight.insert(l.clone()) {
                                 let c = ctx.clone();
                                 tasks.spawn(async move {
-                                    let r = link::flush(c, p, l.clone(), at).await;
+                                    let r = link::flush(c.clone(), p, l.clone(), at).await;
+                                    if r.is_err() {
+                                        retry_soon(&c, p, &l).await;
+                                    }
                                     (l, r)
                                 });
                             }
@@ -139,6 +142,18 @@ impl Flusher {
         ctx.leases.release_all(&ctx.store).await;
         Ok(())
     }
+}
+
+/// After a flush failed on a Redis error, makes the link due again soon
+/// instead of at its claim's hold time (a whole lease TTL away, meant for a
+/// flusher that crashed). Waits out the request timeout first: the failure
+/// may have followed a request whose outcome is unknown. If Redis is still
+/// down this fails too, and the claim's hold stands.
+async fn retry_soon(ctx: &Ctx, p: u16, link: &LinkId) {
+    let delay = ctx.settings.request_timeout()
+        + Duration::from_millis(ctx.settings.launchdarkly.backoff_max_ms);
+    let at = now_ms() + delay.as_millis() as i64;
+    let _ = ctx.store.reschedule(p, link, at).await;
 }
 
 fn finish(
