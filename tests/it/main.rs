@@ -4,8 +4,10 @@
 mod support;
 
 mod binary;
+mod crash;
 mod durability;
 mod emulator_api;
+mod faults;
 mod fixtures;
 mod pipeline;
 mod receivers;
