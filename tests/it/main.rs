@@ -11,4 +11,5 @@ mod faults;
 mod fixtures;
 mod pipeline;
 mod receivers;
+mod shutdown;
 mod signatures;
