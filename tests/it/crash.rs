@@ -4,8 +4,8 @@
 //! last-writer-wins model of every push that got a 2xx, and every 2xx must
 //! account for each change it carried.
 //!
-//! Seeded: the seed is printed at the start; `COHORT_BRIDGE_CRASH_SEED=N`
-//! replays a run, `COHORT_BRIDGE_SOAK=1` runs a longer campaign.
+//! Seeded: the seed is printed at the start; `CB_CRASH_SEED=N`
+//! replays a run, `CB_SOAK=1` runs a longer campaign.
 
 use crate::support::stream::{
     self, dirty_backlog, diverging, plan, push_until_accepted, segments_by_key, Model, Planned,
@@ -23,17 +23,17 @@ use tokio::sync::watch;
 const DEFAULT_SEED: u64 = 20_260_301;
 
 fn seed() -> u64 {
-    match std::env::var("COHORT_BRIDGE_CRASH_SEED") {
+    match std::env::var("CB_CRASH_SEED") {
         Ok(s) => s
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("COHORT_BRIDGE_CRASH_SEED must be an integer, not {s:?}")),
+            .unwrap_or_else(|_| panic!("CB_CRASH_SEED must be an integer, not {s:?}")),
         Err(_) => DEFAULT_SEED,
     }
 }
 
 fn soak() -> bool {
-    std::env::var("COHORT_BRIDGE_SOAK").is_ok_and(|v| v == "1")
+    std::env::var("CB_SOAK").is_ok_and(|v| v == "1")
 }
 
 /// Senders share a queue of planned pushes; each push may only start while
@@ -94,9 +94,7 @@ async fn await_flush_in_flight(emu: &Emulator, since: u64, timeout: Duration) ->
 async fn kill_9_at_random_instants_loses_nothing_and_launchdarkly_converges() {
     let seed = seed();
     let soak = soak();
-    println!(
-        "crash campaign seed = {seed} (replay with COHORT_BRIDGE_CRASH_SEED={seed}); soak = {soak}"
-    );
+    println!("crash campaign seed = {seed} (replay with CB_CRASH_SEED={seed}); soak = {soak}");
     let (params, kills, senders) = if soak {
         let p = StreamParams {
             cohorts: 40,
@@ -261,7 +259,7 @@ async fn kill_9_at_random_instants_loses_nothing_and_launchdarkly_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_kill_9_mid_stream_loses_no_acknowledged_change() {
     let seed = seed();
-    println!("redis crash seed = {seed} (replay with COHORT_BRIDGE_CRASH_SEED={seed})");
+    println!("redis crash seed = {seed} (replay with CB_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let params = StreamParams {
         cohorts: 8,

@@ -49,7 +49,7 @@ impl BridgeProcess {
 
     /// Starts the binary and waits until `/readyz` answers 200.
     pub async fn start(cfg: &mut TestConfig) -> BridgeProcess {
-        let b = Self::spawn(cfg);
+        let mut b = Self::spawn(cfg);
         b.wait_ready().await;
         b
     }
@@ -80,14 +80,34 @@ impl BridgeProcess {
         self.child.as_ref().map(Child::id).expect("the bridge runs")
     }
 
-    /// Waits for `/readyz` to answer 200.
-    pub async fn wait_ready(&self) {
+    /// Waits for `/readyz` to answer 200; fails with the bridge's logs if
+    /// it exits first or takes too long.
+    pub async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.base);
-        eventually("the bridge is ready", Duration::from_secs(30), || async {
-            let r = self.http.get(&url).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the bridge exited ({status}) before it was ready:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the bridge was not ready within 30 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `kill -9`, then reaps the process.
