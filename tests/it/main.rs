@@ -5,8 +5,10 @@ mod support;
 
 mod accounting;
 mod binary;
+mod crash;
 mod durability;
 mod emulator_api;
+mod faults;
 mod fixtures;
 mod model;
 mod operator;
@@ -14,4 +16,5 @@ mod ordering;
 mod partner;
 mod pipeline;
 mod receivers;
+mod shutdown;
 mod signatures;
