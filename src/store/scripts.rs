@@ -38,7 +38,32 @@ pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// `apply.lua` preceded by `snapshot_page.lua`: a page of a full snapshot,
+/// staged and applied in one script.
+pub static APPLY_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/snapshot_page.lua"),
+        include_str!("scripts/apply.lua")
+    ))
+});
+pub static SNAPSHOT_FINALIZE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/snapshot_finalize.lua")
+    ))
+});
+
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 6] {
-    [&APPLY, &CLAIM, &ACK, &DEAD_LETTER, &LEASE, &SWEEP]
+pub fn all() -> [&'static Script; 8] {
+    [
+        &APPLY,
+        &CLAIM,
+        &ACK,
+        &DEAD_LETTER,
+        &LEASE,
+        &SWEEP,
+        &APPLY_SNAPSHOT,
+        &SNAPSHOT_FINALIZE,
+    ]
 }
