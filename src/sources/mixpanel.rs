@@ -11,7 +11,8 @@
 //!   that were in no page (see `store::snapshot`).
 //!
 //! Mixpanel sends no time of its own, so the version is the arrival time; the
-//! delivery id is `mixpanel_session_id:action:page_count`. The answer to
+//! delivery id is `mixpanel_session_id:cohort:action:page_count` (the cohort
+//! too, in case one session id ever spans several cohorts). The answer to
 //! Mixpanel is its own envelope (`http::webhooks`), on success and on errors.
 
 use super::{collect_changes, ParseError, Parsed, Push, Snapshot};
@@ -164,11 +165,12 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     } else {
         None
     };
+    let delivery_id = session.map(|s| format!("{s}:{cohort_id}:{action}:{page}"));
     Ok(Parsed {
         pushes: vec![Push {
             cohort_id,
             cohort_name,
-            delivery_id: session.map(|s| format!("{s}:{action}:{page}")),
+            delivery_id,
             changes,
             snapshot,
         }],
@@ -213,7 +215,7 @@ mod tests {
         let push = &p.pushes[0];
         assert_eq!(push.cohort_id, "4242");
         assert_eq!(push.cohort_name.as_deref(), Some("Churned"));
-        assert_eq!(push.delivery_id.as_deref(), Some("sess-1:members:2"));
+        assert_eq!(push.delivery_id.as_deref(), Some("sess-1:4242:members:2"));
         assert_eq!(push.changes, vec![c("a", true), c("b", true)]);
         assert_eq!(
             push.snapshot,
@@ -234,7 +236,7 @@ mod tests {
         assert_eq!(p.pushes[0].changes, vec![c("a", false)]);
         assert_eq!(
             p.pushes[0].delivery_id.as_deref(),
-            Some("sess-1:remove_members:1")
+            Some("sess-1:4242:remove_members:1")
         );
         let p = run("last_name", &body("add_members", 1, 1, &["a"])).unwrap();
         assert_eq!(p.skipped_without_key, 1);

@@ -12,7 +12,7 @@
 //!    removal is durable work, not a promise held in memory.
 //! 3. The finalization walks the cohort's want hash with `HSCAN`, one short
 //!    script per chunk (`snapshot_finalize.lua`), and turns every member that
-//!    is desired in, in no page, and older than the session's first page into
+//!    is desired in, in no page, and not newer than the session's first page into
 //!    a normal desired-out change. Redis is never blocked for more than one
 //!    chunk. The receiver that applied the last page drives it to the end;
 //!    should the bridge die midway, any replica's flusher resumes the entry

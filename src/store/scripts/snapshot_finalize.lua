@@ -1,7 +1,7 @@
 -- snapshot_finalize.lua: one chunk of a full snapshot's finalization.
 --
 -- Members of the cohort that are desired in, were in no page of the snapshot
--- (not in the staging set) and whose version is older than the snapshot's
+-- (not in the staging set) and whose version is not newer than the snapshot's
 -- start become desired out at the start version: a normal change (dirty sets,
 -- due index, outcomes), exactly as apply.lua would fold it. The HSCAN cursor
 -- lives in the pending entry, so any caller (the receiver that applied the
@@ -60,7 +60,7 @@ local touched = {}
 for e = 1, #entries, 2 do
   local m = entries[e]
   local version, pending, d, states = unpack_member(entries[e + 1])
-  if d == '1' and tonumber(version) < start and redis.call('SISMEMBER', KEYS[3], m) == 0 then
+  if d == '1' and tonumber(version) <= start and redis.call('SISMEMBER', KEYS[3], m) == 0 then
     removed = removed + 1
     local dirty = false
     for i = 1, n do

@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod emulator;
+pub mod native;
 pub mod redis;
 
 pub use bridge::{Bridge, TestConfig};
