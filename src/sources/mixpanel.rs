@@ -161,6 +161,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             session,
             page,
             total_pages: total,
+            version_ms: now_ms,
         })
     } else {
         None
@@ -222,7 +223,8 @@ mod tests {
             Some(Snapshot {
                 session: "sess-1".into(),
                 page: 2,
-                total_pages: 3
+                total_pages: 3,
+                version_ms: 99
             })
         );
         let p = run("email", &body("add_members", 1, 1, &["a"])).unwrap();

@@ -114,6 +114,10 @@ pub struct Snapshot {
     pub page: u32,
     /// How many pages the session has (≥ 1).
     pub total_pages: u32,
+    /// The version of this page's changes. The session's first page to
+    /// arrive fixes its start: members not in any page and not newer than
+    /// the start are removed, at the start version.
+    pub version_ms: i64,
 }
 
 /// What one request carried.

@@ -177,6 +177,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
                 .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             page: 1,
             total_pages: 1,
+            version_ms,
         })
     } else {
         None

@@ -202,7 +202,7 @@ impl Store {
                 .arg(if c.include { "1" } else { "0" });
         }
         if let Some(snap) = &push.snapshot {
-            self.stage_args(&mut inv, p, source, cohort, snap, params.now_ms);
+            self.stage_args(&mut inv, p, source, cohort, snap);
         }
         let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
         let first = reply.first().map(int).transpose()?.unwrap_or(-1);

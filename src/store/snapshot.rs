@@ -46,7 +46,6 @@ impl Store {
         source: &str,
         cohort: &str,
         snap: &Snapshot,
-        now_ms: i64,
     ) {
         let k = &self.keys;
         inv.key(k.snapshot_members(p, source, cohort, &snap.session))
@@ -55,7 +54,7 @@ impl Store {
             .arg(format!("{source}:{cohort}"))
             .arg(snap.page)
             .arg(snap.total_pages)
-            .arg(now_ms)
+            .arg(snap.version_ms)
             .arg(self.snapshot_ttl_ms)
             .arg(&snap.session);
     }

@@ -82,7 +82,8 @@ async fn standard_webhooks_vectors_verify_over_http_and_mutations_get_401_storin
         tampered[2] ^= 1;
         let sig = v["headers"]["webhook-signature"].as_str().unwrap();
         let ts = v["headers"]["webhook-timestamp"].as_str().unwrap();
-        let cases: Vec<(&str, &str, &[u8], Vec<(&str, String)>)> = vec![
+        type Case<'a> = (&'a str, &'a str, &'a [u8], Vec<(&'a str, String)>);
+        let cases: Vec<Case> = vec![
             ("tampered body", "sw-vectors", &tampered, h.clone()),
             (
                 "other webhook-id",
@@ -131,6 +132,155 @@ async fn standard_webhooks_vectors_verify_over_http_and_mutations_get_401_storin
                 .await;
             assert_eq!(status, 401, "the old secret's signature alone");
         }
+    }
+    assert!(
+        data_keys(&redis, &cfg.prefix).is_empty(),
+        "{:?}",
+        data_keys(&redis, &cfg.prefix)
+    );
+
+    // The official vector verifies; its body is not our format: 400, not 401.
+    let (status, resp) = bridge
+        .post(
+            "sw-vectors",
+            official["body"].as_str().unwrap().as_bytes(),
+            &headers_of(official),
+        )
+        .await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(resp["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cohort_id"));
+    // The rotation vector (event envelope, camelCase) verifies with either
+    // entry and is applied: user-1, user-2 in, user-3 out.
+    let (status, resp) = bridge
+        .post(
+            "sw-vectors",
+            rotation["body"].as_str().unwrap().as_bytes(),
+            &headers_of(rotation),
+        )
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["accepted"], 3, "{resp}");
+    // Retried: de-duplicated on webhook-id.
+    let (_, resp) = bridge
+        .post(
+            "sw-vectors",
+            rotation["body"].as_str().unwrap().as_bytes(),
+            &headers_of(rotation),
+        )
+        .await;
+    assert_eq!(resp["duplicate"], true, "{resp}");
+    eventually("the cohort reaches LaunchDarkly", WAIT, || async {
+        let got = emu
+            .members("default", "production", "sw-vectors-7khm89cz")
+            .await;
+        (got == Some(vec!["user-1".into(), "user-2".into()])).then_some(())
+    })
+    .await;
+    let seg = emu
+        .segment("default", "production", "sw-vectors-7khm89cz")
+        .await
+        .unwrap();
+    assert_eq!(seg["name"], "Power Users (30d)");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn adds_removes_and_a_whole_cohort_snapshot_reach_launchdarkly() {
+    let (_redis, emu, mut cfg) = stack();
+    native::add_sources(&mut cfg);
+    let bridge = native::start(&cfg).await;
+    let key = "standard-webhooks-beta";
+    let (status, resp) = standard_webhooks(
+        &bridge,
+        "msg_1",
+        &json!({"cohort_id": "beta", "cohort_name": "Beta testers", "context_kind": "user",
+                "add": ["u1", "u2", "u3", "u4"], "remove": [], "version": 1_000}),
+    )
+    .await;
+    assert_eq!(
+        (status, resp["accepted"].clone()),
+        (200, json!(4)),
+        "{resp}"
+    );
+    let (_, resp) = standard_webhooks(
+        &bridge,
+        "msg_2",
+        &json!({"cohort_id": "beta", "remove": ["u4"], "version": 2_000}),
+    )
+    .await;
+    assert_eq!(resp["accepted"], 1, "{resp}");
+    // Retried with the same webhook-id (a newer signature): applied once.
+    let (_, resp) = standard_webhooks(
+        &bridge,
+        "msg_2",
+        &json!({"cohort_id": "beta", "remove": ["u4"], "version": 2_000}),
+    )
+    .await;
+    assert_eq!(resp["duplicate"], true, "{resp}");
+    eventually("adds and removes reach LaunchDarkly", WAIT, || async {
+        let got = emu.members("default", "production", key).await;
+        (got == Some(vec!["u1".into(), "u2".into(), "u3".into()])).then_some(())
+    })
+    .await;
+    let seg = emu.segment("default", "production", key).await.unwrap();
+    assert_eq!(seg["name"], "Beta testers");
+
+    // The whole cohort is {u2, u5}: u1 and u3 are removed.
+    let (status, resp) = standard_webhooks(
+        &bridge,
+        "msg_3",
+        &json!({"cohort_id": "beta", "add": ["u2", "u5"], "snapshot": true, "version": 3_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["snapshot"]["complete"], true, "{resp}");
+    assert_eq!(resp["snapshot"]["removed"], 2, "{resp}");
+    eventually("the snapshot reaches LaunchDarkly", WAIT, || async {
+        let got = emu.members("default", "production", key).await;
+        (got == Some(vec!["u2".into(), "u5".into()])).then_some(())
+    })
+    .await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn bad_standard_webhooks_bodies_are_400_with_a_clear_message_and_store_nothing() {
+    let (redis, _emu, mut cfg) = stack();
+    native::add_sources(&mut cfg);
+    let bridge = native::start(&cfg).await;
+    let cases = [
+        (json!({"add": ["a"]}), "cohort_id is missing"),
+        (
+            json!({"cohort_id": "c", "add": "a"}),
+            "add must be an array",
+        ),
+        (
+            json!({"cohort_id": "c", "remove": [null]}),
+            "remove[0] must be a key",
+        ),
+        (
+            json!({"cohort_id": "c", "add": ["a"], "context_kind": "account"}),
+            "context_kind \"account\" differs",
+        ),
+        (
+            json!({"cohort_id": "c", "snapshot": 1}),
+            "snapshot must be true or false",
+        ),
+        (
+            json!({"cohort_id": "c", "version": "soon"}),
+            "version must be",
+        ),
+        (json!([1]), "JSON"),
+    ];
+    for (i, (body, needle)) in cases.into_iter().enumerate() {
+        let (status, resp) = standard_webhooks(&bridge, &format!("msg_bad_{i}"), &body).await;
+        assert_eq!(status, 400, "{resp}");
+        assert_eq!(resp["error"]["code"], "invalid_payload");
+        let msg = resp["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg} lacks {needle}");
     }
     assert!(data_keys(&redis, &cfg.prefix).is_empty());
     bridge.stop().await;
