@@ -226,6 +226,10 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
 /// renewal is never held up for long by a huge cohort.
 const RESUME_CHUNKS_PER_TICK: usize = 200;
 
+/// A finalization nobody has worked on for this long is taken over: its
+/// receiver died (the receiver works a chunk every few milliseconds).
+const RESUME_ORPHANED_AFTER: Duration = Duration::from_secs(10);
+
 /// Resumes snapshot finalizations that no receiver is driving (the bridge
 /// that applied the last page died midway): see `store::snapshot`.
 async fn resume_snapshots(ctx: &Ctx, partitions: &[u16]) {
@@ -250,6 +254,7 @@ async fn resume_snapshots(ctx: &Ctx, partitions: &[u16]) {
                 &cohort,
                 params,
                 Some(RESUME_CHUNKS_PER_TICK),
+                Some(RESUME_ORPHANED_AFTER),
             )
             .await
         {

@@ -198,6 +198,7 @@ async fn handle(
                     &push.cohort_id,
                     params,
                     None,
+                    None,
                 )
                 .await
                 .map_err(ApiError::Unavailable)?;

@@ -133,7 +133,7 @@ impl Keys {
     }
 
     /// Hash: the partition's pending snapshot finalizations, `<source>:<cohort>`
-    /// → `<start version>|<HSCAN cursor>|<session>`. Recorded by the script that
+    /// → `<start version>|<HSCAN cursor>|<last worked on (ms)>|<session>`. Recorded by the script that
     /// applies a session's last page; worked off a chunk at a time by the
     /// receiver, or after a crash by any replica's flusher (`store::snapshot`).
     pub fn snapshot_pending(&self, p: u16) -> String {

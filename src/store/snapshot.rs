@@ -16,7 +16,8 @@
 //!    a normal desired-out change. Redis is never blocked for more than one
 //!    chunk. The receiver that applied the last page drives it to the end;
 //!    should the bridge die midway, any replica's flusher resumes the entry
-//!    (see [`Store::pending_snapshots`]) from the cursor stored in it.
+//!    (see [`Store::pending_snapshots`]) from the cursor stored in it, once
+//!    nobody has worked on it for a while (`flush::RESUME_ORPHANED_AFTER`).
 
 use super::scripts;
 use super::{int, ApplyOutcome, ApplyParams, LinkId, Store, StoreError};
@@ -33,7 +34,7 @@ pub struct Finalized {
     pub finished: bool,
     /// The staging expired before the end: nothing more was removed.
     pub abandoned: bool,
-    /// The desired-out changes made: `accepted` is every member removed.
+    /// The desired-out changes this caller made: `accepted` is every member removed.
     pub outcome: ApplyOutcome,
 }
 
@@ -71,12 +72,14 @@ impl Store {
             .arg(format!("{source}:{cohort}"))
             .query_async(&mut self.conn())
             .await?;
-        Ok(entry.and_then(|e| e.splitn(3, '|').nth(2).map(str::to_string)))
+        Ok(entry.and_then(|e| e.splitn(4, '|').nth(3).map(str::to_string)))
     }
 
     /// Works off the cohort's pending finalization, a chunk at a time, up to
-    /// `max_chunks` chunks (`None`: to the end). Safe to run from several
-    /// callers at once: each chunk continues from the cursor stored in Redis.
+    /// `max_chunks` chunks (`None`: to the end). With `orphaned_after` set,
+    /// only an entry nobody has worked on for that long is taken over (a
+    /// flusher resuming after a crash). Safe to run from several callers at
+    /// once: each chunk continues from the cursor stored in Redis.
     pub async fn finalize_snapshot(
         &self,
         source: &str,
@@ -84,6 +87,7 @@ impl Store {
         cohort: &str,
         params: ApplyParams,
         max_chunks: Option<usize>,
+        orphaned_after: Option<std::time::Duration>,
     ) -> Result<Finalized, StoreError> {
         let k = &self.keys;
         let p = k.partition(source, cohort);
@@ -105,6 +109,12 @@ impl Store {
             if max_chunks.is_some_and(|m| chunks >= m) {
                 return Ok(done);
             }
+            // Only the first chunk checks that the entry is orphaned: later
+            // ones find it freshly worked on by this very caller.
+            let min_idle = match orphaned_after {
+                Some(d) if chunks == 0 => d.as_millis() as u64,
+                _ => 0,
+            };
             chunks += 1;
             let mut inv = scripts::SNAPSHOT_FINALIZE.prepare_invoke();
             inv.key(k.snapshot_pending(p))
@@ -119,10 +129,11 @@ impl Store {
             inv.arg(format!("{source}:{cohort}"))
                 .arg(&session)
                 .arg(CHUNK)
-                .arg(params.now_ms)
+                .arg(crate::clock::now_ms().max(params.now_ms))
                 .arg(params.max_delay_ms)
                 .arg(params.batch)
                 .arg(self.snapshot_ttl_ms)
+                .arg(min_idle)
                 .arg(links.len());
             for d in destinations {
                 inv.arg(d);
@@ -160,6 +171,7 @@ impl Store {
                     done.abandoned = true;
                     return Ok(done);
                 }
+                4 => return Ok(done),
                 other => {
                     return Err(StoreError::Reply(format!(
                         "snapshot_finalize returned status {other}"

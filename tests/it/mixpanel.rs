@@ -175,7 +175,7 @@ async fn a_finalization_left_pending_by_a_crash_is_resumed_by_a_starting_bridge(
     bridge.stop().await;
 
     // What a bridge that applied the last page of {a, b} and died before the
-    // first chunk leaves in Redis (snapshot_page.lua's writes), plus one
+    // first chunk a minute ago leaves in Redis (snapshot_page.lua's writes), plus one
     // pending entry whose staging has expired (must be dropped, removing nothing).
     let (k, p) = keys(&cfg);
     let cohort = COHORT.to_string();
@@ -205,7 +205,7 @@ async fn a_finalization_left_pending_by_a_crash_is_resumed_by_a_starting_bridge(
         .cmd("HSET")
         .arg(k.snapshot_pending(p))
         .arg(format!("mixpanel:{cohort}"))
-        .arg(format!("{start}|0|crashed"))
+        .arg(format!("{start}|0|{}|crashed", start - 60_000))
         .ignore()
         .query(&mut c)
         .unwrap();
@@ -217,7 +217,7 @@ async fn a_finalization_left_pending_by_a_crash_is_resumed_by_a_starting_bridge(
     let () = redis::cmd("HSET")
         .arg(k.snapshot_pending(po))
         .arg(format!("mixpanel:{other}"))
-        .arg(format!("{start}|0|expired"))
+        .arg(format!("{start}|0|{}|expired", start - 60_000))
         .query(&mut c)
         .unwrap();
 

@@ -389,3 +389,61 @@ auth = { scheme = "heap-hash", secret_env = ["HEAP_SECRET", "SEGMENT_OLD_SECRET"
     assert_eq!(status, 401);
     bridge.stop().await;
 }
+
+/// A snapshot of a cohort larger than one finalization chunk (500 members,
+/// and past Redis's compact hash encoding, so HSCAN really pages) removes
+/// exactly the members it does not list.
+#[tokio::test]
+async fn a_snapshot_finalized_over_several_chunks_removes_exactly_the_unlisted_members() {
+    let (redis, emu, mut cfg) = stack();
+    native::add_sources(&mut cfg);
+    let bridge = native::start(&cfg).await;
+    let all: Vec<String> = (0..1_300).map(|i| format!("m{i:04}")).collect();
+    let (status, resp) = standard_webhooks(
+        &bridge,
+        "msg_big_1",
+        &json!({"cohort_id": "big", "add": all, "version": 1_000}),
+    )
+    .await;
+    assert_eq!(
+        (status, resp["accepted"].clone()),
+        (200, json!(1_300)),
+        "{resp}"
+    );
+    // Keep every 13th member: 100 listed, 1,200 to remove.
+    let kept: Vec<String> = all.iter().step_by(13).cloned().collect();
+    let (status, resp) = standard_webhooks(
+        &bridge,
+        "msg_big_2",
+        &json!({"cohort_id": "big", "add": kept, "snapshot": true, "version": 2_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["snapshot"]["removed"], 1_200, "{resp}");
+
+    let k = cohort_bridge::store::Keys::new(&cfg.prefix, 4);
+    let p = k.partition("standard-webhooks", "big");
+    let mut c = redis.client().get_connection().unwrap();
+    let want: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(k.want(p, "standard-webhooks", "big"))
+        .query(&mut c)
+        .unwrap();
+    let desired_in: Vec<String> = want
+        .iter()
+        .filter(|(_, v)| v.as_bytes()[v.find('|').unwrap() + 2] == b'1')
+        .map(|(m, _)| m.clone())
+        .collect();
+    assert_eq!(desired_in, kept);
+    eventually(
+        "LaunchDarkly holds only the listed members",
+        WAIT,
+        || async {
+            let got = emu
+                .members("default", "production", "standard-webhooks-big")
+                .await;
+            (got.as_ref() == Some(&kept)).then_some(())
+        },
+    )
+    .await;
+    bridge.stop().await;
+}

@@ -13,7 +13,10 @@
 -- Staging meta fields: start, total, seen (distinct pages), page:<n>,
 -- has_members ('1' once a member was staged), done ('1' once every page arrived).
 -- A repeated page changes nothing here (page:<n> is set once); pages may
--- arrive in any order. Result: apply.lua's.
+-- arrive in any order. When the last missing page arrives: done = 1, and the
+-- pending finalization "<start>|0|<now>|<session>" is recorded (now is
+-- apply.lua's ARGV[1]: when the entry was last worked on).
+-- Result: apply.lua's.
 local snap_session = table.remove(ARGV)
 local snap_ttl = table.remove(ARGV)
 local snap_start = table.remove(ARGV)
@@ -40,7 +43,7 @@ if redis.call('HGET', snap_meta, 'done') ~= '1' then
   if tonumber(redis.call('HGET', snap_meta, 'seen')) >= snap_total then
     redis.call('HSET', snap_meta, 'done', '1')
     local start = redis.call('HGET', snap_meta, 'start')
-    redis.call('HSET', snap_pending, snap_ref, start .. '|0|' .. snap_session)
+    redis.call('HSET', snap_pending, snap_ref, start .. '|0|' .. ARGV[1] .. '|' .. snap_session)
   end
   redis.call('PEXPIRE', snap_meta, snap_ttl)
   redis.call('PEXPIRE', snap_members, snap_ttl)
