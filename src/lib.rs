@@ -38,6 +38,8 @@
 //! - [`flush`]: leases, the flush loop, one link's flush.
 //! - [`launchdarkly`]: client, response classification, throttle.
 //! - [`replay`]: sends recorded pushes as their source would.
+//! - [`operator`]: operator commands (links, dead letters, redrive, resync);
+//!   the same calls are served over HTTP by [`http::operator`].
 
 pub mod clock;
 pub mod config;
@@ -46,6 +48,7 @@ pub mod http;
 pub mod launchdarkly;
 pub mod metrics;
 pub mod naming;
+pub mod operator;
 pub mod replay;
 pub mod sources;
 pub mod store;

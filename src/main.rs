@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cohort_bridge::config::{self, CONFIG_ENV};
 use cohort_bridge::http::Application;
+use cohort_bridge::operator;
 use cohort_bridge::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,32 @@ enum Command {
         /// Source id for every file (default: the directory name, as source id or kind).
         #[arg(long)]
         source: Option<String>,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// List every link (cohort × destination) with its backlog, dead letters and last error.
+    Links {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// Print a link's dead letters: key, when (ms), LaunchDarkly's message.
+    DeadLetters {
+        /// `<destination>:<source>:<cohort>`, as `links` prints it.
+        link: String,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// Send a link's dead letters again (all of them, or the `--key`s given).
+    Redrive {
+        link: String,
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// Rewrite a link in full: every member the bridge tracks is sent again.
+    Resync {
+        link: String,
         #[arg(long, env = CONFIG_ENV)]
         config: PathBuf,
     },
@@ -109,6 +136,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Links { config } => {
+            print!("{}", operator::links(&config::load(&config)?).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters { link, config } => {
+            print!(
+                "{}",
+                operator::dead_letters(&config::load(&config)?, &link).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Redrive { link, keys, config } => {
+            print!(
+                "{}",
+                operator::redrive(&config::load(&config)?, &link, &keys).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resync { link, config } => {
+            print!(
+                "{}",
+                operator::resync(&config::load(&config)?, &link).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             paths,
             url,

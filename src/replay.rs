@@ -14,6 +14,9 @@
 //! at send time with a `webhook-id` derived from the body, so replaying the
 //! same file twice is a retried delivery (de-duplicated), as a sender's
 //! retry would be. Mixpanel pushes carry HTTP Basic credentials.
+//! Partner fixtures (`partner/<integrationKey>/*.json`) are posted to
+//! `/api/v2/segment-targets/<integrationKey>` with `Authorization: <token>`,
+//! the first `[[partner.tokens]]` secret allowed to use that integration.
 
 use crate::clock::now_ms;
 use crate::config::{ResolvedAuth, Settings, Source};
@@ -108,6 +111,36 @@ fn source_for(
         })
 }
 
+/// A partner fixture (`.../partner/<integrationKey>/<file>.json`): the
+/// integration key and the token to send, the first configured secret of the
+/// first `[[partner.tokens]]` entry allowed to use that integration.
+fn partner_target(settings: &Settings, file: &Path) -> Option<anyhow::Result<(String, String)>> {
+    let dir = file.parent()?;
+    if dir.parent()?.file_name()? != "partner" {
+        return None;
+    }
+    let key = dir.file_name()?.to_str()?.to_string();
+    if !settings.partner.manifests.contains_key(&key) {
+        return Some(Err(anyhow!(
+            "{}: no partner manifest has the integration key {key:?}",
+            file.display()
+        )));
+    }
+    let token = settings
+        .partner
+        .tokens
+        .iter()
+        .filter(|t| t.allows(&key))
+        .find_map(|t| t.secrets.first());
+    Some(match token {
+        Some(t) => Ok((key, t.expose().to_string())),
+        None => Err(anyhow!(
+            "{}: no [[partner.tokens]] entry may use the integration {key:?}",
+            file.display()
+        )),
+    })
+}
+
 /// Headers the source would send with `body`.
 pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
     let mut h = vec![("Content-Type".to_string(), "application/json".to_string())];
@@ -199,6 +232,42 @@ pub async fn replay(
     let base = url.trim_end_matches('/');
     let mut out = Vec::new();
     for (file, explicit) in collect(paths)? {
+        if source.is_none() {
+            match partner_target(settings, &file) {
+                None => {}
+                Some(Err(e)) if !explicit => {
+                    out.push(Replayed {
+                        file,
+                        source: String::new(),
+                        status: 0,
+                        body: format!("skipped: {e}"),
+                    });
+                    continue;
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok((key, token))) => {
+                    let body = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let resp = client
+                        .post(format!("{base}/api/v2/segment-targets/{key}"))
+                        .header("Content-Type", "application/json")
+                        .header("Authorization", token)
+                        .body(body)
+                        .send()
+                        .await
+                        .with_context(|| format!("sending {} to {base}", file.display()))?;
+                    let status = resp.status().as_u16();
+                    let body = resp.text().await.unwrap_or_default();
+                    out.push(Replayed {
+                        file,
+                        source: crate::config::partner_source_id(&key),
+                        status,
+                        body,
+                    });
+                    continue;
+                }
+            }
+        }
         let src = match source_for(settings, &file, source) {
             Ok(s) => s,
             Err(e) if !explicit => {

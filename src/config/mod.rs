@@ -10,13 +10,15 @@
 //!
 //! Secrets only ever live in [`Secret`], whose `Debug` prints `[redacted]`.
 
+mod partner;
 mod raw;
 mod secret;
 mod validate;
 
+pub use partner::{source_id as partner_source_id, PartnerSettings, PartnerToken};
 pub use raw::{
-    AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, RawConfig,
-    RedisConfig, ServerConfig, SourceConfig,
+    AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, PartnerConfig,
+    PartnerTokenConfig, RawConfig, RedisConfig, ServerConfig, SourceConfig,
 };
 pub use secret::Secret;
 pub use validate::{ConfigError, Destination, ResolvedAuth, Settings, Source, SourceKind};

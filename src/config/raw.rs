@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub flush: FlushConfig,
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub sources: Vec<SourceConfig>,
+    pub partner: PartnerConfig,
 }
 
 /// `[server]`: the HTTP listener.
@@ -139,6 +140,9 @@ pub struct FlushConfig {
     pub poll_interval_ms: u64,
     /// How often tombstones past retention are swept.
     pub sweep_interval_seconds: u64,
+    /// Rewrite every link in full this often (drift repair); 0 = never.
+    /// Checked at each sweep, so the sweep interval is its granularity.
+    pub resync_interval_seconds: u64,
 }
 
 impl Default for FlushConfig {
@@ -149,6 +153,7 @@ impl Default for FlushConfig {
             lease_ttl_ms: None,
             poll_interval_ms: 100,
             sweep_interval_seconds: 3600,
+            resync_interval_seconds: 0,
         }
     }
 }
@@ -230,4 +235,36 @@ pub struct AuthConfig {
     pub password_file: Option<OneOrMany>,
     #[serde(default)]
     pub tolerance_seconds: Option<u64>,
+}
+
+/// `[partner]`: LaunchDarkly's partner endpoint,
+/// `POST /api/v2/segment-targets/{integrationKey}` (see `sources::manifest`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartnerConfig {
+    /// Directories whose `*.json` integration-framework manifests with a
+    /// `syncedSegment` capability are loaded at startup (file stem =
+    /// integration key; overrides a built-in manifest of the same key).
+    pub manifest_dirs: Vec<String>,
+    /// LaunchDarkly client-side ID (the body's `environmentId`) → destination
+    /// name, or several destinations of different context kinds (the body's
+    /// context kind picks one).
+    pub environments: BTreeMap<String, OneOrMany>,
+    /// The tokens callers send as `Authorization: <token>`.
+    pub tokens: Vec<PartnerTokenConfig>,
+    /// Integration key → regex replacing its manifest's `arrayInclusion.matcher`
+    /// (tealium's matches both actions as written, so it never removes).
+    pub array_inclusion_matchers: BTreeMap<String, String>,
+}
+
+/// `[[partner.tokens]]`: one caller token (several secrets for rotation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerTokenConfig {
+    #[serde(default)]
+    pub secret_env: Option<OneOrMany>,
+    #[serde(default)]
+    pub secret_file: Option<OneOrMany>,
+    /// Integration keys this token may post to; `["*"]` allows every one.
+    pub integrations: Vec<String>,
 }

@@ -147,9 +147,19 @@ pub struct Settings {
     pub destinations: BTreeMap<String, Arc<Destination>>,
     pub sources: BTreeMap<String, Arc<Source>>,
     pub operator_token: Option<Secret>,
+    /// `[partner]`: manifests, environments, tokens and the derived sources.
+    pub partner: super::partner::PartnerSettings,
 }
 
 impl Settings {
+    /// A configured source, or the source derived from a partner integration
+    /// (`partner-<integrationKey>`): what the flusher needs for a link.
+    pub fn source(&self, id: &str) -> Option<&Arc<Source>> {
+        self.sources
+            .get(id)
+            .or_else(|| self.partner.sources.get(id))
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.launchdarkly.request_timeout_ms)
     }
@@ -270,8 +280,8 @@ impl Settings {
                 );
             }
             let kind = match s.kind.parse::<Kind>() {
-                Ok(k) => Some(k),
-                Err(_) => {
+                Ok(k) if k != Kind::Partner => Some(k),
+                _ => {
                     p.add(
                         format!("{key}.kind"),
                         format!(
@@ -338,6 +348,9 @@ impl Settings {
             }
         }
 
+        let partner =
+            super::partner::validate(&raw.partner, &destinations, &raw.sources, env, &mut p);
+
         if !p.0.is_empty() {
             return Err(ConfigError { problems: p.0 });
         }
@@ -352,21 +365,22 @@ impl Settings {
             destinations,
             sources,
             operator_token,
+            partner,
         })
     }
 }
 
 #[derive(Default)]
-struct Problems(Vec<(String, String)>);
+pub(super) struct Problems(pub(super) Vec<(String, String)>);
 
 impl Problems {
-    fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
         self.0.push((key.into(), msg.into()));
     }
 }
 
 /// Ids appear in URLs and Redis keys, where `:` separates parts.
-fn check_id(p: &mut Problems, key: &str, id: &str) {
+pub(super) fn check_id(p: &mut Problems, key: &str, id: &str) {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -499,7 +513,7 @@ fn read_file(env: &dyn SecretSource, p: &mut Problems, key: &str, path: &str) ->
 }
 
 /// Reads every secret named by `*_env` and `*_file`; at least one must exist.
-fn read_secrets(
+pub(super) fn read_secrets(
     env: &dyn SecretSource,
     p: &mut Problems,
     key: &str,

@@ -205,16 +205,13 @@ async fn ensure_segment(
 /// Flushes one batch of one link.
 pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyhow::Result<Flushed> {
     let settings = &ctx.settings;
-    let configured = settings
-        .sources
-        .get(&link.source)
-        .and_then(|s: &Arc<Source>| {
-            s.destinations
-                .contains(&link.destination)
-                .then(|| settings.destinations.get(&link.destination))
-                .flatten()
-                .map(|d| (s.clone(), d.clone()))
-        });
+    let configured = settings.source(&link.source).and_then(|s: &Arc<Source>| {
+        s.destinations
+            .contains(&link.destination)
+            .then(|| settings.destinations.get(&link.destination))
+            .flatten()
+            .map(|d| (s.clone(), d.clone()))
+    });
     let Some((source, dest)) = configured else {
         let reason = "link is not in the configuration (source or destination removed)";
         let retry = now_ms() + settings.launchdarkly.blocked_retry_ms as i64;

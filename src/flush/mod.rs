@@ -220,6 +220,37 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
     if removed > 0 {
         tracing::info!(removed, "Swept tombstones past retention.");
     }
+    let interval = ctx.settings.flush.resync_interval_seconds as i64 * 1000;
+    if interval > 0 {
+        resync_due(ctx, partitions, interval).await;
+    }
+}
+
+/// Periodic drift repair: rewrites each link whose last full resync (or, if
+/// it never had one, its segment's creation) is older than `interval_ms`.
+async fn resync_due(ctx: &Ctx, partitions: &[u16], interval_ms: i64) {
+    let now = now_ms();
+    for &p in partitions {
+        let Ok(links) = ctx.store.links_in(p).await else {
+            continue;
+        };
+        for link in links {
+            let Ok(Some(status)) = ctx.store.link_status(&link).await else {
+                continue;
+            };
+            let since = |k: &str| status.meta.get(k).and_then(|v| v.parse::<i64>().ok());
+            let Some(last) = since("last_resync_ms").or_else(|| since("created_ms")) else {
+                continue; // never written yet: nothing can have drifted
+            };
+            if now - last < interval_ms {
+                continue;
+            }
+            match ctx.store.resync(&link, now, 1000).await {
+                Ok(n) => tracing::info!(link = %link, members = ?n, "Periodic resync."),
+                Err(e) => tracing::warn!(link = %link, error = %e, "Periodic resync failed."),
+            }
+        }
+    }
 }
 
 /// Chunks of one snapshot finalization worked per maintenance tick, so lease

@@ -19,6 +19,12 @@ pub enum ApiError {
     Unavailable(#[source] crate::store::StoreError),
     #[error("not found")]
     NotFound,
+    #[error("the operator API is off: set server.operator_token_env to enable it")]
+    OperatorDisabled,
+    #[error("missing or wrong operator token (Authorization: Bearer <token>)")]
+    OperatorUnauthorized,
+    #[error("no link {0:?}: the cohort was never pushed for that destination")]
+    UnknownLink(String),
 }
 
 impl ApiError {
@@ -30,6 +36,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::NotFound => "not_found",
+            ApiError::OperatorDisabled => "operator_api_disabled",
+            ApiError::OperatorUnauthorized => "unauthorized",
+            ApiError::UnknownLink(_) => "unknown_link",
         }
     }
 }
@@ -37,8 +46,11 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::UnknownSource(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::UnknownSource(_)
+            | ApiError::NotFound
+            | ApiError::OperatorDisabled
+            | ApiError::UnknownLink(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) | ApiError::OperatorUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

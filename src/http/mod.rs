@@ -2,7 +2,9 @@
 //! receivers, the flusher and shutdown together.
 
 mod error;
+pub mod operator;
 pub mod ops;
+mod partner;
 mod webhooks;
 
 pub use error::ApiError;
@@ -67,9 +69,14 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .route("/v1/webhooks/{source}", web::post().to(webhooks::receive))
+                .route(
+                    "/api/v2/segment-targets/{integration_key}",
+                    web::post().to(partner::receive),
+                )
                 .route("/healthz", web::get().to(ops::healthz))
                 .route("/readyz", web::get().to(ops::readyz))
                 .route("/metrics", web::get().to(ops::metrics))
+                .configure(operator::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
                 }))

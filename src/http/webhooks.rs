@@ -63,7 +63,7 @@ impl Summary {
 }
 
 /// Reads the body, refusing more than `limit` bytes without buffering them.
-async fn read_body(
+pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -7,6 +7,7 @@
 
 mod amplitude;
 mod heap;
+pub mod manifest;
 mod member;
 mod mixpanel;
 mod segment;
@@ -26,6 +27,10 @@ use std::str::FromStr;
 pub enum SourceKind {
     Amplitude,
     Heap,
+    /// LaunchDarkly partner pushes (`POST /api/v2/segment-targets/{integrationKey}`),
+    /// parsed by an integration-framework manifest; configured in `[partner]`,
+    /// never as a `[[sources]]` kind.
+    Partner,
     Segment,
     Mixpanel,
     StandardWebhooks,
@@ -36,13 +41,19 @@ impl SourceKind {
     const TABLE: &'static [(SourceKind, &'static str, &'static str)] = &[
         (SourceKind::Amplitude, "amplitude", "user_id"),
         (SourceKind::Heap, "heap", "id"),
+        (SourceKind::Partner, "partner", "id"),
         (SourceKind::Segment, "segment", "userId"),
         (SourceKind::Mixpanel, "mixpanel", "mixpanel_distinct_id"),
         (SourceKind::StandardWebhooks, "standard-webhooks", "key"),
     ];
 
+    /// The kinds a `[[sources]]` entry may name (`partner` is configured in `[partner]`).
     pub fn names() -> Vec<&'static str> {
-        Self::TABLE.iter().map(|(_, n, _)| *n).collect()
+        Self::TABLE
+            .iter()
+            .filter(|(k, _, _)| *k != SourceKind::Partner)
+            .map(|(_, n, _)| *n)
+            .collect()
     }
 
     pub fn as_str(self) -> &'static str {
@@ -147,6 +158,9 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     match source.kind {
         SourceKind::Amplitude => amplitude::parse(source, verified, now_ms),
         SourceKind::Heap => heap::parse(source, verified, now_ms),
+        SourceKind::Partner => Err(ParseError(
+            "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
+        )),
         SourceKind::Segment => segment::parse(source, verified, now_ms),
         SourceKind::Mixpanel => mixpanel::parse(source, verified, now_ms),
         SourceKind::StandardWebhooks => standard_webhooks::parse(source, verified, now_ms),

@@ -51,6 +51,11 @@ impl Keys {
     }
 
     /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
+    /// How many partitions the deployment has.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
     pub fn partition(&self, source: &str, cohort: &str) -> u16 {
         let mut h = crc32fast::Hasher::new();
         h.update(source.as_bytes());
@@ -98,9 +103,16 @@ impl Keys {
         format!("{}:due", self.tag(p))
     }
 
-    /// String with TTL: a delivery already applied, holding its summary.
-    pub fn seen(&self, p: u16, source: &str, delivery: &str) -> String {
-        format!("{}:seen:{source}:{delivery}", self.tag(p))
+    /// String with TTL: one cohort's push of a delivery already applied,
+    /// holding its summary. Per cohort, because one delivery may carry pushes
+    /// of several cohorts and each is applied (and retried) on its own; the
+    /// cohort's length comes first so ids containing `:` cannot collide.
+    pub fn seen(&self, p: u16, source: &str, cohort: &str, delivery: &str) -> String {
+        format!(
+            "{}:seen:{source}:{}:{cohort}:{delivery}",
+            self.tag(p),
+            cohort.len()
+        )
     }
 
     /// String with TTL: the token of the flusher working this partition.
@@ -185,7 +197,7 @@ mod tests {
             k.dirty(p, &l),
             k.link_meta(p, &l),
             k.due(p),
-            k.seen(p, "amp", "m1"),
+            k.seen(p, "amp", "c1", "m1"),
             k.lease(p),
             k.dead(p, &l),
             k.snapshot_members(p, "amp", "c1", "s1"),
@@ -207,6 +219,13 @@ mod tests {
             k.snapshot_members(0, "s", "a", "b"),
             k.snapshot_meta(0, "s", "a", "b")
         );
+    }
+
+    #[test]
+    fn seen_keys_are_per_cohort_and_unambiguous() {
+        let k = Keys::new("cb", 1);
+        assert_ne!(k.seen(0, "s", "c0", "d"), k.seen(0, "s", "c1", "d"));
+        assert_ne!(k.seen(0, "s", "a:b", "c"), k.seen(0, "s", "a", "b:c"));
     }
 
     #[test]

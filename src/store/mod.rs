@@ -5,10 +5,12 @@
 //! [`StoreError`], which the HTTP layer answers with 503 and `Retry-After`.
 
 pub mod keys;
+mod operator;
 mod scripts;
 pub mod snapshot;
 
 pub use keys::{Keys, LinkId};
+pub use operator::{DeadLetter, LinkStatus};
 
 use crate::config::RedisConfig;
 use crate::sources::Push;
@@ -179,7 +181,12 @@ impl Store {
             .key(k.cohort_meta(p, source, cohort))
             .key(k.due(p))
             .key(k.cohorts(p))
-            .key(k.seen(p, source, push.delivery_id.as_deref().unwrap_or("-")));
+            .key(k.seen(
+                p,
+                source,
+                cohort,
+                push.delivery_id.as_deref().unwrap_or("-"),
+            ));
         for l in &links {
             inv.key(k.dirty(p, l));
         }
@@ -233,7 +240,10 @@ impl Store {
         })
     }
 
-    /// `SET lease token NX PX ttl`.
+    /// `SET lease token NX PX ttl`; a lease that already holds the caller's
+    /// token is the caller's (renewed). That happens when the reply to an
+    /// earlier acquisition was lost (a Redis restart, a timeout): without this
+    /// the partition stayed unflushed until the lease expired.
     pub async fn try_acquire_lease(
         &self,
         p: u16,
@@ -248,7 +258,10 @@ impl Store {
             .arg(ttl.as_millis() as u64)
             .query_async(&mut self.conn())
             .await?;
-        Ok(r.is_some())
+        if r.is_some() {
+            return Ok(true);
+        }
+        self.renew_lease(p, token, ttl).await
     }
 
     /// Renews (ttl > 0) or releases (ttl = 0) a lease the caller holds.

@@ -53,9 +53,21 @@ pub static SNAPSHOT_FINALIZE: LazyLock<Script> = LazyLock::new(|| {
         include_str!("scripts/snapshot_finalize.lua")
     ))
 });
+pub static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/redrive.lua")
+    ))
+});
+pub static RESYNC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/resync.lua")
+    ))
+});
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 8] {
+pub fn all() -> [&'static Script; 10] {
     [
         &APPLY,
         &CLAIM,
@@ -65,5 +77,7 @@ pub fn all() -> [&'static Script; 8] {
         &SWEEP,
         &APPLY_SNAPSHOT,
         &SNAPSHOT_FINALIZE,
+        &REDRIVE,
+        &RESYNC,
     ]
 }

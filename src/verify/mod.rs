@@ -16,6 +16,7 @@ mod standard_webhooks;
 
 pub use heap_hash::sign as heap_sign;
 pub use segment_signature::sign as segment_sign;
+pub use shared_secret::verify_header;
 pub use standard_webhooks::sign as standard_webhooks_sign;
 
 use crate::config::ResolvedAuth;

@@ -58,13 +58,63 @@ fn expected() -> BTreeMap<&'static str, Vec<&'static str>> {
             "standard-webhooks-beta-testers",
             vec!["sw-user-1", "sw-user-4"],
         ),
+        // fixtures/partner: one segment per built-in manifest (fixtures/README.md).
+        (
+            "partner-amplitude-a1b2c3d",
+            vec!["user-30001", "user-30002"],
+        ),
+        (
+            "partner-census-synced-segments-census-42",
+            vec!["cust_8812", "cust_8813"],
+        ),
+        (
+            "partner-example-synced-segment-integration1-ex1-7",
+            vec!["ex-u1", "ex-u2"],
+        ),
+        (
+            "partner-example-synced-segment-integration2-mp-5501",
+            vec!["mp-user-1", "mp-user-2"],
+        ),
+        ("partner-fulcrum-fc-310", vec!["fc-1", "fc-2"]),
+        (
+            "partner-heap-inbound-5523801",
+            vec!["h.one@example.com", "h.two@example.com"],
+        ),
+        ("partner-hightouch-ht-model-88", vec!["ht-1"]),
+        ("partner-rudderstack-rs-aud-17", vec!["rs-1", "rs-3"]),
+        ("partner-segment-audiences-aud_2xk9", vec!["seg-1", "seg-2"]),
+        ("partner-sumatra-synced-segments-sm-9", vec!["sm-2"]),
+        (
+            "partner-tealium-synced-segments-tl-badge-12",
+            vec!["tl-1", "tl-2"],
+        ),
+        ("partner-zeotap-zt-3300", vec!["700001", "700002"]),
     ])
+}
+
+/// The `[partner]` section of config/demo.toml, with the token in a file.
+fn partner_toml(token_file: &std::path::Path) -> String {
+    format!(
+        r#"
+[partner]
+array_inclusion_matchers = {{ "tealium-synced-segments" = "^add_member$" }}
+[partner.environments]
+"6512d0c0a1b2c3d4e5f60718" = "production"
+[[partner.tokens]]
+secret_file = {:?}
+integrations = ["*"]
+"#,
+        token_file.display().to_string()
+    )
 }
 
 #[tokio::test]
 async fn replaying_the_fixtures_yields_the_expected_segments() {
     let (_redis, emu, mut cfg) = stack();
     native::add_sources(&mut cfg);
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "fixture-partner-token").unwrap();
+    cfg.sources.push_str(&partner_toml(token.path()));
     let bridge = native::start(&cfg).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let results = cohort_bridge::replay::replay(
@@ -80,9 +130,15 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].file.ends_with("expected.json"));
     let results: Vec<_> = results.into_iter().filter(|r| r.status != 0).collect();
-    assert_eq!(results.len(), 25);
+    assert_eq!(results.len(), 14 + 14 + 11);
     for r in &results {
-        assert_eq!(r.status, 200, "{}: {}", r.file.display(), r.body);
+        // The partner endpoint answers 204, as LaunchDarkly does.
+        let want = if r.source.starts_with("partner-") {
+            204
+        } else {
+            200
+        };
+        assert_eq!(r.status, want, "{}: {}", r.file.display(), r.body);
     }
     let dup = results
         .iter()
@@ -132,7 +188,7 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
         },
     )
     .await;
-    assert_eq!(got.len(), 7);
+    assert_eq!(got.len(), 4 + 12 + 3);
     // The segments are named after the cohorts.
     let heap = emu
         .segment("default", "production", "heap-4417281")

@@ -3,11 +3,16 @@
 
 mod support;
 
+mod accounting;
 mod binary;
 mod durability;
 mod emulator_api;
 mod fixtures;
 mod mixpanel;
+mod model;
+mod operator;
+mod ordering;
+mod partner;
 mod pipeline;
 mod receivers;
 mod segment;

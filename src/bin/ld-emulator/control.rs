@@ -82,6 +82,7 @@ fn config(emu: &Emulator) -> Resp {
         "window_ms": world.budgets.window_ms,
         "projects": world.store.projects,
         "max_rps": world.max_rps,
+        "reject_keys": world.store.reject_keys,
     }))
 }
 
@@ -98,6 +99,7 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
         "window_ms",
         "projects",
         "max_rps",
+        "reject_keys",
     ];
     if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown config field \"{unknown}\""));
@@ -131,8 +133,18 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
             _ => return Err("max_rps must be a positive number or null".into()),
         },
     };
+    let reject_keys = match fields.get("reject_keys") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value::<BTreeSet<String>>(v.clone())
+                .map_err(|e| format!("reject_keys must be an array of context keys: {e}"))?,
+        ),
+    };
     {
         let mut world = emu.world();
+        if let Some(k) = reject_keys {
+            world.store.reject_keys = k;
+        }
         if let Some(n) = global {
             world.budgets.global = n;
         }

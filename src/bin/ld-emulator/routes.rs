@@ -394,6 +394,7 @@ fn store_error(e: StoreError, t: &Target) -> Resp {
                 "Unknown environment key \"{e}\" in project \"{p}\""
             )),
         ),
+        StoreError::InvalidKey(k) => ld_error(400, Some(&format!("Invalid context key \"{k}\""))),
         StoreError::NotFound => ld_error(404, Some(&format!("Unknown segment key \"{}\"", t.key))),
         StoreError::Conflict(key) => ld_error(
             409,

@@ -108,6 +108,8 @@ pub enum StoreError {
     /// The key already exists in that project/environment.
     Conflict(String),
     NotUnbounded,
+    /// A context key configured as one LaunchDarkly refuses (`reject_keys`).
+    InvalidKey(String),
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +117,9 @@ pub struct Store {
     segments: HashMap<SegmentId, Segment>,
     /// `None`: every project/environment exists. `Some`: only these do.
     pub projects: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// Context keys a membership update is refused for (400, the whole
+    /// request), so tests can plant poison members.
+    pub reject_keys: BTreeSet<String>,
 }
 
 impl Store {
@@ -200,6 +205,16 @@ impl Store {
             .ok_or(StoreError::NotFound)?;
         if !segment.unbounded {
             return Err(StoreError::NotUnbounded);
+        }
+        if let Some(bad) = change
+            .included_add
+            .iter()
+            .chain(&change.included_remove)
+            .chain(&change.excluded_add)
+            .chain(&change.excluded_remove)
+            .find(|k| self.reject_keys.contains(*k))
+        {
+            return Err(StoreError::InvalidKey(bad.clone()));
         }
         segment.included.extend(change.included_add);
         for k in &change.included_remove {

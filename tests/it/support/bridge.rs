@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const AMPLITUDE_SECRET: &str = "amp-shared-secret";
 pub const HEAP_SECRET: &str = "heap_test_webhook_secret";
+pub const OPERATOR_TOKEN: &str = "operator-test-token";
 
 static PREFIX: AtomicU32 = AtomicU32::new(0);
 
@@ -117,6 +118,7 @@ auth = {{ scheme = "heap-hash", secret_env = "HEAP_SECRET", tolerance_seconds = 
         m.insert("AMPLITUDE_SECRET".to_string(), AMPLITUDE_SECRET.to_string());
         m.insert("HEAP_SECRET".to_string(), HEAP_SECRET.to_string());
         m.insert("HEAP_VECTOR_SECRET".to_string(), HEAP_SECRET.to_string());
+        m.insert("OPERATOR_TOKEN".to_string(), OPERATOR_TOKEN.to_string());
         MapSecrets(m)
     }
 
@@ -193,6 +195,32 @@ impl Bridge {
         let secret = cohort_bridge::config::Secret::new(HEAP_SECRET);
         let header = cohort_bridge::verify::heap_sign(&secret, &ts, body);
         self.post("heap", body, &[("Heap-Hash", header)]).await
+    }
+
+    /// Calls the operator API with the operator token (`token: None` sends none).
+    pub async fn operator(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/operator{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("bridge reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {

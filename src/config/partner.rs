@@ -1,0 +1,265 @@
+//! `[partner]`: LaunchDarkly's partner endpoint. Loads the manifests (built
+//! in, then `manifest_dirs`), maps client-side IDs to destinations, resolves
+//! the callers' tokens, and derives one source per integration
+//! (`partner-<integrationKey>`) so that the store and the flusher treat
+//! partner cohorts like any other.
+
+use super::raw::{PartnerConfig, SourceConfig};
+use super::validate::{
+    check_id, read_secrets, Destination, Problems, ResolvedAuth, SecretSource, Source,
+};
+use super::Secret;
+use crate::sources::manifest::{Manifest, BUILTIN};
+use crate::sources::SourceKind;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The source id of an integration's cohorts in Redis, metrics and segment keys.
+pub fn source_id(integration_key: &str) -> String {
+    format!("partner-{integration_key}")
+}
+
+/// One caller token: any of its secrets is accepted (rotation).
+#[derive(Debug, Clone)]
+pub struct PartnerToken {
+    pub secrets: Vec<Secret>,
+    /// `None`: every integration (`["*"]`).
+    pub integrations: Option<BTreeSet<String>>,
+}
+
+impl PartnerToken {
+    pub fn allows(&self, integration_key: &str) -> bool {
+        self.integrations
+            .as_ref()
+            .is_none_or(|set| set.contains(integration_key))
+    }
+}
+
+/// Validated `[partner]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct PartnerSettings {
+    /// Integration key → its request parser.
+    pub manifests: BTreeMap<String, Arc<Manifest>>,
+    /// Client-side ID → destination names (distinct context kinds).
+    pub environments: BTreeMap<String, Vec<String>>,
+    pub tokens: Vec<PartnerToken>,
+    /// `partner-<integrationKey>` → the derived source (auth is the tokens').
+    pub sources: BTreeMap<String, Arc<Source>>,
+}
+
+/// Where a manifest's text came from, to name it in errors.
+struct Origin {
+    key: String,
+    text: String,
+    /// The config key and file to blame.
+    blame: (String, Option<PathBuf>),
+}
+
+pub(super) fn validate(
+    raw: &PartnerConfig,
+    destinations: &BTreeMap<String, Arc<Destination>>,
+    sources: &[SourceConfig],
+    env: &dyn SecretSource,
+    p: &mut Problems,
+) -> PartnerSettings {
+    let mut texts: BTreeMap<String, Origin> = BTreeMap::new();
+    for (key, text) in BUILTIN {
+        texts.insert(
+            key.to_string(),
+            Origin {
+                key: key.to_string(),
+                text: text.to_string(),
+                blame: (format!("partner.array_inclusion_matchers.{key}"), None),
+            },
+        );
+    }
+    for (i, dir) in raw.manifest_dirs.iter().enumerate() {
+        let cfg_key = format!("partner.manifest_dirs[{i}]");
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                p.add(&cfg_key, format!("cannot read directory {dir}: {e}"));
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        for file in files {
+            let shown = file.display().to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    p.add(&cfg_key, format!("cannot read {shown}: {e}"));
+                    continue;
+                }
+            };
+            let doc: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    p.add(&cfg_key, format!("{shown} is not valid JSON: {e}"));
+                    continue;
+                }
+            };
+            if doc.pointer("/capabilities/syncedSegment").is_none() {
+                // Not a synced-segment manifest (a schema, another capability): not ours.
+                continue;
+            }
+            let key = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let before = p.0.len();
+            check_id(p, &format!("{cfg_key} ({shown})"), &source_id(&key));
+            if p.0.len() != before {
+                continue;
+            }
+            texts.insert(
+                key.clone(),
+                Origin {
+                    key,
+                    text,
+                    blame: (cfg_key.clone(), Some(file.clone())),
+                },
+            );
+        }
+    }
+    for key in raw.array_inclusion_matchers.keys() {
+        if !texts.contains_key(key) {
+            p.add(
+                format!("partner.array_inclusion_matchers.{key}"),
+                format!("unknown integration key {key:?}"),
+            );
+        }
+    }
+    let mut manifests = BTreeMap::new();
+    for o in texts.into_values() {
+        let matcher = raw.array_inclusion_matchers.get(&o.key).map(String::as_str);
+        match Manifest::load(&o.key, &o.text, matcher) {
+            Ok(m) => {
+                manifests.insert(o.key, Arc::new(m));
+            }
+            Err(e) => {
+                let (cfg_key, file) = o.blame;
+                let msg = match file {
+                    Some(f) => format!("manifest {}: {e}", f.display()),
+                    None => format!("manifest {}: {e}", o.key),
+                };
+                p.add(cfg_key, msg);
+            }
+        }
+    }
+
+    let mut environments = BTreeMap::new();
+    let mut all_destinations = BTreeSet::new();
+    for (client_id, names) in &raw.environments {
+        let cfg_key = format!("partner.environments.{client_id}");
+        if client_id.trim().is_empty() {
+            p.add(&cfg_key, "the client-side ID must not be empty");
+        }
+        let names = names.to_vec();
+        if names.is_empty() {
+            p.add(&cfg_key, "must name at least one destination");
+        }
+        let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
+        for name in &names {
+            match destinations.get(name) {
+                None => p.add(
+                    &cfg_key,
+                    format!("unknown destination {name:?} (define [destinations.{name}])"),
+                ),
+                Some(d) => {
+                    if let Some(other) = kinds.insert(&d.context_kind, name) {
+                        p.add(
+                            &cfg_key,
+                            format!(
+                                "destinations {other:?} and {name:?} both have context kind {:?}; \
+                                 the body's context kind must pick exactly one",
+                                d.context_kind
+                            ),
+                        );
+                    }
+                    all_destinations.insert(name.clone());
+                }
+            }
+        }
+        environments.insert(client_id.clone(), names);
+    }
+
+    let mut tokens = Vec::new();
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let cfg_key = format!("partner.tokens[{i}]");
+        let secrets = read_secrets(
+            env,
+            p,
+            &cfg_key,
+            &t.secret_env,
+            &t.secret_file,
+            "secret_env",
+            "secret_file",
+        );
+        if t.integrations.is_empty() {
+            p.add(
+                format!("{cfg_key}.integrations"),
+                "must list integration keys, or [\"*\"] for all",
+            );
+        }
+        let all = t.integrations.iter().any(|k| k == "*");
+        for (j, k) in t.integrations.iter().enumerate() {
+            if k != "*" && !manifests.contains_key(k) {
+                p.add(
+                    format!("{cfg_key}.integrations[{j}]"),
+                    format!(
+                        "unknown integration key {k:?}; known: {}",
+                        manifests.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        tokens.push(PartnerToken {
+            secrets,
+            integrations: (!all).then(|| t.integrations.iter().cloned().collect()),
+        });
+    }
+    if !tokens.is_empty() && environments.is_empty() {
+        p.add(
+            "partner.environments",
+            "must map at least one client-side ID to a destination when partner tokens are configured",
+        );
+    }
+
+    let mut derived = BTreeMap::new();
+    for (key, m) in &manifests {
+        let id = source_id(key);
+        if let Some(i) = sources.iter().position(|s| s.id == id) {
+            p.add(
+                format!("sources[{i}].id"),
+                format!("{id:?} is reserved for the partner integration {key:?}"),
+            );
+        }
+        derived.insert(
+            id.clone(),
+            Arc::new(Source {
+                id,
+                kind: SourceKind::Partner,
+                destinations: all_destinations.iter().cloned().collect(),
+                key_field: m.member_id_path().to_string(),
+                // Never used to verify: partner callers authenticate with `tokens`.
+                auth: ResolvedAuth::None,
+                // Only the standard-webhooks parser reads it; the partner
+                // endpoint picks a destination by the body's context kind.
+                context_kinds: Vec::new(),
+            }),
+        );
+    }
+    PartnerSettings {
+        manifests,
+        environments,
+        tokens,
+        sources: derived,
+    }
+}

@@ -1,0 +1,223 @@
+//! The operator API, behind `Authorization: Bearer <token>` (the secret named
+//! by `server.operator_token_env`; unset, every route answers 404):
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET /v1/operator/links` | every link with its status |
+//! | `GET /v1/operator/links/{link}` | one link: segment, backlog, last flush, errors, dead letters |
+//! | `GET /v1/operator/links/{link}/dead-letters?cursor=0&count=100` | a page of dead letters |
+//! | `POST /v1/operator/links/{link}/redrive` | sends dead letters again (body `{"keys": [..]}` or empty: all) |
+//! | `POST /v1/operator/links/{link}/resync` | rewrites the link in full: every tracked member is sent again |
+//!
+//! `{link}` is `<destination>:<source>:<cohort>`, percent-encoded where needed.
+//!
+//! `GET /ops` serves a small page over the same API (the token is entered in
+//! the page and sent with each call; the page itself holds no data).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::clock::now_ms;
+use crate::store::{LinkId, LinkStatus};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+/// Resync marks members in chunks of this many (one short script each).
+const RESYNC_CHUNK: usize = 1000;
+
+/// Routes under `/v1/operator`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1/operator")
+            .route("/links", web::get().to(list_links))
+            .route("/links/{link}", web::get().to(show_link))
+            .route("/links/{link}/dead-letters", web::get().to(dead_letters))
+            .route("/links/{link}/redrive", web::post().to(redrive))
+            .route("/links/{link}/resync", web::post().to(resync)),
+    );
+    cfg.route("/ops", web::get().to(page));
+}
+
+const PAGE: &str = include_str!("assets/operator.html");
+
+async fn page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.settings.operator_token.is_none() {
+        return Err(ApiError::OperatorDisabled);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .body(PAGE))
+}
+
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(token) = &state.settings.operator_token else {
+        return Err(ApiError::OperatorDisabled);
+    };
+    crate::verify::verify_header(req.headers(), "Authorization", std::slice::from_ref(token))
+        .map_err(|_| ApiError::OperatorUnauthorized)
+}
+
+fn link_id(raw: &str) -> Result<LinkId, ApiError> {
+    LinkId::parse(raw).ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "{raw:?} is not a link id: expected <destination>:<source>:<cohort>"
+        ))
+    })
+}
+
+/// One link as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct LinkView {
+    pub link: String,
+    pub destination: String,
+    pub source: String,
+    pub cohort: String,
+    /// Whether the destination and source are still configured.
+    pub configured: bool,
+    #[serde(flatten)]
+    pub status: LinkStatus,
+}
+
+async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiError> {
+    let Some(status) = state
+        .store
+        .link_status(&link)
+        .await
+        .map_err(ApiError::Unavailable)?
+    else {
+        return Ok(None);
+    };
+    let configured = state
+        .settings
+        .source(&link.source)
+        .is_some_and(|s| s.destinations.contains(&link.destination));
+    Ok(Some(LinkView {
+        link: link.to_string(),
+        destination: link.destination,
+        source: link.source,
+        cohort: link.cohort,
+        configured,
+        status,
+    }))
+}
+
+async fn list_links(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let links = state.store.links().await.map_err(ApiError::Unavailable)?;
+    let mut out = Vec::with_capacity(links.len());
+    for link in links {
+        if let Some(v) = view(&state, link).await? {
+            out.push(v);
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "links": out })))
+}
+
+async fn show_link(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let link = link_id(&path)?;
+    match view(&state, link).await? {
+        Some(v) => Ok(HttpResponse::Ok().json(v)),
+        None => Err(ApiError::UnknownLink(path.into_inner())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    count: Option<usize>,
+}
+
+async fn dead_letters(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let link = link_id(&path)?;
+    let query = web::Query::<Page>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("bad query string: {e}")))?;
+    let cursor = query.cursor.as_deref().unwrap_or("0");
+    if cursor.parse::<u64>().is_err() {
+        return Err(ApiError::Invalid(format!(
+            "cursor {cursor:?} is not a cursor returned by this endpoint"
+        )));
+    }
+    let count = query.count.unwrap_or(100).clamp(1, 10_000);
+    let (next, letters) = state
+        .store
+        .dead_letters(&link, cursor, count)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "link": link.to_string(),
+        "dead_letters": letters,
+        "next_cursor": (next != "0").then_some(next),
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+}
+
+async fn redrive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let link = link_id(&path)?;
+    let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RedriveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Invalid(format!(
+                "body must be empty or {{\"keys\": [\"<context key>\", ...]}}: {e}"
+            ))
+        })?
+    };
+    let n = state
+        .store
+        .redrive(&link, body.keys.as_deref(), now_ms())
+        .await
+        .map_err(ApiError::Unavailable)?;
+    tracing::info!(link = %link, redriven = n, "Dead letters redriven by an operator.");
+    state.wake.notify_one();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "link": link.to_string(), "redriven": n })))
+}
+
+async fn resync(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let link = link_id(&path)?;
+    let n = state
+        .store
+        .resync(&link, now_ms(), RESYNC_CHUNK)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or_else(|| ApiError::UnknownLink(path.into_inner()))?;
+    tracing::info!(link = %link, members = n, "Resync requested by an operator.");
+    state.wake.notify_one();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "link": link.to_string(), "members": n })))
+}

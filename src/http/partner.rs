@@ -1,0 +1,255 @@
+//! `POST /api/v2/segment-targets/{integrationKey}`: LaunchDarkly's partner
+//! ("synced segment") endpoint, reimplemented so that any synced-segment
+//! partner can point at the bridge unchanged.
+//!
+//! Order: the token (401) before anything else, so an anonymous caller
+//! learns nothing and uploads nothing; then the integration key (404) and
+//! whether the token may use it (403); the body is read up to
+//! `max_body_bytes` (413) and parsed by the integration's manifest (400);
+//! `environmentId` and the context kind pick the destination (400); the
+//! changes are applied to Redis (503 with `Retry-After`). Only then 204: every
+//! accepted change is in Redis.
+//!
+//! Answers mimic LaunchDarkly's: 204 without a body on success, errors as
+//! `{"code", "message"}` (not the native receivers' `{"error": {...}}`).
+
+use super::webhooks::read_body;
+use super::{ApiError, AppState};
+use crate::clock::now_ms;
+use crate::config::{PartnerSettings, PartnerToken};
+use crate::metrics as m;
+use crate::sources::manifest::Manifest;
+use crate::store::ApplyParams;
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Why a partner request was refused, with LaunchDarkly's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum PartnerError {
+    #[error("missing or invalid access token in the Authorization header")]
+    Unauthorized,
+    #[error("this access token may not sync segments for the integration {0:?}")]
+    Forbidden(String),
+    #[error("unknown integration key {0:?}")]
+    UnknownIntegration(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the store is unavailable; retry later")]
+    Unavailable(#[source] crate::store::StoreError),
+}
+
+impl PartnerError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PartnerError::Unauthorized => "unauthorized",
+            PartnerError::Forbidden(_) => "forbidden",
+            PartnerError::UnknownIntegration(_) => "not_found",
+            PartnerError::Invalid(_) => "invalid_request",
+            PartnerError::TooLarge { .. } => "payload_too_large",
+            PartnerError::Unavailable(_) => "service_unavailable",
+        }
+    }
+
+    /// The `outcome` label of `cohort_bridge_pushes_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            PartnerError::Unauthorized | PartnerError::Forbidden(_) => "unauthorized",
+            PartnerError::TooLarge { .. } => "too_large",
+            PartnerError::Unavailable(_) => "unavailable",
+            PartnerError::UnknownIntegration(_) | PartnerError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl From<ApiError> for PartnerError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::TooLarge { limit } => PartnerError::TooLarge { limit },
+            ApiError::Unavailable(err) => PartnerError::Unavailable(err),
+            other => PartnerError::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl ResponseError for PartnerError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PartnerError::Unauthorized => StatusCode::UNAUTHORIZED,
+            PartnerError::Forbidden(_) => StatusCode::FORBIDDEN,
+            PartnerError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
+            PartnerError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PartnerError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PartnerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if matches!(self, PartnerError::Unavailable(_)) {
+            resp.insert_header(("Retry-After", "5"));
+        }
+        resp.json(json!({"code": self.code(), "message": self.to_string()}))
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    // Hashing first hides the secrets' lengths as well as their content.
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
+
+/// The tokens whose secret the caller sent: `Authorization: <token>`, as
+/// LaunchDarkly takes it, or `Bearer <token>`. Every secret of every token is
+/// compared, in constant time, with no early exit.
+fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [PartnerToken]) -> Vec<&'a PartnerToken> {
+    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Vec::new();
+    };
+    let value = value.trim();
+    let stripped = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    let mut matched = Vec::new();
+    for t in tokens {
+        let mut ok = false;
+        for s in &t.secrets {
+            ok |= ct_eq(value.as_bytes(), s.expose().as_bytes())
+                | ct_eq(stripped.as_bytes(), s.expose().as_bytes());
+        }
+        if ok {
+            matched.push(t);
+        }
+    }
+    matched
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PartnerError> {
+    let key = path.into_inner();
+    let partner = &state.settings.partner;
+    let manifest = partner.manifests.get(&key).cloned();
+    let source_id = manifest
+        .as_ref()
+        .map(|m| crate::config::partner_source_id(&m.key));
+    let result = handle(&req, payload, &state, partner, &key, manifest).await;
+    // Unknown keys are not counted: a label per guessed key would grow without bound.
+    if let Some(id) = &source_id {
+        m::push(
+            id,
+            match &result {
+                Ok(()) => "accepted",
+                Err(e) => e.outcome(),
+            },
+        );
+    }
+    match result {
+        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Err(e) => {
+            match &e {
+                PartnerError::Unavailable(err) => {
+                    tracing::warn!(integration = %key, error = %err, "Partner push refused: Redis unavailable.")
+                }
+                other => {
+                    tracing::info!(integration = %key, error = %other, "Partner push rejected.")
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    partner: &PartnerSettings,
+    key: &str,
+    manifest: Option<Arc<Manifest>>,
+) -> Result<(), PartnerError> {
+    let tokens = authenticate(req.headers(), &partner.tokens);
+    if tokens.is_empty() {
+        return Err(PartnerError::Unauthorized);
+    }
+    let manifest = manifest.ok_or_else(|| PartnerError::UnknownIntegration(key.to_string()))?;
+    if !tokens.iter().any(|t| t.allows(key)) {
+        return Err(PartnerError::Forbidden(key.to_string()));
+    }
+    let settings = &state.settings;
+    let body = read_body(req, payload, settings.server.max_body_bytes).await?;
+    let now = now_ms();
+    let request = manifest
+        .parse(&body, now)
+        .map_err(|e| PartnerError::Invalid(e.0))?;
+
+    let names = partner
+        .environments
+        .get(&request.environment_id)
+        .ok_or_else(|| {
+            PartnerError::Invalid(format!(
+                "unknown environmentId {:?}: no LaunchDarkly environment with this client-side ID is configured",
+                request.environment_id
+            ))
+        })?;
+    let destination = names
+        .iter()
+        .find(|n| {
+            settings
+                .destinations
+                .get(*n)
+                .is_some_and(|d| d.context_kind == request.context_kind)
+        })
+        .ok_or_else(|| {
+            let kinds: Vec<String> = names
+                .iter()
+                .filter_map(|n| settings.destinations.get(n))
+                .map(|d| format!("{:?}", d.context_kind))
+                .collect();
+            PartnerError::Invalid(format!(
+                "context kind {:?} is not synced for environmentId {:?} (configured: {})",
+                request.context_kind,
+                request.environment_id,
+                kinds.join(", ")
+            ))
+        })?;
+
+    let source_id = crate::config::partner_source_id(key);
+    let params = ApplyParams {
+        now_ms: now,
+        dedupe_ttl_ms: settings.redis.dedupe_ttl_seconds * 1000,
+        max_delay_ms: settings.flush.max_delay_ms,
+        batch: settings.launchdarkly.max_keys_per_request,
+    };
+    let destinations = std::slice::from_ref(destination);
+    for push in request
+        .parsed
+        .pushes
+        .iter()
+        .filter(|p| !p.changes.is_empty())
+    {
+        let out = state
+            .store
+            .apply(&source_id, destinations, push, params)
+            .await
+            .map_err(PartnerError::Unavailable)?;
+        m::changes(&source_id, "accepted", out.accepted);
+        m::changes(&source_id, "stale", out.stale);
+        m::changes(&source_id, "unchanged", out.unchanged);
+        m::changes(&source_id, "superseded", out.superseded);
+        m::changes(&source_id, "cancelled", out.cancelled);
+    }
+    m::changes(
+        &source_id,
+        "skipped_without_key",
+        request.parsed.skipped_without_key,
+    );
+    state.wake.notify_one();
+    Ok(())
+}

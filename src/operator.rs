@@ -1,0 +1,95 @@
+//! Operator commands on the command line (`links`, `dead-letters`, `redrive`,
+//! `resync`): the same store calls as the operator API, straight against
+//! Redis, so they work while no bridge is running. Each returns the text to print.
+
+use crate::clock::now_ms;
+use crate::config::Settings;
+use crate::store::{LinkId, Store};
+use anyhow::{anyhow, Context};
+use std::fmt::Write;
+
+fn store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.redis).context("connecting to Redis")
+}
+
+fn link(raw: &str) -> anyhow::Result<LinkId> {
+    LinkId::parse(raw).ok_or_else(|| {
+        anyhow!("{raw:?} is not a link id: expected <destination>:<source>:<cohort>")
+    })
+}
+
+/// One line per link: id, segment, backlog, dead letters, last flush, error.
+pub async fn links(settings: &Settings) -> anyhow::Result<String> {
+    let store = store(settings)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:<30} {:>8} {:>6} {:>14}  last error",
+        "link", "segment", "backlog", "dead", "last flush ms"
+    );
+    for l in store.links().await? {
+        let Some(s) = store.link_status(&l).await? else {
+            continue;
+        };
+        let get = |k: &str| s.meta.get(k).map(String::as_str).unwrap_or("");
+        let error = match (get("blocked"), get("last_error")) {
+            ("", e) => e.to_string(),
+            (b, _) => format!("blocked: {b}"),
+        };
+        let _ = writeln!(
+            out,
+            "{:<40} {:<30} {:>8} {:>6} {:>14}  {}",
+            l.to_string(),
+            get("segment_key"),
+            s.dirty,
+            s.dead_letters,
+            get("last_flush_ms"),
+            error
+        );
+    }
+    Ok(out)
+}
+
+/// Every dead letter of a link: key, when, LaunchDarkly's message.
+pub async fn dead_letters(settings: &Settings, raw_link: &str) -> anyhow::Result<String> {
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    let mut out = String::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (next, letters) = store.dead_letters(&l, &cursor, 500).await?;
+        for d in letters {
+            let _ = writeln!(out, "{}\t{}\t{}", d.key, d.at_ms, d.reason);
+        }
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(out)
+}
+
+/// Sends the named dead letters (all when `keys` is empty) again.
+pub async fn redrive(
+    settings: &Settings,
+    raw_link: &str,
+    keys: &[String],
+) -> anyhow::Result<String> {
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    let keys = (!keys.is_empty()).then_some(keys);
+    let n = store.redrive(&l, keys, now_ms()).await?;
+    Ok(format!("{l}: {n} dead letter(s) redriven\n"))
+}
+
+/// Marks every member of the link for rewriting.
+pub async fn resync(settings: &Settings, raw_link: &str) -> anyhow::Result<String> {
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    match store.resync(&l, now_ms(), 1000).await? {
+        Some(n) => Ok(format!("{l}: {n} member(s) will be sent again\n")),
+        None => Err(anyhow!(
+            "no link {l}: the cohort was never pushed for that destination"
+        )),
+    }
+}

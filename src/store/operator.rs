@@ -1,0 +1,252 @@
+//! What operators see and do: links and their status, dead letters, redrive
+//! and resync (served by `http::operator` and the `operator` commands).
+
+use super::{scripts, LinkId, Store, StoreError};
+use std::collections::HashMap;
+
+/// What an operator sees of one link.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LinkStatus {
+    pub partition: u16,
+    /// The link meta hash: segment key and name, created, last flush, last
+    /// error, blocked reason, retry time and counters.
+    pub meta: HashMap<String, String>,
+    /// Members waiting for LaunchDarkly (or in doubt).
+    pub dirty: u64,
+    pub dead_letters: u64,
+    /// When the link's next flush is due, if it is waiting.
+    pub due_at_ms: Option<i64>,
+    /// Members the cohort tracks (in, and tombstones of removed ones).
+    pub tracked_members: u64,
+}
+
+/// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    pub key: String,
+    pub at_ms: i64,
+    /// LaunchDarkly's message.
+    pub reason: String,
+}
+
+impl DeadLetter {
+    fn decode(key: &str, value: &str) -> DeadLetter {
+        let (at, reason) = value.split_once(' ').unwrap_or((value, ""));
+        DeadLetter {
+            key: key.to_string(),
+            at_ms: at.parse().unwrap_or(0),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl Store {
+    /// Every link the store knows: each cohort with each destination it was
+    /// ever linked to (from the cohort's slot assignments), partition by partition.
+    pub async fn links(&self) -> Result<Vec<LinkId>, StoreError> {
+        let mut out = Vec::new();
+        for p in 0..self.keys.partitions() {
+            out.extend(self.links_in(p).await?);
+        }
+        out.sort_by(|a, b| {
+            (&a.destination, &a.source, &a.cohort).cmp(&(&b.destination, &b.source, &b.cohort))
+        });
+        Ok(out)
+    }
+
+    /// The links of one partition.
+    pub async fn links_in(&self, p: u16) -> Result<Vec<LinkId>, StoreError> {
+        let mut out = Vec::new();
+        {
+            let cohorts = self.cohorts(p).await?;
+            if cohorts.is_empty() {
+                return Ok(out);
+            }
+            let mut pipe = redis::pipe();
+            let mut refs = Vec::with_capacity(cohorts.len());
+            for c in &cohorts {
+                let Some((source, cohort)) = c.split_once(':') else {
+                    continue;
+                };
+                pipe.cmd("HKEYS")
+                    .arg(self.keys.cohort_meta(p, source, cohort));
+                refs.push((source, cohort));
+            }
+            let fields: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+            for ((source, cohort), fields) in refs.into_iter().zip(fields) {
+                for f in fields {
+                    if let Some(dest) = f.strip_prefix("slot:") {
+                        out.push(LinkId {
+                            destination: dest.to_string(),
+                            source: source.to_string(),
+                            cohort: cohort.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What an operator sees of one link; `None` if the cohort was never linked
+    /// to that destination.
+    pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
+        let p = self.keys.partition(&link.source, &link.cohort);
+        let (slot, meta, dirty, dead, due, tracked): (
+            Option<String>,
+            HashMap<String, String>,
+            u64,
+            u64,
+            Option<f64>,
+            u64,
+        ) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys.cohort_meta(p, &link.source, &link.cohort))
+            .arg(format!("slot:{}", link.destination))
+            .cmd("HGETALL")
+            .arg(self.keys.link_meta(p, link))
+            .cmd("SCARD")
+            .arg(self.keys.dirty(p, link))
+            .cmd("HLEN")
+            .arg(self.keys.dead(p, link))
+            .cmd("ZSCORE")
+            .arg(self.keys.due(p))
+            .arg(link.to_string())
+            .cmd("HLEN")
+            .arg(self.keys.want(p, &link.source, &link.cohort))
+            .query_async(&mut self.conn())
+            .await?;
+        if slot.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(LinkStatus {
+            partition: p,
+            meta,
+            dirty,
+            dead_letters: dead,
+            due_at_ms: due.map(|d| d as i64),
+            tracked_members: tracked,
+        }))
+    }
+
+    /// One page of the link's dead letters, from `cursor` ("0" starts; the
+    /// returned cursor is "0" when there is no more).
+    pub async fn dead_letters(
+        &self,
+        link: &LinkId,
+        cursor: &str,
+        count: usize,
+    ) -> Result<(String, Vec<DeadLetter>), StoreError> {
+        let p = self.keys.partition(&link.source, &link.cohort);
+        let (next, flat): (String, Vec<String>) = redis::cmd("HSCAN")
+            .arg(self.keys.dead(p, link))
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut self.conn())
+            .await?;
+        let letters = flat
+            .chunks_exact(2)
+            .map(|kv| DeadLetter::decode(&kv[0], &kv[1]))
+            .collect();
+        Ok((next, letters))
+    }
+
+    /// Sends the named dead-lettered members again (all of them when `keys`
+    /// is `None`); returns how many left the dead letters.
+    pub async fn redrive(
+        &self,
+        link: &LinkId,
+        keys: Option<&[String]>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        match keys {
+            Some(keys) => {
+                for chunk in keys.chunks(500) {
+                    total += self.redrive_chunk(link, chunk, now_ms).await?;
+                }
+            }
+            None => loop {
+                // Redriven members leave the hash, so always read its start.
+                let (_, letters) = self.dead_letters(link, "0", 500).await?;
+                if letters.is_empty() {
+                    break;
+                }
+                let keys: Vec<String> = letters.into_iter().map(|l| l.key).collect();
+                let n = self.redrive_chunk(link, &keys, now_ms).await?;
+                total += n;
+                if n == 0 {
+                    // Dead letters of members that no longer exist: drop them.
+                    let p = self.keys.partition(&link.source, &link.cohort);
+                    let _: i64 = redis::cmd("HDEL")
+                        .arg(self.keys.dead(p, link))
+                        .arg(&keys)
+                        .query_async(&mut self.conn())
+                        .await?;
+                }
+            },
+        }
+        Ok(total)
+    }
+
+    async fn redrive_chunk(
+        &self,
+        link: &LinkId,
+        keys: &[String],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let p = self.keys.partition(&link.source, &link.cohort);
+        let mut inv = scripts::REDRIVE.prepare_invoke();
+        inv.key(self.keys.want(p, &link.source, &link.cohort))
+            .key(self.keys.cohort_meta(p, &link.source, &link.cohort))
+            .key(self.keys.dirty(p, link))
+            .key(self.keys.dead(p, link))
+            .key(self.keys.due(p))
+            .key(self.keys.link_meta(p, link))
+            .arg(&link.destination)
+            .arg(link.to_string())
+            .arg(now_ms);
+        for k in keys {
+            inv.arg(k);
+        }
+        Ok(inv.invoke_async(&mut self.conn()).await?)
+    }
+
+    /// Marks every member of the link's cohort for rewriting, in chunks of
+    /// `chunk` (one short script each). `None` if the cohort was never linked
+    /// to that destination; else how many members will be sent again.
+    pub async fn resync(
+        &self,
+        link: &LinkId,
+        now_ms: i64,
+        chunk: usize,
+    ) -> Result<Option<u64>, StoreError> {
+        let p = self.keys.partition(&link.source, &link.cohort);
+        let mut cursor = "0".to_string();
+        let mut total = 0;
+        loop {
+            let (next, marked): (String, u64) = scripts::RESYNC
+                .key(self.keys.want(p, &link.source, &link.cohort))
+                .key(self.keys.cohort_meta(p, &link.source, &link.cohort))
+                .key(self.keys.dirty(p, link))
+                .key(self.keys.due(p))
+                .key(self.keys.link_meta(p, link))
+                .arg(&link.destination)
+                .arg(link.to_string())
+                .arg(now_ms)
+                .arg(&cursor)
+                .arg(chunk.max(1))
+                .invoke_async(&mut self.conn())
+                .await?;
+            if next == "-1" {
+                return Ok(None);
+            }
+            total += marked;
+            if next == "0" {
+                return Ok(Some(total));
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,867 @@
+//! A model-based property test of the store (issue 3, item 3).
+//!
+//! Random interleavings of pushes (colliding members, versions that go up and
+//! down, repeated delivery ids, flips, one or two destinations per cohort),
+//! claims, acknowledged writes, lost acknowledgements (LaunchDarkly applied
+//! the request, or it was dropped), lease loss and 400 dead letters are run
+//! against the real [`Store`] on a private `redis-server`, and against a pure
+//! in-memory model plus one in-memory "LaunchDarkly" segment per link.
+//!
+//! After every step: Redis's want hashes decode to the model's versions and
+//! desired states, and the members still pending equal the accepted changes
+//! without an outcome yet. After a final drain (claim, apply, ack until
+//! nothing is dirty): each link's emulated segment equals the model's
+//! last-writer-wins state (dead-lettered members aside, which are checked to be
+//! dead-lettered), no dirty set or due entry is left, and the outcome counters
+//! add up to what was accepted.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 128). A failure shrinks to
+//! a short, readable list of operations.
+
+use crate::support::RedisServer;
+use cohort_bridge::config::RedisConfig;
+use cohort_bridge::sources::{Change, Push};
+use cohort_bridge::store::{Ack, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const SOURCE: &str = "src";
+const DESTS: [&str; 2] = ["d0", "d1"];
+const COHORTS: [&str; 2] = ["c0", "c1"];
+const MEMBERS: [&str; 4] = ["a", "b", "c", "d"];
+const NOW_MS: i64 = 1_000_000;
+const LEASE_TTL: Duration = Duration::from_secs(600);
+
+type Fail = TestCaseError;
+
+/// One change in a push, shown as `+b@3` (include `b` at version 3) or `-a@1`.
+#[derive(Clone, Copy)]
+struct Ch {
+    member: u8,
+    version: u8,
+    include: bool,
+}
+
+impl fmt::Debug for Ch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.include { '+' } else { '-' };
+        write!(
+            f,
+            "{sign}{}@{}",
+            MEMBERS[self.member as usize], self.version
+        )
+    }
+}
+
+/// One step of a case. Request indexes pick among the requests in flight
+/// (modulo their number); a step with nothing to act on does nothing.
+#[derive(Clone)]
+enum Op {
+    /// A delivery of one cohort; `delivery: None` has no idempotency key.
+    Push {
+        cohort: u8,
+        delivery: Option<u8>,
+        changes: Vec<Ch>,
+    },
+    /// The flusher claims up to `max` dirty members of a link (`link` picks
+    /// among the cohort's links) and sends them; skipped while that link has
+    /// a request in flight, as the real flusher never overlaps a link.
+    Claim { cohort: u8, link: u8, max: u8 },
+    /// LaunchDarkly applies the request and answers; the store records it.
+    Ack { req: u8 },
+    /// LaunchDarkly applies the request but the answer is lost (timeout).
+    Timeout { req: u8 },
+    /// The request is dropped before LaunchDarkly applies it; no answer.
+    Dropped { req: u8 },
+    /// 400: the members picked by the bit mask `keys` (at least one) go to
+    /// dead letters, the rest of the batch is written and acknowledged.
+    Reject { req: u8, keys: u8 },
+    /// Requests in flight land at LaunchDarkly or not (bit mask `landed`),
+    /// then another flusher takes the lease: every later acknowledgement,
+    /// dead letter or claim under the old token must be refused.
+    LoseLease { landed: u8 },
+}
+
+#[derive(Clone)]
+struct Case {
+    /// Per cohort: whether it fans out to `d1` as well as `d0`.
+    fan_out: [bool; 2],
+    ops: Vec<Op>,
+}
+
+/// One line per step, e.g. `Push { cohort: 0, delivery: Some(2), changes: [+b@3, -a@1] }`.
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Push {
+                cohort,
+                delivery,
+                changes,
+            } => write!(
+                f,
+                "Push {{ cohort: {cohort}, delivery: {delivery:?}, changes: {changes:?} }}"
+            ),
+            Op::Claim { cohort, link, max } => {
+                write!(f, "Claim {{ cohort: {cohort}, link: {link}, max: {max} }}")
+            }
+            Op::Ack { req } => write!(f, "Ack {{ req: {req} }}"),
+            Op::Timeout { req } => write!(f, "Timeout {{ req: {req} }}"),
+            Op::Dropped { req } => write!(f, "Dropped {{ req: {req} }}"),
+            Op::Reject { req, keys } => write!(f, "Reject {{ req: {req}, keys: {keys:#05b} }}"),
+            Op::LoseLease { landed } => write!(f, "LoseLease {{ landed: {landed:#06b} }}"),
+        }
+    }
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fan = |c: usize| if self.fan_out[c] { "d0+d1" } else { "d0" };
+        writeln!(f, "Case (c0 -> {}, c1 -> {}):", fan(0), fan(1))?;
+        for (i, op) in self.ops.iter().enumerate() {
+            writeln!(f, "  {i:>2}. {op:?}")?;
+        }
+        Ok(())
+    }
+}
+
+fn change() -> impl Strategy<Value = Ch> {
+    (0..MEMBERS.len() as u8, 0u8..6, any::<bool>()).prop_map(|(member, version, include)| Ch {
+        member,
+        version,
+        include,
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0u8..2, prop::option::weighted(0.7, 0u8..3), prop::collection::vec(change(), 1..4))
+            .prop_map(|(cohort, delivery, changes)| Op::Push { cohort, delivery, changes }),
+        4 => (0u8..2, 0u8..2, 1u8..4).prop_map(|(cohort, link, max)| Op::Claim { cohort, link, max }),
+        3 => (0u8..4).prop_map(|req| Op::Ack { req }),
+        1 => (0u8..4).prop_map(|req| Op::Timeout { req }),
+        1 => (0u8..4).prop_map(|req| Op::Dropped { req }),
+        1 => (0u8..4, 1u8..8).prop_map(|(req, keys)| Op::Reject { req, keys }),
+        1 => (0u8..16).prop_map(|landed| Op::LoseLease { landed }),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (any::<[bool; 2]>(), prop::collection::vec(op(), 1..40))
+        .prop_map(|(fan_out, ops)| Case { fan_out, ops })
+}
+
+/// A request sent to LaunchDarkly whose answer has not been handled yet.
+struct Req {
+    cohort: usize,
+    link: LinkId,
+    members: Vec<(String, bool)>,
+    token: String,
+    /// Its lease was lost: LaunchDarkly's side is settled, only the refused
+    /// acknowledgement is left.
+    orphan: bool,
+}
+
+/// Outcome counters, as the bridge's metrics would count them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    accepted: u64,
+    stale: u64,
+    unchanged: u64,
+    superseded: u64,
+    cancelled: u64,
+    written: u64,
+    dead_lettered: u64,
+}
+
+impl Counts {
+    fn resolved(&self) -> u64 {
+        self.written + self.superseded + self.cancelled + self.unchanged + self.dead_lettered
+    }
+}
+
+/// The pure model: last writer wins per member, deliveries applied once.
+#[derive(Default)]
+struct Model {
+    /// Per cohort: member → (version, desired).
+    members: [BTreeMap<String, (i64, bool)>; 2],
+    /// (cohort, delivery id) → the outcome of its first application.
+    seen: HashMap<(usize, u8), ApplyOutcome>,
+    /// (link, member) pairs LaunchDarkly rejected: never written again.
+    dead: BTreeSet<(String, String)>,
+}
+
+struct Harness {
+    store: Store,
+    keys: Keys,
+    raw: redis::aio::MultiplexedConnection,
+    prefix: String,
+    fan_out: [bool; 2],
+    token: String,
+    leases_taken: u32,
+    inflight: Vec<Req>,
+    /// The emulated LaunchDarkly: link → included members.
+    ld: BTreeMap<String, BTreeSet<String>>,
+    model: Model,
+    counts: Counts,
+}
+
+fn fail(e: impl fmt::Display) -> Fail {
+    TestCaseError::fail(e.to_string())
+}
+
+fn params() -> ApplyParams {
+    ApplyParams {
+        now_ms: NOW_MS,
+        dedupe_ttl_ms: 3_600_000,
+        max_delay_ms: 1_000,
+        batch: 3,
+    }
+}
+
+/// A decoded want-hash value `<version>|<pending><desired><states>`.
+#[derive(Debug)]
+struct Member {
+    version: i64,
+    pending: bool,
+    desired: bool,
+    states: String,
+}
+
+impl Member {
+    fn parse(v: &str) -> Option<Member> {
+        let (version, rest) = v.split_once('|')?;
+        let mut chars = rest.chars();
+        let pending = chars.next()?;
+        let desired = chars.next()?;
+        Some(Member {
+            version: version.parse().ok()?,
+            pending: pending == '1',
+            desired: desired == '1',
+            states: chars.collect(),
+        })
+    }
+
+    /// The state of a 0-based slot; slots past the end read as 'o'.
+    fn state(&self, slot: usize) -> char {
+        self.states.chars().nth(slot).unwrap_or('o')
+    }
+}
+
+impl Harness {
+    fn dests(&self, cohort: usize) -> Vec<String> {
+        let n = if self.fan_out[cohort] { 2 } else { 1 };
+        DESTS[..n].iter().map(|d| d.to_string()).collect()
+    }
+
+    fn link(&self, cohort: usize, dest: &str) -> LinkId {
+        LinkId {
+            destination: dest.into(),
+            source: SOURCE.into(),
+            cohort: COHORTS[cohort].into(),
+        }
+    }
+
+    fn links(&self, cohort: usize) -> Vec<LinkId> {
+        self.dests(cohort)
+            .iter()
+            .map(|d| self.link(cohort, d))
+            .collect()
+    }
+
+    fn p(&self, cohort: usize) -> u16 {
+        self.keys.partition(SOURCE, COHORTS[cohort])
+    }
+
+    fn land(&mut self, link: &LinkId, members: &[(String, bool)]) {
+        let seg = self.ld.entry(link.to_string()).or_default();
+        for (m, include) in members {
+            if *include {
+                seg.insert(m.clone());
+            } else {
+                seg.remove(m);
+            }
+        }
+    }
+
+    /// Every key of this case and its serialized value: equal snapshots mean
+    /// a refused call changed nothing.
+    async fn snapshot(&mut self) -> Result<BTreeMap<String, Vec<u8>>, Fail> {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}:*", self.prefix))
+            .query_async(&mut self.raw)
+            .await
+            .map_err(fail)?;
+        let mut out = BTreeMap::new();
+        for k in keys {
+            let v: Option<Vec<u8>> = redis::cmd("DUMP")
+                .arg(&k)
+                .query_async(&mut self.raw)
+                .await
+                .map_err(fail)?;
+            out.insert(k, v.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    async fn want(&mut self, cohort: usize) -> Result<BTreeMap<String, Member>, Fail> {
+        let p = self.p(cohort);
+        let raw: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.want(p, SOURCE, COHORTS[cohort]))
+            .query_async(&mut self.raw)
+            .await
+            .map_err(fail)?;
+        raw.into_iter()
+            .map(|(m, v)| match Member::parse(&v) {
+                Some(d) => Ok((m, d)),
+                None => Err(fail(format!("undecodable want value {m:?} = {v:?}"))),
+            })
+            .collect()
+    }
+
+    /// The 0-based slot of a destination in a cohort's member states.
+    async fn slot(&mut self, cohort: usize, dest: &str) -> Result<Option<usize>, Fail> {
+        let p = self.p(cohort);
+        let s: Option<usize> = redis::cmd("HGET")
+            .arg(self.keys.cohort_meta(p, SOURCE, COHORTS[cohort]))
+            .arg(format!("slot:{dest}"))
+            .query_async(&mut self.raw)
+            .await
+            .map_err(fail)?;
+        Ok(s)
+    }
+
+    async fn push(
+        &mut self,
+        cohort: usize,
+        delivery: Option<u8>,
+        changes: &[Ch],
+    ) -> Result<(), Fail> {
+        let push = Push {
+            cohort_id: COHORTS[cohort].into(),
+            cohort_name: Some(format!("Cohort {cohort}")),
+            delivery_id: delivery.map(|d| format!("delivery-{d}")),
+            changes: changes
+                .iter()
+                .map(|c| Change {
+                    key: MEMBERS[c.member as usize].into(),
+                    include: c.include,
+                    version_ms: i64::from(c.version),
+                })
+                .collect(),
+            snapshot: None,
+        };
+        let out = self
+            .store
+            .apply(SOURCE, &self.dests(cohort), &push, params())
+            .await
+            .map_err(fail)?;
+        if let Some(first) = delivery.and_then(|d| self.model.seen.get(&(cohort, d))) {
+            let want = ApplyOutcome {
+                duplicate: true,
+                ..*first
+            };
+            prop_assert_eq!(out, want, "a repeated delivery must be applied once");
+            return Ok(());
+        }
+        let (mut accepted, mut stale) = (0, 0);
+        let state = &mut self.model.members[cohort];
+        for c in changes {
+            let m = MEMBERS[c.member as usize].to_string();
+            let v = i64::from(c.version);
+            match state.get(&m) {
+                Some((stored, _)) if v < *stored => stale += 1,
+                _ => {
+                    accepted += 1;
+                    state.insert(m, (v, c.include));
+                }
+            }
+        }
+        prop_assert!(!out.duplicate, "a first delivery was taken for a duplicate");
+        prop_assert_eq!(
+            (out.accepted, out.stale),
+            (accepted, stale),
+            "accepted, stale"
+        );
+        if let Some(d) = delivery {
+            self.model.seen.insert((cohort, d), out);
+        }
+        let c = &mut self.counts;
+        c.accepted += out.accepted;
+        c.stale += out.stale;
+        c.unchanged += out.unchanged;
+        c.superseded += out.superseded;
+        c.cancelled += out.cancelled;
+        Ok(())
+    }
+
+    /// Claims and sends a batch; returns whether anything was claimed.
+    async fn claim(&mut self, cohort: usize, link: LinkId, max: usize) -> Result<bool, Fail> {
+        if self.inflight.iter().any(|r| !r.orphan && r.link == link) {
+            return Ok(false);
+        }
+        let p = self.p(cohort);
+        let claim = self
+            .store
+            .claim(p, &self.token, &link, max, NOW_MS + 30_000)
+            .await
+            .map_err(fail)?;
+        let members = match claim {
+            Claim::Members(m) => m,
+            Claim::Empty => return Ok(false),
+            Claim::LeaseLost => return Err(fail("claim refused under the held lease")),
+        };
+        prop_assert!(
+            !members.is_empty() && members.len() <= max,
+            "claimed {members:?}"
+        );
+        for (m, desired) in &members {
+            let model = self.model.members[cohort].get(m).map(|(_, d)| *d);
+            prop_assert_eq!(
+                Some(*desired),
+                model,
+                "claimed {} with a desired state the model does not have",
+                m
+            );
+            prop_assert!(
+                !self.model.dead.contains(&(link.to_string(), m.clone())),
+                "claimed dead-lettered member {m}"
+            );
+        }
+        self.inflight.push(Req {
+            cohort,
+            link,
+            members,
+            token: self.token.clone(),
+            orphan: false,
+        });
+        Ok(true)
+    }
+
+    fn take(&mut self, req: u8) -> Option<Req> {
+        if self.inflight.is_empty() {
+            return None;
+        }
+        let i = req as usize % self.inflight.len();
+        Some(self.inflight.remove(i))
+    }
+
+    async fn ack(&mut self, r: &Req, members: &[(String, bool)]) -> Result<(), Fail> {
+        let p = self.p(r.cohort);
+        let before = if r.orphan {
+            Some(self.snapshot().await?)
+        } else {
+            None
+        };
+        let ack = self
+            .store
+            .ack(
+                p,
+                &r.token,
+                &r.link,
+                members,
+                &self.dests(r.cohort),
+                NOW_MS,
+                1_000,
+                3,
+                false,
+            )
+            .await
+            .map_err(fail)?;
+        match (ack, before) {
+            (Ack::Done { written, .. }, None) => self.counts.written += written,
+            (Ack::LeaseLost, Some(before)) => {
+                let after = self.snapshot().await?;
+                prop_assert!(before == after, "a refused acknowledgement changed Redis");
+            }
+            (other, before) => {
+                return Err(fail(format!(
+                    "ack answered {other:?} (lease lost before: {})",
+                    before.is_some()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, r: &Req, keys: &[String]) -> Result<(), Fail> {
+        let p = self.p(r.cohort);
+        let before = self.snapshot().await?;
+        let n = self
+            .store
+            .dead_letter(
+                p,
+                &r.token,
+                &r.link,
+                keys,
+                "400 Invalid context key",
+                NOW_MS,
+            )
+            .await
+            .map_err(fail)?;
+        match n {
+            Some(n) if !r.orphan => {
+                self.counts.dead_lettered += n;
+                for k in keys {
+                    self.model.dead.insert((r.link.to_string(), k.clone()));
+                }
+            }
+            None if r.orphan => {
+                let after = self.snapshot().await?;
+                prop_assert!(before == after, "a refused dead letter changed Redis");
+            }
+            other => {
+                return Err(fail(format!(
+                    "dead_letter answered {other:?} (orphan: {})",
+                    r.orphan
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, op: &Op) -> Result<(), Fail> {
+        match op {
+            Op::Push {
+                cohort,
+                delivery,
+                changes,
+            } => self.push(*cohort as usize, *delivery, changes).await?,
+            Op::Claim { cohort, link, max } => {
+                let cohort = *cohort as usize;
+                let links = self.links(cohort);
+                let link = links[*link as usize % links.len()].clone();
+                self.claim(cohort, link, *max as usize).await?;
+            }
+            Op::Ack { req } => {
+                if let Some(r) = self.take(*req) {
+                    if !r.orphan {
+                        self.land(&r.link, &r.members);
+                    }
+                    self.ack(&r, &r.members).await?;
+                }
+            }
+            Op::Timeout { req } => {
+                if let Some(r) = self.take(*req) {
+                    if !r.orphan {
+                        self.land(&r.link, &r.members);
+                    }
+                }
+            }
+            Op::Dropped { req } => {
+                self.take(*req);
+            }
+            Op::Reject { req, keys } => {
+                if let Some(r) = self.take(*req) {
+                    let (mut dead, mut rest) = (Vec::new(), Vec::new());
+                    for (i, m) in r.members.iter().enumerate() {
+                        if keys & (1 << (i % 8)) != 0 {
+                            dead.push(m.0.clone());
+                        } else {
+                            rest.push(m.clone());
+                        }
+                    }
+                    if dead.is_empty() {
+                        dead.push(rest.remove(0).0);
+                    }
+                    self.dead_letter(&r, &dead).await?;
+                    if !rest.is_empty() {
+                        if !r.orphan {
+                            self.land(&r.link, &rest);
+                        }
+                        self.ack(&r, &rest).await?;
+                    }
+                }
+            }
+            Op::LoseLease { landed } => {
+                let mut landing = Vec::new();
+                for (i, r) in self.inflight.iter_mut().enumerate() {
+                    if !r.orphan && landed & (1 << (i % 8)) != 0 {
+                        landing.push((r.link.clone(), r.members.clone()));
+                    }
+                    r.orphan = true;
+                }
+                for (link, members) in landing {
+                    self.land(&link, &members);
+                }
+                let p = self.p(0);
+                let released = self
+                    .store
+                    .renew_lease(p, &self.token, Duration::ZERO)
+                    .await
+                    .map_err(fail)?;
+                prop_assert!(released, "the lease was not held");
+                self.leases_taken += 1;
+                let old =
+                    std::mem::replace(&mut self.token, format!("flusher-{}", self.leases_taken));
+                let got = self
+                    .store
+                    .try_acquire_lease(p, &self.token, LEASE_TTL)
+                    .await
+                    .map_err(fail)?;
+                prop_assert!(got, "the new flusher could not take the free lease");
+                // The old flusher can no longer claim.
+                let before = self.snapshot().await?;
+                let link = self.link(0, DESTS[0]);
+                let c = self
+                    .store
+                    .claim(p, &old, &link, 3, NOW_MS + 30_000)
+                    .await
+                    .map_err(fail)?;
+                prop_assert_eq!(c, Claim::LeaseLost);
+                let after = self.snapshot().await?;
+                prop_assert!(before == after, "a refused claim changed Redis");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checked after every step: Redis holds the model's versions and desired
+    /// states, and every accepted change without an outcome is still pending.
+    async fn check_invariants(&mut self) -> Result<(), Fail> {
+        let mut pending = 0;
+        for cohort in 0..2 {
+            let want = self.want(cohort).await?;
+            let model = &self.model.members[cohort];
+            prop_assert_eq!(
+                want.keys().collect::<Vec<_>>(),
+                model.keys().collect::<Vec<_>>(),
+                "members of cohort {}",
+                cohort
+            );
+            for (m, w) in &want {
+                let (version, desired) = model[m];
+                prop_assert_eq!(
+                    (w.version, w.desired),
+                    (version, desired),
+                    "member {} of cohort {}",
+                    m,
+                    cohort
+                );
+                pending += u64::from(w.pending);
+            }
+        }
+        let c = self.counts;
+        prop_assert_eq!(
+            c.accepted,
+            c.resolved() + pending,
+            "accepted = written + superseded + cancelled + unchanged + dead-lettered + pending ({:?}, {} pending)",
+            c,
+            pending
+        );
+        Ok(())
+    }
+
+    /// Settles every request in flight, then claims, applies and acknowledges
+    /// every link until nothing is dirty.
+    async fn drain(&mut self) -> Result<(), Fail> {
+        while let Some(r) = self.take(0) {
+            if !r.orphan {
+                self.land(&r.link, &r.members);
+            }
+            self.ack(&r, &r.members).await?;
+        }
+        for cohort in 0..2 {
+            for link in self.links(cohort) {
+                let mut rounds = 0;
+                while self.claim(cohort, link.clone(), 3).await? {
+                    rounds += 1;
+                    prop_assert!(rounds <= 20, "link {} never drains", link);
+                    if let Some(r) = self.take(0) {
+                        self.land(&r.link, &r.members);
+                        self.ack(&r, &r.members).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the drain: LaunchDarkly, Redis and the counters agree with the model.
+    async fn check_final(&mut self) -> Result<(), Fail> {
+        self.check_invariants().await?;
+        let c = self.counts;
+        prop_assert_eq!(
+            c.accepted,
+            c.resolved(),
+            "every accepted change has an outcome: {:?}",
+            c
+        );
+        for cohort in 0..2 {
+            let want = self.want(cohort).await?;
+            let p = self.p(cohort);
+            for link in self.links(cohort) {
+                let slot = self.slot(cohort, &link.destination).await?;
+                let seg = self.ld.get(&link.to_string()).cloned().unwrap_or_default();
+                for (m, (_, desired)) in &self.model.members[cohort] {
+                    let w = &want[m];
+                    prop_assert!(!w.pending, "{} still pending after the drain", m);
+                    let state = slot.map(|s| w.state(s)).unwrap_or('o');
+                    if self.model.dead.contains(&(link.to_string(), m.clone())) {
+                        prop_assert_eq!(state, 'd', "dead-lettered {} in {}", m, link);
+                    } else {
+                        prop_assert_eq!(
+                            seg.contains(m),
+                            *desired,
+                            "LaunchDarkly membership of {} in {}",
+                            m,
+                            link
+                        );
+                        prop_assert_eq!(
+                            state,
+                            if *desired { 'i' } else { 'o' },
+                            "recorded state of {} in {}",
+                            m,
+                            link
+                        );
+                    }
+                }
+                for m in &seg {
+                    prop_assert!(
+                        self.model.members[cohort].contains_key(m),
+                        "LaunchDarkly has {} that was never pushed",
+                        m
+                    );
+                }
+                let dirty: u64 = redis::cmd("SCARD")
+                    .arg(self.keys.dirty(p, &link))
+                    .query_async(&mut self.raw)
+                    .await
+                    .map_err(fail)?;
+                prop_assert_eq!(dirty, 0, "dirty members left in {}", link);
+                let dead: BTreeSet<String> = redis::cmd("HKEYS")
+                    .arg(self.keys.dead(p, &link))
+                    .query_async(&mut self.raw)
+                    .await
+                    .map_err(fail)?;
+                let modelled: BTreeSet<String> = self
+                    .model
+                    .dead
+                    .iter()
+                    .filter(|(l, _)| *l == link.to_string())
+                    .map(|(_, m)| m.clone())
+                    .collect();
+                prop_assert_eq!(dead, modelled, "dead letters of {}", link);
+            }
+            let due: u64 = redis::cmd("ZCARD")
+                .arg(self.keys.due(p))
+                .query_async(&mut self.raw)
+                .await
+                .map_err(fail)?;
+            prop_assert_eq!(due, 0, "links still due after the drain");
+        }
+        Ok(())
+    }
+}
+
+static CASE: AtomicU32 = AtomicU32::new(0);
+
+async fn run_case(url: &str, case: Case) -> Result<(), Fail> {
+    let prefix = format!("model{}", CASE.fetch_add(1, Ordering::SeqCst));
+    let cfg = RedisConfig {
+        url: url.to_string(),
+        key_prefix: prefix.clone(),
+        // One partition: both cohorts share a lease and a due set.
+        partitions: 1,
+        ..RedisConfig::default()
+    };
+    let store = Store::connect(&cfg).map_err(fail)?;
+    let raw = redis::Client::open(url)
+        .map_err(fail)?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(fail)?;
+    let mut h = Harness {
+        keys: Keys::new(&prefix, 1),
+        store,
+        raw,
+        prefix,
+        fan_out: case.fan_out,
+        token: "flusher-0".into(),
+        leases_taken: 0,
+        inflight: Vec::new(),
+        ld: BTreeMap::new(),
+        model: Model::default(),
+        counts: Counts::default(),
+    };
+    let p = h.p(0);
+    let got = h
+        .store
+        .try_acquire_lease(p, &h.token, LEASE_TTL)
+        .await
+        .map_err(fail)?;
+    prop_assert!(got, "the first lease");
+    for op in &case.ops {
+        h.step(op).await?;
+        h.check_invariants().await?;
+    }
+    h.drain().await?;
+    h.check_final().await
+}
+
+#[test]
+fn the_store_agrees_with_a_pure_model_under_random_interleavings() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let url = redis.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&case(), |case| rt.block_on(run_case(&url, case)));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_lease_whose_acquisition_reply_was_lost_is_still_acquired_by_its_holder() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let cfg = RedisConfig {
+        url: redis.url(),
+        key_prefix: "lease".into(),
+        partitions: 1,
+        ..RedisConfig::default()
+    };
+    let store = Store::connect(&cfg).expect("store");
+    let key = Keys::new("lease", 1).lease(0);
+    // The SET went through but its reply never arrived (e.g. Redis restarted).
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("mine")
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut c)
+        .await
+        .expect("SET");
+    assert!(store
+        .try_acquire_lease(0, "mine", LEASE_TTL)
+        .await
+        .expect("acquire"));
+    assert!(!store
+        .try_acquire_lease(0, "theirs", LEASE_TTL)
+        .await
+        .expect("acquire"));
+    let holder: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("GET");
+    assert_eq!(holder, "mine");
+}
