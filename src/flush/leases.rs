@@ -9,7 +9,7 @@
 
 use crate::store::Store;
 use rand::seq::SliceRandom;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -128,10 +128,12 @@ impl Leases {
         Ok(live)
     }
 
-    /// Releases every lease (graceful shutdown) so another replica takes over at once.
-    pub async fn release_all(&self, store: &Store) {
+    /// Releases every lease but those in `keep` (graceful shutdown), so
+    /// another replica takes over at once; the kept ones expire in their time.
+    pub async fn release_all(&self, store: &Store, keep: &BTreeSet<u16>) {
         let held: Vec<u16> = std::mem::take(&mut *self.held.lock().expect("leases lock"))
             .into_keys()
+            .filter(|p| !keep.contains(p))
             .collect();
         for p in held {
             if let Err(e) = store.renew_lease(p, &self.token, Duration::ZERO).await {

@@ -17,7 +17,7 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::launchdarkly::{LdClient, Throttle};
 use crate::store::{LinkId, Store};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -84,7 +84,7 @@ impl Flusher {
         let concurrency = ctx.settings.flush.concurrency;
         let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
-        let mut inflight: HashSet<LinkId> = HashSet::new();
+        let mut inflight: HashMap<LinkId, u16> = HashMap::new();
         let mut tasks: JoinSet<(LinkId, anyhow::Result<link::Flushed>)> = JoinSet::new();
         let mut redis_trouble = Once::default();
 
@@ -100,10 +100,14 @@ impl Flusher {
                             if inflight.len() >= concurrency {
                                 break;
                             }
-                            if inflight.insert(l.clone()) {
+                            if !inflight.contains_key(&l) {
+                                inflight.insert(l.clone(), p);
                                 let c = ctx.clone();
                                 tasks.spawn(async move {
-                                    let r = link::flush(c, p, l.clone(), at).await;
+                                    let r = link::flush(c.clone(), p, l.clone(), at).await;
+                                    if r.is_err() {
+                                        retry_soon(&c, p, &l).await;
+                                    }
                                     (l, r)
                                 });
                             }
@@ -131,18 +135,36 @@ impl Flusher {
             }
         })
         .await;
+        // LaunchDarkly may still apply an abandoned request (its body was
+        // sent). Its partition's lease is kept until it expires, so the next
+        // holder cannot write those members before the old request has landed
+        // or timed out (the lease outlives any request sent under it).
+        let mut keep = BTreeSet::new();
         if drained.is_err() {
-            tracing::warn!("Flushes still in flight at the end of the grace period were abandoned; their members stay unknown and are re-sent.");
+            keep = inflight.values().copied().collect();
+            tracing::warn!(partitions = ?keep, "Flushes still in flight at the end of the grace period were abandoned; their members stay unknown and are re-sent once these partitions' leases expire.");
             tasks.abort_all();
         }
         let _ = maint.await;
-        ctx.leases.release_all(&ctx.store).await;
+        ctx.leases.release_all(&ctx.store, &keep).await;
         Ok(())
     }
 }
 
+/// After a flush failed on a Redis error, makes the link due again soon
+/// instead of at its claim's hold time (a whole lease TTL away, meant for a
+/// flusher that crashed). Waits out the request timeout first: the failure
+/// may have followed a request whose outcome is unknown. If Redis is still
+/// down this fails too, and the claim's hold stands.
+async fn retry_soon(ctx: &Ctx, p: u16, link: &LinkId) {
+    let delay = ctx.settings.request_timeout()
+        + Duration::from_millis(ctx.settings.launchdarkly.backoff_max_ms);
+    let at = now_ms() + delay.as_millis() as i64;
+    let _ = ctx.store.reschedule(p, link, at).await;
+}
+
 fn finish(
-    inflight: &mut HashSet<LinkId>,
+    inflight: &mut HashMap<LinkId, u16>,
     done: Result<(LinkId, anyhow::Result<link::Flushed>), tokio::task::JoinError>,
 ) {
     match done {

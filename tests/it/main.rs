@@ -5,8 +5,10 @@ mod support;
 
 mod accounting;
 mod binary;
+mod crash;
 mod durability;
 mod emulator_api;
+mod faults;
 mod fixtures;
 mod mixpanel;
 mod model;
@@ -16,5 +18,6 @@ mod partner;
 mod pipeline;
 mod receivers;
 mod segment;
+mod shutdown;
 mod signatures;
 mod standard_webhooks;

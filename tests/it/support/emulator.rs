@@ -126,6 +126,26 @@ impl Emulator {
             .collect()
     }
 
+    /// Request-log entries with a sequence number above `seq`.
+    pub async fn requests_since(&self, seq: u64) -> Vec<Value> {
+        self.get(&format!("/_emulator/requests?since={seq}"))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Drops every pending fault.
+    pub async fn clear_faults(&self) {
+        let r = self
+            .http
+            .delete(format!("{}/_emulator/faults", self.base))
+            .send()
+            .await
+            .expect("emulator reachable");
+        assert!(r.status().is_success(), "clear faults: {}", r.status());
+    }
+
     pub async fn stats(&self) -> Value {
         self.get("/_emulator/stats").await
     }

@@ -4,10 +4,13 @@
 pub mod bridge;
 pub mod emulator;
 pub mod native;
+pub mod process;
 pub mod redis;
+pub mod stream;
 
 pub use bridge::{Bridge, TestConfig};
 pub use emulator::Emulator;
+pub use process::BridgeProcess;
 pub use redis::RedisServer;
 
 use std::future::Future;
