@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole bridge, end to end, on this machine:
 #   private Redis (AOF) + LaunchDarkly emulator + cohort-bridge serve,
-#   replay of fixtures/amplitude, fixtures/heap and fixtures/partner (authenticated and signed
-#   as Amplitude and Heap would), wait until LaunchDarkly has everything,
+#   replay of fixtures/amplitude, heap, segment, mixpanel, standard-webhooks
+#   and partner (authenticated and signed as each sender would), wait until LaunchDarkly has everything,
 #   then print the resulting LaunchDarkly segments and compare them with
 #   fixtures/expected.json.
 #
@@ -112,6 +112,10 @@ BRIDGE_URL=http://127.0.0.1:$BRIDGE_PORT
 export LD_API_TOKEN=$LD_TOKEN
 export DEMO_AMPLITUDE_SECRET=demo-amplitude-secret
 export DEMO_HEAP_SECRET=demo-heap-secret
+export DEMO_SEGMENT_SECRET=demo-segment-secret
+export DEMO_MIXPANEL_USER=mixpanel
+export DEMO_MIXPANEL_PASSWORD=demo-mixpanel-password
+export DEMO_STANDARD_WEBHOOKS_SECRET=whsec_ZGVtby1zdGFuZGFyZC13ZWJob29rcy1zZWNyZXQ=
 export DEMO_PARTNER_TOKEN=demo-partner-token
 export COHORT_BRIDGE_SERVER__LISTEN=127.0.0.1:$BRIDGE_PORT
 export COHORT_BRIDGE_REDIS__URL=redis://127.0.0.1:$REDIS_PORT
@@ -135,8 +139,8 @@ done
 log "cohort-bridge is ready"
 
 # --- 5. Replay the recorded pushes ---------------------------------------------
-log "Replaying fixtures/amplitude, fixtures/heap and fixtures/partner"
-"$BRIDGE" replay fixtures/amplitude fixtures/heap fixtures/partner --config "$CONFIG" --url "$BRIDGE_URL" | tee "$TMP/replay.out"
+log "Replaying fixtures/amplitude, heap, segment, mixpanel, standard-webhooks and partner"
+"$BRIDGE" replay fixtures/amplitude fixtures/heap fixtures/segment fixtures/mixpanel fixtures/standard-webhooks fixtures/partner --config "$CONFIG" --url "$BRIDGE_URL" | tee "$TMP/replay.out"
 # Native receivers answer 200; the partner endpoint answers 204, as LaunchDarkly does.
 if grep -qvE -- '-> (200|204) ' "$TMP/replay.out"; then
   die "some pushes were not answered 200 or 204 (see above)"

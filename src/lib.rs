@@ -9,7 +9,7 @@
 //!     ▼
 //! verify      per-source scheme on the raw bytes, constant time → Verified (else 401)
 //!     ▼
-//! sources     kind-specific parser → Push { cohort, delivery id, changes[version, in/out] } (else 400)
+//! sources     kind-specific parser → Push { cohort, delivery id, changes[version, in/out], snapshot? } (else 400)
 //!     ▼
 //! store       one Lua script, one round trip, one hash slot:
 //!             dedupe → last-writer-wins → per-link dirty sets → due index (else 503)

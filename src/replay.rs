@@ -9,6 +9,11 @@
 //! beside the fixtures, say) is skipped and reported, while a file named on
 //! the command line must resolve.
 //! Heap pushes are signed with a fresh timestamp at send time, as Heap does.
+//! Segment batches (a JSON array) are signed over element 0 only, as
+//! Segment's batched webhooks do today. Standard Webhooks pushes are signed
+//! at send time with a `webhook-id` derived from the body, so replaying the
+//! same file twice is a retried delivery (de-duplicated), as a sender's
+//! retry would be. Mixpanel pushes carry HTTP Basic credentials.
 //! Partner fixtures (`partner/<integrationKey>/*.json`) are posted to
 //! `/api/v2/segment-targets/<integrationKey>` with `Authorization: <token>`,
 //! the first `[[partner.tokens]]` secret allowed to use that integration.
@@ -165,12 +170,15 @@ pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
         }
         ResolvedAuth::SegmentSignature { secrets } => {
             if let Some(s) = secrets.first() {
-                h.push(("X-Signature".into(), verify::segment_sign(s, body)));
+                h.push((
+                    "X-Signature".into(),
+                    verify::segment_sign(s, segment_signed_bytes(body)),
+                ));
             }
         }
         ResolvedAuth::StandardWebhooks { secrets, .. } => {
             if let Some(s) = secrets.first() {
-                let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+                let id = webhook_id(body);
                 let ts = (now_ms() / 1000).to_string();
                 h.push((
                     "webhook-signature".into(),
@@ -183,6 +191,32 @@ pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
         ResolvedAuth::None => {}
     }
     h
+}
+
+/// What Segment signs: element 0 of a batch (its exact bytes, which is what
+/// `JSON.stringify(body[0])` emits for a body written by `JSON.stringify`),
+/// else the whole body.
+fn segment_signed_bytes(body: &[u8]) -> &[u8] {
+    if !body.trim_ascii_start().starts_with(b"[") {
+        return body;
+    }
+    let Ok(elements) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) else {
+        return body;
+    };
+    let Some(first) = elements.first().map(|e| e.get().as_bytes()) else {
+        return body;
+    };
+    // Element 0 borrows from `body`: re-slice it from its position.
+    let start = first.as_ptr() as usize - body.as_ptr() as usize;
+    body.get(start..start + first.len()).unwrap_or(body)
+}
+
+/// A `webhook-id` that is the same for the same body: `msg_` + 24 hex digits of its SHA-256.
+fn webhook_id(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(body);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
 }
 
 /// Replays every file, in order, and returns what each got back.
@@ -268,4 +302,42 @@ pub async fn replay(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn segment_batches_are_signed_over_element_0_like_segment_does() {
+        // The batched vector of reference/signature-vectors.json.
+        let all: serde_json::Value =
+            serde_json::from_str(include_str!("../reference/signature-vectors.json")).unwrap();
+        let v = all["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["platform"] == "segment-webhooks-actions (batching enabled)")
+            .unwrap();
+        let body = v["body"].as_str().unwrap().as_bytes();
+        let secret = Secret::new(v["secret"].as_str().unwrap());
+        assert_eq!(
+            segment_signed_bytes(body),
+            v["signed_string_current"].as_str().unwrap().as_bytes()
+        );
+        assert_eq!(
+            verify::segment_sign(&secret, segment_signed_bytes(body)),
+            v["headers"]["X-Signature"].as_str().unwrap()
+        );
+        assert_eq!(segment_signed_bytes(b"{\"a\":1}"), b"{\"a\":1}");
+        assert_eq!(segment_signed_bytes(b"[]"), b"[]");
+    }
+
+    #[test]
+    fn webhook_ids_follow_the_body() {
+        assert_eq!(webhook_id(b"{}"), webhook_id(b"{}"));
+        assert_ne!(webhook_id(b"{}"), webhook_id(b"{ }"));
+        assert!(webhook_id(b"{}").starts_with("msg_"));
+    }
 }

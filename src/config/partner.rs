@@ -250,6 +250,9 @@ pub(super) fn validate(
                 key_field: m.member_id_path().to_string(),
                 // Never used to verify: partner callers authenticate with `tokens`.
                 auth: ResolvedAuth::None,
+                // Only the standard-webhooks parser reads it; the partner
+                // endpoint picks a destination by the body's context kind.
+                context_kinds: Vec::new(),
             }),
         );
     }

@@ -63,6 +63,9 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     /// Refuse readiness when `maxmemory-policy` can evict keys (`allkeys-*`, `volatile-*`).
     pub refuse_evicting_policy: bool,
+    /// How long the pages of an unfinished full snapshot (Mixpanel `members`)
+    /// are kept waiting for the session's other pages; renewed by each page.
+    pub snapshot_ttl_seconds: u64,
 }
 
 impl Default for RedisConfig {
@@ -76,6 +79,7 @@ impl Default for RedisConfig {
             response_timeout_ms: 2000,
             connect_timeout_ms: 1000,
             refuse_evicting_policy: true,
+            snapshot_ttl_seconds: 24 * 3600,
         }
     }
 }

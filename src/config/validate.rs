@@ -129,6 +129,8 @@ pub struct Source {
     pub destinations: Vec<String>,
     pub key_field: String,
     pub auth: ResolvedAuth,
+    /// The distinct context kinds of the source's destinations.
+    pub context_kinds: Vec<String>,
 }
 
 /// Validated settings: what the running bridge uses.
@@ -323,6 +325,14 @@ impl Settings {
                 &mut p,
                 &format!("{key}.auth"),
             );
+            let mut context_kinds: Vec<String> = s
+                .destinations
+                .iter()
+                .filter_map(|d| raw.destinations.get(d))
+                .map(|d| d.context_kind.clone())
+                .collect();
+            context_kinds.sort();
+            context_kinds.dedup();
             if let (Some(kind), Some(auth)) = (kind, auth) {
                 sources.insert(
                     s.id.clone(),
@@ -332,6 +342,7 @@ impl Settings {
                         destinations: s.destinations.clone(),
                         key_field,
                         auth,
+                        context_kinds,
                     }),
                 );
             }
@@ -414,6 +425,9 @@ fn validate_redis(r: &RedisConfig, p: &mut Problems) {
             "redis.key_prefix",
             "must be letters, digits, '-', '_' or '.'",
         );
+    }
+    if r.snapshot_ttl_seconds == 0 {
+        p.add("redis.snapshot_ttl_seconds", "must be at least 1");
     }
     if r.partitions == 0 || r.partitions > 16384 {
         p.add("redis.partitions", "must be between 1 and 16384");

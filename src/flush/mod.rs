@@ -201,6 +201,7 @@ async fn maintain(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         if let Ok(n) = ctx.store.backlog(&held).await {
             metrics::gauge!(crate::metrics::DIRTY_BACKLOG).set(n as f64);
         }
+        resume_snapshots(&ctx, &held).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
             sweep(&ctx, &held).await;
@@ -269,6 +270,65 @@ async fn resync_due(ctx: &Ctx, partitions: &[u16], interval_ms: i64) {
             match ctx.store.resync(&link, now, 1000).await {
                 Ok(n) => tracing::info!(link = %link, members = ?n, "Periodic resync."),
                 Err(e) => tracing::warn!(link = %link, error = %e, "Periodic resync failed."),
+            }
+        }
+    }
+}
+
+/// Chunks of one snapshot finalization worked per maintenance tick, so lease
+/// renewal is never held up for long by a huge cohort.
+const RESUME_CHUNKS_PER_TICK: usize = 200;
+
+/// A finalization nobody has worked on for this long is taken over: its
+/// receiver died (the receiver works a chunk every few milliseconds).
+const RESUME_ORPHANED_AFTER: Duration = Duration::from_secs(10);
+
+/// Resumes snapshot finalizations that no receiver is driving (the bridge
+/// that applied the last page died midway): see `store::snapshot`.
+async fn resume_snapshots(ctx: &Ctx, partitions: &[u16]) {
+    let Ok(pending) = ctx.store.pending_snapshots(partitions).await else {
+        return;
+    };
+    for (source_id, cohort) in pending {
+        let Some(source) = ctx.settings.sources.get(&source_id) else {
+            continue;
+        };
+        let params = crate::store::ApplyParams {
+            now_ms: now_ms(),
+            dedupe_ttl_ms: ctx.settings.redis.dedupe_ttl_seconds * 1000,
+            max_delay_ms: ctx.settings.flush.max_delay_ms,
+            batch: ctx.settings.launchdarkly.max_keys_per_request,
+        };
+        match ctx
+            .store
+            .finalize_snapshot(
+                &source.id,
+                &source.destinations,
+                &cohort,
+                params,
+                Some(RESUME_CHUNKS_PER_TICK),
+                Some(RESUME_ORPHANED_AFTER),
+            )
+            .await
+        {
+            Ok(fin) => {
+                let o = &fin.outcome;
+                for (outcome, n) in [
+                    ("accepted", o.accepted),
+                    ("unchanged", o.unchanged),
+                    ("superseded", o.superseded),
+                    ("cancelled", o.cancelled),
+                ] {
+                    crate::metrics::changes(&source.id, outcome, n);
+                }
+                if fin.abandoned {
+                    tracing::warn!(source = %source.id, %cohort, "Snapshot staging expired before its finalization ended; no further members were removed.");
+                } else if fin.finished {
+                    tracing::info!(source = %source.id, %cohort, removed = o.accepted, "Resumed snapshot finalization finished.");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(source = %source.id, %cohort, error = %e, "Resuming a snapshot finalization failed; retrying.")
             }
         }
     }

@@ -4,14 +4,22 @@
 //! read up to `max_body_bytes` (413); verified on the raw bytes (401); parsed
 //! (400); applied to Redis (503 if it cannot be). Only then 200: every
 //! accepted change is in Redis.
+//!
+//! A page that completes a full snapshot also has its finalization driven to
+//! the end here (members in no page become desired out, a chunk at a time;
+//! `store::snapshot`) before the answer, which reports it under `snapshot`.
+//!
+//! Mixpanel sources are answered in Mixpanel's envelope instead, on success
+//! and on every error (same status codes): `{"action": "<echo>", "status":
+//! "success" | "failure", "error"?: {"message", "code": <HTTP status>}}`.
 
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::now_ms;
 use crate::metrics as m;
-use crate::sources;
+use crate::sources::{self, SourceKind};
 use crate::store::{ApplyOutcome, ApplyParams};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -27,6 +35,20 @@ pub struct Summary {
     pub duplicate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
+    /// Present when the push was a page of a full snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSummary>,
+}
+
+/// What a snapshot page did: `complete` once every page of its session has
+/// arrived; `removed` members were in no page and are now desired out.
+#[derive(Debug, Default, Serialize)]
+pub struct SnapshotSummary {
+    pub session: String,
+    pub page: u32,
+    pub total_pages: u32,
+    pub complete: bool,
+    pub removed: u64,
 }
 
 impl Summary {
@@ -76,7 +98,8 @@ pub async fn receive(
     let Some(source) = state.settings.sources.get(&id).cloned() else {
         return Err(ApiError::UnknownSource(id));
     };
-    let result = handle(&req, payload, &state, &source).await;
+    let mut action = None;
+    let result = handle(&req, payload, &state, &source, &mut action).await;
     let outcome = match &result {
         Ok(s) if s.duplicate => "duplicate",
         Ok(s) if s.note.is_some() => "ignored",
@@ -87,16 +110,40 @@ pub async fn receive(
         Err(_) => "invalid",
     };
     m::push(&source.id, outcome);
+    if let Err(e) = &result {
+        match e {
+            ApiError::Unavailable(err) => {
+                tracing::warn!(source = %source.id, error = %err, "Push refused: Redis unavailable.")
+            }
+            other => tracing::info!(source = %source.id, error = %other, "Push rejected."),
+        }
+    }
+    if source.kind == SourceKind::Mixpanel {
+        return Ok(mixpanel_envelope(action.unwrap_or(""), result.map(|_| ())));
+    }
     match result {
         Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Mixpanel's response envelope, with the status the error would have had.
+fn mixpanel_envelope(action: &str, result: Result<(), ApiError>) -> HttpResponse {
+    match result {
+        Ok(()) => {
+            HttpResponse::Ok().json(serde_json::json!({"action": action, "status": "success"}))
+        }
         Err(e) => {
-            match &e {
-                ApiError::Unavailable(err) => {
-                    tracing::warn!(source = %source.id, error = %err, "Push refused: Redis unavailable.")
-                }
-                other => tracing::info!(source = %source.id, error = %other, "Push rejected."),
+            let status = e.status_code();
+            let mut resp = HttpResponse::build(status);
+            if matches!(e, ApiError::Unavailable(_)) {
+                resp.insert_header(("Retry-After", "5"));
             }
-            Err(e)
+            resp.json(serde_json::json!({
+                "action": action,
+                "status": "failure",
+                "error": {"message": e.to_string(), "code": status.as_u16()},
+            }))
         }
     }
 }
@@ -106,9 +153,13 @@ async fn handle(
     payload: web::Payload,
     state: &AppState,
     source: &crate::config::Source,
+    action: &mut Option<&'static str>,
 ) -> Result<Summary, ApiError> {
     let settings = &state.settings;
     let body = read_body(req, payload, settings.server.max_body_bytes).await?;
+    if source.kind == SourceKind::Mixpanel {
+        *action = sources::mixpanel_action(&body);
+    }
     let now = now_ms();
     let verified = crate::verify::verify(&source.auth, req.headers(), &body, now)?;
     let parsed = sources::parse(source, &verified, now).map_err(|e| ApiError::Invalid(e.0))?;
@@ -137,6 +188,40 @@ async fn handle(
             m::changes(&source.id, "cancelled", out.cancelled);
         }
         summary.add(&out);
+        if let Some(snap) = &push.snapshot {
+            // Also after a duplicate: a retried last page resumes a finalization cut short.
+            let fin = state
+                .store
+                .finalize_snapshot(
+                    &source.id,
+                    &source.destinations,
+                    &push.cohort_id,
+                    params,
+                    None,
+                    None,
+                )
+                .await
+                .map_err(ApiError::Unavailable)?;
+            let removed = &fin.outcome;
+            m::changes(&source.id, "accepted", removed.accepted);
+            m::changes(&source.id, "unchanged", removed.unchanged);
+            m::changes(&source.id, "superseded", removed.superseded);
+            m::changes(&source.id, "cancelled", removed.cancelled);
+            if fin.abandoned {
+                tracing::warn!(source = %source.id, cohort = %push.cohort_id, "Snapshot staging expired before its finalization ended; no further members were removed.");
+            }
+            summary.snapshot = Some(SnapshotSummary {
+                session: snap.session.clone(),
+                page: snap.page,
+                total_pages: snap.total_pages,
+                complete: state
+                    .store
+                    .snapshot_complete(&source.id, &push.cohort_id, &snap.session)
+                    .await
+                    .map_err(ApiError::Unavailable)?,
+                removed: removed.accepted,
+            });
+        }
     }
     if !summary.duplicate {
         m::changes(

@@ -80,6 +80,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             cohort_name: body.cohort_name,
             delivery_id: body.message_id.filter(|m| !m.is_empty()),
             changes,
+            snapshot: None,
         }],
         skipped_without_key: skipped,
         note: None,

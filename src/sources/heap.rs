@@ -103,6 +103,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             cohort_name: segment.name,
             delivery_id,
             changes,
+            snapshot: None,
         }],
         skipped_without_key: skipped,
         note: None,

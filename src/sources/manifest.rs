@@ -379,6 +379,7 @@ impl Manifest {
                         cohort_name: Some(name).filter(|n| !n.is_empty()),
                         delivery_id: None,
                         changes: vec![change],
+                        snapshot: None,
                     })
                 }
             }
@@ -390,6 +391,7 @@ impl Manifest {
                 cohort_name: Some(cohort_name).filter(|n| !n.is_empty()),
                 delivery_id: None,
                 changes: Vec::new(),
+                snapshot: None,
             });
         }
         Ok(PartnerRequest {

@@ -9,8 +9,12 @@ mod amplitude;
 mod heap;
 pub mod manifest;
 mod member;
+mod mixpanel;
+mod segment;
+mod standard_webhooks;
 
 pub use member::{collect_changes, extract_key};
+pub use mixpanel::action_of as mixpanel_action;
 
 use crate::config::Source;
 use crate::verify::Verified;
@@ -27,6 +31,9 @@ pub enum SourceKind {
     /// parsed by an integration-framework manifest; configured in `[partner]`,
     /// never as a `[[sources]]` kind.
     Partner,
+    Segment,
+    Mixpanel,
+    StandardWebhooks,
 }
 
 impl SourceKind {
@@ -35,6 +42,9 @@ impl SourceKind {
         (SourceKind::Amplitude, "amplitude", "user_id"),
         (SourceKind::Heap, "heap", "id"),
         (SourceKind::Partner, "partner", "id"),
+        (SourceKind::Segment, "segment", "userId"),
+        (SourceKind::Mixpanel, "mixpanel", "mixpanel_distinct_id"),
+        (SourceKind::StandardWebhooks, "standard-webhooks", "key"),
     ];
 
     /// The kinds a `[[sources]]` entry may name (`partner` is configured in `[partner]`).
@@ -92,13 +102,33 @@ pub struct Change {
 }
 
 /// The changes of one cohort carried by one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Push {
     pub cohort_id: String,
     pub cohort_name: Option<String>,
     /// The sender's idempotency key: a retried delivery is applied once.
     pub delivery_id: Option<String>,
     pub changes: Vec<Change>,
+    /// Set when this push is one page of a full snapshot of the cohort: once
+    /// every page of the session has arrived, members not in any page are
+    /// removed (DESIGN.md, "Full snapshots"; `store::snapshot`).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// One page of a full snapshot (Mixpanel `members`, a Standard Webhooks
+/// body with `snapshot: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Pages of one session are collected together; a new session starts afresh.
+    pub session: String,
+    /// 1-based page number.
+    pub page: u32,
+    /// How many pages the session has (≥ 1).
+    pub total_pages: u32,
+    /// The version of this page's changes. The session's first page to
+    /// arrive fixes its start: members not in any page and not newer than
+    /// the start are removed, at the start version.
+    pub version_ms: i64,
 }
 
 /// What one request carried.
@@ -131,5 +161,35 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         SourceKind::Partner => Err(ParseError(
             "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
         )),
+        SourceKind::Segment => segment::parse(source, verified, now_ms),
+        SourceKind::Mixpanel => mixpanel::parse(source, verified, now_ms),
+        SourceKind::StandardWebhooks => standard_webhooks::parse(source, verified, now_ms),
+    }
+}
+
+/// Builders for the parsers' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::SourceKind;
+    use crate::config::{ResolvedAuth, Source};
+    use crate::verify::{self, Verified};
+
+    pub fn source(kind: SourceKind, key_field: &str) -> Source {
+        Source {
+            id: "src".into(),
+            kind,
+            destinations: vec!["production".into()],
+            key_field: key_field.into(),
+            auth: ResolvedAuth::None,
+            context_kinds: vec!["user".into()],
+        }
+    }
+
+    /// A body verified without authentication (`scheme = "none"`).
+    pub fn verified(body: &[u8]) -> Verified<'_> {
+        match verify::verify(&ResolvedAuth::None, &Vec::new(), body, 0) {
+            Ok(v) => v,
+            Err(e) => panic!("scheme none verifies: {e}"),
+        }
     }
 }

@@ -120,6 +120,38 @@ impl Keys {
         format!("{}:lease", self.tag(p))
     }
 
+    /// Set with TTL: every member key listed (as in) by the pages of one full
+    /// snapshot session of a cohort so far. The cohort's length prefixes it so
+    /// that no `(cohort, session)` pair can spell another's key. Kept until
+    /// the session's finalization ends, or `snapshot_ttl_seconds` after its
+    /// last page or finalization step (an abandoned session costs nothing).
+    pub fn snapshot_members(&self, p: u16, source: &str, cohort: &str, session: &str) -> String {
+        format!(
+            "{}:snap:members:{source}:{}:{cohort}:{session}",
+            self.tag(p),
+            cohort.len()
+        )
+    }
+
+    /// Hash with TTL: the snapshot session's progress: `start` (version of its
+    /// first page), `total` pages, `page:<n>` per page seen, `seen` (distinct
+    /// pages), `has_members`, and `done` once every page arrived.
+    pub fn snapshot_meta(&self, p: u16, source: &str, cohort: &str, session: &str) -> String {
+        format!(
+            "{}:snap:meta:{source}:{}:{cohort}:{session}",
+            self.tag(p),
+            cohort.len()
+        )
+    }
+
+    /// Hash: the partition's pending snapshot finalizations, `<source>:<cohort>`
+    /// → `<start version>|<HSCAN cursor>|<last worked on (ms)>|<session>`. Recorded by the script that
+    /// applies a session's last page; worked off a chunk at a time by the
+    /// receiver, or after a crash by any replica's flusher (`store::snapshot`).
+    pub fn snapshot_pending(&self, p: u16) -> String {
+        format!("{}:snap:pending", self.tag(p))
+    }
+
     /// Sorted set (not partitioned): replica id → last heartbeat (ms).
     pub fn replicas(&self) -> String {
         format!("{}:replicas", self.prefix)
@@ -168,9 +200,25 @@ mod tests {
             k.seen(p, "amp", "c1", "m1"),
             k.lease(p),
             k.dead(p, &l),
+            k.snapshot_members(p, "amp", "c1", "s1"),
+            k.snapshot_meta(p, "amp", "c1", "s1"),
+            k.snapshot_pending(p),
         ] {
             assert!(key.starts_with(&tag), "{key}");
         }
+    }
+
+    #[test]
+    fn snapshot_keys_of_different_sessions_never_collide() {
+        let k = Keys::new("cb", 4);
+        assert_ne!(
+            k.snapshot_members(0, "s", "a:b", "c"),
+            k.snapshot_members(0, "s", "a", "b:c")
+        );
+        assert_ne!(
+            k.snapshot_members(0, "s", "a", "b"),
+            k.snapshot_meta(0, "s", "a", "b")
+        );
     }
 
     #[test]

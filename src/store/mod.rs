@@ -7,6 +7,7 @@
 pub mod keys;
 mod operator;
 mod scripts;
+pub mod snapshot;
 
 pub use keys::{Keys, LinkId};
 pub use operator::{DeadLetter, LinkStatus};
@@ -74,6 +75,8 @@ pub enum Ack {
 pub struct Store {
     conn: ConnectionManager,
     keys: Keys,
+    /// `redis.snapshot_ttl_seconds` in ms: how long snapshot staging waits.
+    snapshot_ttl_ms: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +119,7 @@ impl Store {
         Ok(Store {
             conn,
             keys: Keys::new(&cfg.key_prefix, cfg.partitions),
+            snapshot_ttl_ms: cfg.snapshot_ttl_seconds.saturating_mul(1000).max(1),
         })
     }
 
@@ -168,7 +172,11 @@ impl Store {
         } else {
             0
         };
-        let mut inv = scripts::APPLY.prepare_invoke();
+        // A snapshot page runs snapshot_page.lua first, in the same script.
+        let mut inv = match push.snapshot {
+            Some(_) => scripts::APPLY_SNAPSHOT.prepare_invoke(),
+            None => scripts::APPLY.prepare_invoke(),
+        };
         inv.key(k.want(p, source, cohort))
             .key(k.cohort_meta(p, source, cohort))
             .key(k.due(p))
@@ -199,6 +207,9 @@ impl Store {
             inv.arg(&c.key)
                 .arg(c.version_ms)
                 .arg(if c.include { "1" } else { "0" });
+        }
+        if let Some(snap) = &push.snapshot {
+            self.stage_args(&mut inv, p, source, cohort, snap);
         }
         let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
         let first = reply.first().map(int).transpose()?.unwrap_or(-1);

@@ -38,6 +38,21 @@ pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// `apply.lua` preceded by `snapshot_page.lua`: a page of a full snapshot,
+/// staged and applied in one script.
+pub static APPLY_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/snapshot_page.lua"),
+        include_str!("scripts/apply.lua")
+    ))
+});
+pub static SNAPSHOT_FINALIZE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("scripts/member.lua"),
+        include_str!("scripts/snapshot_finalize.lua")
+    ))
+});
 pub static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("scripts/member.lua"),
@@ -52,7 +67,7 @@ pub static RESYNC: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 8] {
+pub fn all() -> [&'static Script; 10] {
     [
         &APPLY,
         &CLAIM,
@@ -60,6 +75,8 @@ pub fn all() -> [&'static Script; 8] {
         &DEAD_LETTER,
         &LEASE,
         &SWEEP,
+        &APPLY_SNAPSHOT,
+        &SNAPSHOT_FINALIZE,
         &REDRIVE,
         &RESYNC,
     ]

@@ -1,14 +1,18 @@
-//! Replaying `fixtures/` (the recorded Amplitude and Heap pushes) leaves
-//! LaunchDarkly with exactly the membership worked out by hand below.
+//! Replaying `fixtures/` (the recorded Amplitude, Heap, Segment, Mixpanel
+//! and Standard Webhooks pushes) leaves LaunchDarkly with exactly the
+//! membership worked out by hand below.
 
-use crate::support::{eventually, stack, Bridge};
+use crate::support::{eventually, native, stack};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Worked out from the fixture files (see fixtures/README.md): duplicates
 /// apply once, the late older enter of user-10688 is stale, a member both
-/// added and removed in one Heap body ends removed, a drain changes nothing.
+/// added and removed in one Heap body ends removed, a drain changes nothing;
+/// a Segment exit newer than the entry wins and a non-audience event in a
+/// batch is skipped; a paged Mixpanel replace removes the one member in no
+/// page; a Standard Webhooks snapshot removes the members it does not list.
 fn expected() -> BTreeMap<&'static str, Vec<&'static str>> {
     BTreeMap::from([
         (
@@ -41,6 +45,18 @@ fn expected() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "lena.hoffmann@example.com",
                 "mateo.rossi@example.com",
             ],
+        ),
+        (
+            "mixpanel-1188",
+            vec!["mp-user-1", "mp-user-2", "mp-user-5", "mp-user-6"],
+        ),
+        (
+            "segment-aud_2fX8kLmVipQ3",
+            vec!["seg-user-2", "seg-user-3", "seg-user-4"],
+        ),
+        (
+            "standard-webhooks-beta-testers",
+            vec!["sw-user-1", "sw-user-4"],
         ),
         // fixtures/partner: one segment per built-in manifest (fixtures/README.md).
         (
@@ -95,13 +111,14 @@ integrations = ["*"]
 #[tokio::test]
 async fn replaying_the_fixtures_yields_the_expected_segments() {
     let (_redis, emu, mut cfg) = stack();
+    native::add_sources(&mut cfg);
     let token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token.path(), "fixture-partner-token").unwrap();
     cfg.sources.push_str(&partner_toml(token.path()));
-    let bridge = Bridge::start(&cfg).await;
+    let bridge = native::start(&cfg).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let results = cohort_bridge::replay::replay(
-        &cfg.settings(),
+        &native::settings(&cfg),
         &bridge.base,
         std::slice::from_ref(&root),
         None,
@@ -113,7 +130,7 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].file.ends_with("expected.json"));
     let results: Vec<_> = results.into_iter().filter(|r| r.status != 0).collect();
-    assert_eq!(results.len(), 14 + 14);
+    assert_eq!(results.len(), 14 + 14 + 11);
     for r in &results {
         // The partner endpoint answers 204, as LaunchDarkly does.
         let want = if r.source.starts_with("partner-") {
@@ -127,9 +144,23 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
         .iter()
         .filter(|r| r.body.contains("\"duplicate\":true"))
         .count();
-    assert_eq!(dup, 1, "exactly the retried delivery is a duplicate");
+    assert_eq!(
+        dup, 2,
+        "exactly the retried Amplitude and Segment deliveries are duplicates"
+    );
+    // Mixpanel is answered in its own envelope.
+    for r in results.iter().filter(|r| r.source == "mixpanel") {
+        assert!(r.body.contains("\"status\":\"success\""), "{}", r.body);
+    }
 
     let want = expected();
+    let file: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(include_str!("../../fixtures/expected.json")).unwrap();
+    let as_owned: BTreeMap<String, Vec<String>> = want
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.iter().map(|m| m.to_string()).collect()))
+        .collect();
+    assert_eq!(file, as_owned, "fixtures/expected.json says the same");
     let got = eventually(
         "LaunchDarkly matches the expected segments",
         Duration::from_secs(30),
@@ -157,7 +188,7 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
         },
     )
     .await;
-    assert_eq!(got.len(), 4 + 12);
+    assert_eq!(got.len(), 4 + 12 + 3);
     // The segments are named after the cohorts.
     let heap = emu
         .segment("default", "production", "heap-4417281")

@@ -352,6 +352,7 @@ impl Harness {
                     version_ms: i64::from(c.version),
                 })
                 .collect(),
+            snapshot: None,
         };
         let out = self
             .store

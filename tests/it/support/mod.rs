@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod emulator;
+pub mod native;
 pub mod process;
 pub mod redis;
 pub mod stream;

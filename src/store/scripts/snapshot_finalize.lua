@@ -1,0 +1,110 @@
+-- snapshot_finalize.lua: one chunk of a full snapshot's finalization.
+--
+-- Members of the cohort that are desired in, were in no page of the snapshot
+-- (not in the staging set) and whose version is not newer than the snapshot's
+-- start become desired out at the start version: a normal change (dirty sets,
+-- due index, outcomes), exactly as apply.lua would fold it. The HSCAN cursor
+-- lives in the pending entry ("<start>|<cursor>|<last worked ms>|<session>"),
+-- so any caller (the receiver that applied the last page, or a flusher
+-- resuming after a crash) continues where the last chunk stopped; a chunk
+-- applied twice changes nothing the second time. A flusher only takes over an
+-- entry nobody has worked on for ARGV[8] ms, so the receiver's answer counts
+-- every removal in the normal case.
+--
+-- KEYS[1] pending finalizations hash   KEYS[2] want hash
+-- KEYS[3] staging members set          KEYS[4] staging meta hash
+-- KEYS[5] cohort meta hash             KEYS[6] due sorted set of the partition
+-- KEYS[7..6+n] dirty set of each link
+-- ARGV[1] cohort ref "<source>:<cohort>"   ARGV[2] session the caller read from the entry
+-- ARGV[3] chunk size (HSCAN COUNT)   ARGV[4] now (ms)   ARGV[5] max delay (ms)
+-- ARGV[6] batch size   ARGV[7] staging TTL (ms)
+-- ARGV[8] minimum idle time (ms) of the entry before this caller takes it over (0: always)
+-- ARGV[9] n, the number of links
+-- ARGV[10..9+n] destination names   ARGV[10+n..9+2n] link ids
+-- Result: {status, removed, superseded, cancelled, unchanged}; status
+--   0 finished (entry and staging set removed) or no entry,
+--   1 more chunks to go,
+--   2 the entry belongs to another session now (re-read it and go on),
+--   3 abandoned: the staging expired before the end (entry removed, nothing changed),
+--   4 someone worked on the entry less than ARGV[8] ms ago: left to them.
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry then return {0, 0, 0, 0, 0} end
+local bar1 = string.find(entry, '|', 1, true)
+local bar2 = string.find(entry, '|', bar1 + 1, true)
+local bar3 = string.find(entry, '|', bar2 + 1, true)
+local start_text = string.sub(entry, 1, bar1 - 1)
+local cursor = string.sub(entry, bar1 + 1, bar2 - 1)
+local worked = tonumber(string.sub(entry, bar2 + 1, bar3 - 1))
+local session = string.sub(entry, bar3 + 1)
+if session ~= ARGV[2] then return {2, 0, 0, 0, 0} end
+if tonumber(ARGV[4]) - worked < tonumber(ARGV[8]) then return {4, 0, 0, 0, 0} end
+if redis.call('EXISTS', KEYS[4]) == 0
+   or (redis.call('HGET', KEYS[4], 'has_members') == '1' and redis.call('EXISTS', KEYS[3]) == 0) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return {3, 0, 0, 0, 0}
+end
+
+local start = tonumber(start_text)
+local now = tonumber(ARGV[4])
+local max_delay = tonumber(ARGV[5])
+local batch = tonumber(ARGV[6])
+local n = tonumber(ARGV[9])
+local slots = {}
+local width = tonumber(redis.call('HGET', KEYS[5], 'slots') or '0')
+for i = 1, n do
+  local field = 'slot:' .. ARGV[9 + i]
+  local s = redis.call('HGET', KEYS[5], field)
+  if not s then
+    s = width
+    width = width + 1
+    redis.call('HSET', KEYS[5], field, s, 'slots', width)
+  end
+  slots[i] = tonumber(s) + 1
+end
+
+local res = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', tonumber(ARGV[3]))
+local entries = res[2]
+local removed, superseded, cancelled, unchanged = 0, 0, 0, 0
+local touched = {}
+for e = 1, #entries, 2 do
+  local m = entries[e]
+  local version, pending, d, states = unpack_member(entries[e + 1])
+  if d == '1' and tonumber(version) <= start and redis.call('SISMEMBER', KEYS[3], m) == 0 then
+    removed = removed + 1
+    local dirty = false
+    for i = 1, n do
+      if needs_write(state_at(states, slots[i]), '0') then
+        redis.call('SADD', KEYS[6 + i], m)
+        dirty = true
+        touched[i] = true
+      else
+        redis.call('SREM', KEYS[6 + i], m)
+      end
+    end
+    if pending == '1' then superseded = superseded + 1 end
+    if dirty then
+      pending = '1'
+    else
+      if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
+      pending = '0'
+    end
+    redis.call('HSET', KEYS[2], m, pack_member(start_text, pending, '0', states))
+  end
+end
+for i = 1, n do
+  if touched[i] then
+    local at = now + max_delay
+    if redis.call('SCARD', KEYS[6 + i]) >= batch then at = now end
+    redis.call('ZADD', KEYS[6], 'LT', at, ARGV[9 + n + i])
+  end
+end
+
+if res[1] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  return {0, removed, superseded, cancelled, unchanged}
+end
+redis.call('HSET', KEYS[1], ARGV[1], start_text .. '|' .. res[1] .. '|' .. ARGV[4] .. '|' .. session)
+redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
+redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[7]))
+return {1, removed, superseded, cancelled, unchanged}

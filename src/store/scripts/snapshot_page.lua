@@ -1,0 +1,51 @@
+-- snapshot_page.lua: stages one page of a full snapshot, then falls through to
+-- apply.lua: the two run as ONE script, so a page is staged and applied
+-- atomically, and the session's last page records its pending finalization
+-- in the same step (durable before the receiver answers).
+--
+-- It takes its own arguments off the END of KEYS and ARGV, so that apply.lua
+-- (which follows) sees exactly its own layout:
+-- KEYS[#-2] staging members set   KEYS[#-1] staging meta hash
+-- KEYS[#]   pending finalizations hash of the partition
+-- ARGV[#-5] cohort ref "<source>:<cohort>"   ARGV[#-4] page   ARGV[#-3] total pages
+-- ARGV[#-2] start version (ms; kept from the session's first page)
+-- ARGV[#-1] staging TTL (ms)                  ARGV[#]   session id
+-- Staging meta fields: start, total, seen (distinct pages), page:<n>,
+-- has_members ('1' once a member was staged), done ('1' once every page arrived).
+-- A repeated page changes nothing here (page:<n> is set once); pages may
+-- arrive in any order. When the last missing page arrives: done = 1, and the
+-- pending finalization "<start>|0|<now>|<session>" is recorded (now is
+-- apply.lua's ARGV[1]: when the entry was last worked on).
+-- Result: apply.lua's.
+local snap_session = table.remove(ARGV)
+local snap_ttl = table.remove(ARGV)
+local snap_start = table.remove(ARGV)
+local snap_total = tonumber(table.remove(ARGV))
+local snap_page = table.remove(ARGV)
+local snap_ref = table.remove(ARGV)
+local snap_pending = table.remove(KEYS)
+local snap_meta = table.remove(KEYS)
+local snap_members = table.remove(KEYS)
+
+if redis.call('HGET', snap_meta, 'done') ~= '1' then
+  redis.call('HSETNX', snap_meta, 'start', snap_start)
+  redis.call('HSET', snap_meta, 'total', snap_total)
+  if redis.call('HSETNX', snap_meta, 'page:' .. snap_page, '1') == 1 then
+    redis.call('HINCRBY', snap_meta, 'seen', 1)
+  end
+  local links = tonumber(ARGV[7])
+  for j = 8 + 2 * links, #ARGV, 3 do
+    if ARGV[j + 2] == '1' then
+      redis.call('SADD', snap_members, ARGV[j])
+      redis.call('HSET', snap_meta, 'has_members', '1')
+    end
+  end
+  if tonumber(redis.call('HGET', snap_meta, 'seen')) >= snap_total then
+    redis.call('HSET', snap_meta, 'done', '1')
+    local start = redis.call('HGET', snap_meta, 'start')
+    redis.call('HSET', snap_pending, snap_ref, start .. '|0|' .. ARGV[1] .. '|' .. snap_session)
+  end
+  redis.call('PEXPIRE', snap_meta, snap_ttl)
+  redis.call('PEXPIRE', snap_members, snap_ttl)
+end
+

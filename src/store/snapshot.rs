@@ -1,0 +1,222 @@
+//! Full snapshots: "this is the whole cohort" (Mixpanel `members`, a
+//! Standard Webhooks body with `snapshot: true`).
+//!
+//! 1. Each page is applied like any push (its members are added at once) and,
+//!    in the same script (`snapshot_page.lua` + `apply.lua`), its members are
+//!    staged in a set per `(cohort, session)`, and the page is marked seen.
+//!    Pages may come in any order; a repeated page changes nothing; staging
+//!    expires `redis.snapshot_ttl_seconds` after the session's last activity,
+//!    so an abandoned or restarted session costs nothing.
+//! 2. The page that completes the session also records a **pending
+//!    finalization** for the cohort, in that same script: from then on the
+//!    removal is durable work, not a promise held in memory.
+//! 3. The finalization walks the cohort's want hash with `HSCAN`, one short
+//!    script per chunk (`snapshot_finalize.lua`), and turns every member that
+//!    is desired in, in no page, and not newer than the session's first page into
+//!    a normal desired-out change. Redis is never blocked for more than one
+//!    chunk. The receiver that applied the last page drives it to the end;
+//!    should the bridge die midway, any replica's flusher resumes the entry
+//!    (see [`Store::pending_snapshots`]) from the cursor stored in it, once
+//!    nobody has worked on it for a while (`flush::RESUME_ORPHANED_AFTER`).
+
+use super::scripts;
+use super::{int, ApplyOutcome, ApplyParams, LinkId, Store, StoreError};
+use crate::sources::Snapshot;
+use redis::ScriptInvocation;
+
+/// Members examined per finalization chunk (`HSCAN COUNT`).
+pub const CHUNK: usize = 500;
+
+/// What driving one cohort's pending finalization did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finalized {
+    /// The finalization ended (or none was pending).
+    pub finished: bool,
+    /// The staging expired before the end: nothing more was removed.
+    pub abandoned: bool,
+    /// The desired-out changes this caller made: `accepted` is every member removed.
+    pub outcome: ApplyOutcome,
+}
+
+impl Store {
+    /// Appends `snapshot_page.lua`'s trailing KEYS and ARGV to an apply invocation.
+    pub(super) fn stage_args(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        p: u16,
+        source: &str,
+        cohort: &str,
+        snap: &Snapshot,
+    ) {
+        let k = &self.keys;
+        inv.key(k.snapshot_members(p, source, cohort, &snap.session))
+            .key(k.snapshot_meta(p, source, cohort, &snap.session))
+            .key(k.snapshot_pending(p))
+            .arg(format!("{source}:{cohort}"))
+            .arg(snap.page)
+            .arg(snap.total_pages)
+            .arg(snap.version_ms)
+            .arg(self.snapshot_ttl_ms)
+            .arg(&snap.session);
+    }
+
+    /// The session of the cohort's pending finalization, if any.
+    async fn pending_session(
+        &self,
+        p: u16,
+        source: &str,
+        cohort: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let entry: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.snapshot_pending(p))
+            .arg(format!("{source}:{cohort}"))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(entry.and_then(|e| e.splitn(4, '|').nth(3).map(str::to_string)))
+    }
+
+    /// Works off the cohort's pending finalization, a chunk at a time, up to
+    /// `max_chunks` chunks (`None`: to the end). With `orphaned_after` set,
+    /// only an entry nobody has worked on for that long is taken over (a
+    /// flusher resuming after a crash). Safe to run from several callers at
+    /// once: each chunk continues from the cursor stored in Redis.
+    pub async fn finalize_snapshot(
+        &self,
+        source: &str,
+        destinations: &[String],
+        cohort: &str,
+        params: ApplyParams,
+        max_chunks: Option<usize>,
+        orphaned_after: Option<std::time::Duration>,
+    ) -> Result<Finalized, StoreError> {
+        let k = &self.keys;
+        let p = k.partition(source, cohort);
+        let links: Vec<LinkId> = destinations
+            .iter()
+            .map(|d| LinkId {
+                destination: d.clone(),
+                source: source.into(),
+                cohort: cohort.into(),
+            })
+            .collect();
+        let mut done = Finalized::default();
+        let mut chunks = 0;
+        let Some(mut session) = self.pending_session(p, source, cohort).await? else {
+            done.finished = true;
+            return Ok(done);
+        };
+        loop {
+            if max_chunks.is_some_and(|m| chunks >= m) {
+                return Ok(done);
+            }
+            // Only the first chunk checks that the entry is orphaned: later
+            // ones find it freshly worked on by this very caller.
+            let min_idle = match orphaned_after {
+                Some(d) if chunks == 0 => d.as_millis() as u64,
+                _ => 0,
+            };
+            chunks += 1;
+            let mut inv = scripts::SNAPSHOT_FINALIZE.prepare_invoke();
+            inv.key(k.snapshot_pending(p))
+                .key(k.want(p, source, cohort))
+                .key(k.snapshot_members(p, source, cohort, &session))
+                .key(k.snapshot_meta(p, source, cohort, &session))
+                .key(k.cohort_meta(p, source, cohort))
+                .key(k.due(p));
+            for l in &links {
+                inv.key(k.dirty(p, l));
+            }
+            inv.arg(format!("{source}:{cohort}"))
+                .arg(&session)
+                .arg(CHUNK)
+                .arg(crate::clock::now_ms().max(params.now_ms))
+                .arg(params.max_delay_ms)
+                .arg(params.batch)
+                .arg(self.snapshot_ttl_ms)
+                .arg(min_idle)
+                .arg(links.len());
+            for d in destinations {
+                inv.arg(d);
+            }
+            for l in &links {
+                inv.arg(l.to_string());
+            }
+            let reply: Vec<redis::Value> = inv.invoke_async(&mut self.conn()).await?;
+            let n: Vec<i64> = reply.iter().map(int).collect::<Result<_, _>>()?;
+            let [status, removed, superseded, cancelled, unchanged] = n[..] else {
+                return Err(StoreError::Reply(format!(
+                    "snapshot_finalize returned {n:?}"
+                )));
+            };
+            let o = &mut done.outcome;
+            o.accepted += removed as u64;
+            o.superseded += superseded as u64;
+            o.cancelled += cancelled as u64;
+            o.unchanged += unchanged as u64;
+            match status {
+                0 => {
+                    done.finished = true;
+                    return Ok(done);
+                }
+                1 => {}
+                2 => match self.pending_session(p, source, cohort).await? {
+                    Some(s) => session = s,
+                    None => {
+                        done.finished = true;
+                        return Ok(done);
+                    }
+                },
+                3 => {
+                    done.finished = true;
+                    done.abandoned = true;
+                    return Ok(done);
+                }
+                4 => return Ok(done),
+                other => {
+                    return Err(StoreError::Reply(format!(
+                        "snapshot_finalize returned status {other}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Whether every page of the session has arrived (staging meta `done`).
+    pub async fn snapshot_complete(
+        &self,
+        source: &str,
+        cohort: &str,
+        session: &str,
+    ) -> Result<bool, StoreError> {
+        let p = self.keys.partition(source, cohort);
+        let done: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.snapshot_meta(p, source, cohort, session))
+            .arg("done")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(done.as_deref() == Some("1"))
+    }
+
+    /// Every `(source, cohort)` with a pending finalization in the partitions.
+    pub async fn pending_snapshots(
+        &self,
+        partitions: &[u16],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &p in partitions {
+            pipe.cmd("HKEYS").arg(self.keys.snapshot_pending(p));
+        }
+        let replies: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(replies
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                r.split_once(':')
+                    .map(|(s, c)| (s.to_string(), c.to_string()))
+            })
+            .collect())
+    }
+}
