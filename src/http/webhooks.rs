@@ -174,6 +174,14 @@ async fn handle(
         note: parsed.note,
         ..Summary::default()
     };
+    for (cohort, name) in &parsed.arm_snapshot {
+        state
+            .store
+            .arm_snapshot(&source.id, cohort, name.as_deref(), now)
+            .await
+            .map_err(ApiError::Unavailable)?;
+        tracing::info!(source = %source.id, cohort = %cohort, "Cohort armed: its next full sync replaces its membership.");
+    }
     for push in &parsed.pushes {
         let out = state
             .store
@@ -210,17 +218,21 @@ async fn handle(
             if fin.abandoned {
                 tracing::warn!(source = %source.id, cohort = %push.cohort_id, "Snapshot staging expired before its finalization ended; no further members were removed.");
             }
-            summary.snapshot = Some(SnapshotSummary {
-                session: snap.session.clone(),
-                page: snap.page,
-                total_pages: snap.total_pages,
-                complete: state
-                    .store
-                    .snapshot_complete(&source.id, &push.cohort_id, &snap.session)
-                    .await
-                    .map_err(ApiError::Unavailable)?,
-                removed: removed.accepted,
-            });
+            let complete = state
+                .store
+                .snapshot_complete(&source.id, &push.cohort_id, &snap.session)
+                .await
+                .map_err(ApiError::Unavailable)?;
+            // A Heap sync is only a snapshot after a drain armed its segment.
+            if complete.is_some() || !snap.armed_only {
+                summary.snapshot = Some(SnapshotSummary {
+                    session: snap.session.clone(),
+                    page: snap.page,
+                    total_pages: snap.total_pages,
+                    complete: complete.unwrap_or(false),
+                    removed: removed.accepted,
+                });
+            }
         }
     }
     if !summary.duplicate {

@@ -84,6 +84,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         }],
         skipped_without_key: skipped,
         note: None,
+        arm_snapshot: Vec::new(),
     })
 }
 

@@ -5,11 +5,13 @@
 //! changes. Like Heap's reference handler, adds are applied before removes,
 //! so a member in both lists ends up removed.
 //!
-//! The legacy `segment.users.drain` action ("this segment is out of sync") is
-//! acknowledged with 200 and changes nothing: membership stays as the bridge
-//! knows it until Heap's next sync; an operator can force a rewrite with a resync.
+//! The legacy `segment.users.drain` action ("this segment is out of sync")
+//! arms the segment: Heap's next full sync (the next `sync_task_id` whose page
+//! 1 arrives) is staged as a full snapshot, and once all its pages are in,
+//! members it did not list are removed (`store::snapshot`). Until then nothing
+//! changes. Without a drain, syncs are diffs and remove only what they list.
 
-use super::{collect_changes, ParseError, Parsed, Push};
+use super::{collect_changes, ParseError, Parsed, Push, Snapshot};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -39,11 +41,21 @@ struct Segment {
 #[derive(Deserialize)]
 struct SyncInfo {
     page_number: Option<u64>,
+    total_pages: Option<u64>,
     sync_task_id: Option<String>,
 }
 
 pub const DRAIN_NOTE: &str =
-    "segment.users.drain acknowledged: membership is unchanged until Heap's next sync";
+    "segment.users.drain acknowledged: Heap's next full sync of this segment replaces its membership";
+
+/// Heap segment ids are int64; a non-empty string is accepted too.
+fn segment_id(id: Option<Value>) -> Result<String, ParseError> {
+    match id {
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        _ => Err(ParseError("data.segment.id is missing or not an id".into())),
+    }
+}
 
 pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
     let body: Body = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
@@ -51,10 +63,15 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     match action {
         "segment.users.sync" => {}
         "segment.users.drain" => {
+            let segment = body
+                .data
+                .and_then(|d| d.segment)
+                .ok_or_else(|| ParseError("data.segment is missing".into()))?;
             return Ok(Parsed {
+                arm_snapshot: vec![(segment_id(segment.id)?, segment.name)],
                 note: Some(DRAIN_NOTE),
                 ..Parsed::default()
-            })
+            });
         }
         other => {
             return Err(ParseError(format!(
@@ -68,18 +85,37 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     let segment = data
         .segment
         .ok_or_else(|| ParseError("data.segment is missing".into()))?;
-    let cohort_id = match segment.id {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) if !s.trim().is_empty() => s,
-        _ => return Err(ParseError("data.segment.id is missing or not an id".into())),
-    };
+    let cohort_id = segment_id(segment.id)?;
     let version_ms = verified.signed_at_ms().unwrap_or(now_ms);
     let delivery_id = match &data.sync_info {
         Some(SyncInfo {
             sync_task_id: Some(task),
             page_number,
+            ..
         }) => Some(format!("{task}:{}", page_number.unwrap_or(1))),
         _ => body.id_token.clone(),
+    };
+    // Every paged sync may be the full sync a drain asked for: the store
+    // stages it only if the segment was armed by a drain (`armed_only`).
+    let snapshot = match &data.sync_info {
+        Some(SyncInfo {
+            sync_task_id: Some(task),
+            page_number,
+            total_pages,
+        }) => {
+            let page = page_number.unwrap_or(1).max(1);
+            let total = total_pages.unwrap_or(1).max(page);
+            Some(Snapshot {
+                session: task.clone(),
+                page: u32::try_from(page)
+                    .map_err(|_| ParseError("data.sync_info.page_number is too large".into()))?,
+                total_pages: u32::try_from(total)
+                    .map_err(|_| ParseError("data.sync_info.total_pages is too large".into()))?,
+                version_ms,
+                armed_only: true,
+            })
+        }
+        _ => None,
     };
     let (adds, removes) = (
         data.add.unwrap_or_default(),
@@ -103,9 +139,10 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             cohort_name: segment.name,
             delivery_id,
             changes,
-            snapshot: None,
+            snapshot,
         }],
         skipped_without_key: skipped,
         note: None,
+        arm_snapshot: Vec::new(),
     })
 }

@@ -402,6 +402,7 @@ impl Manifest {
                 pushes,
                 skipped_without_key: skipped,
                 note: None,
+                arm_snapshot: Vec::new(),
             },
         })
     }

@@ -162,6 +162,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             page,
             total_pages: total,
             version_ms: now_ms,
+            armed_only: false,
         })
     } else {
         None
@@ -177,6 +178,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         }],
         skipped_without_key: skipped,
         note: None,
+        arm_snapshot: Vec::new(),
     })
 }
 
@@ -224,7 +226,8 @@ mod tests {
                 session: "sess-1".into(),
                 page: 2,
                 total_pages: 3,
-                version_ms: 99
+                version_ms: 99,
+                armed_only: false,
             })
         );
         let p = run("email", &body("add_members", 1, 1, &["a"])).unwrap();

@@ -129,12 +129,20 @@ pub struct Snapshot {
     /// arrive fixes its start: members not in any page and not newer than
     /// the start are removed, at the start version.
     pub version_ms: i64,
+    /// Stage this session only if the cohort was armed for a replace (Heap's
+    /// `segment.users.drain`: "the next full sync replaces membership"): the
+    /// first page 1 after the arming adopts its session; otherwise the pages
+    /// are applied as plain changes.
+    pub armed_only: bool,
 }
 
 /// What one request carried.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
     pub pushes: Vec<Push>,
+    /// Cohorts whose next full sync replaces their membership (see
+    /// [`Snapshot::armed_only`]), with the cohort's name if known.
+    pub arm_snapshot: Vec<(String, Option<String>)>,
     /// Members without the configured key field: counted, not stored.
     pub skipped_without_key: u64,
     /// Set when the request was understood but carries nothing to apply.

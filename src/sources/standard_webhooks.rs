@@ -178,6 +178,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             page: 1,
             total_pages: 1,
             version_ms,
+            armed_only: false,
         })
     } else {
         None
@@ -192,6 +193,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         }],
         skipped_without_key: skipped,
         note: None,
+        arm_snapshot: Vec::new(),
     })
 }
 

@@ -57,7 +57,37 @@ impl Store {
             .arg(snap.total_pages)
             .arg(snap.version_ms)
             .arg(self.snapshot_ttl_ms)
-            .arg(&snap.session);
+            .arg(&snap.session)
+            .arg(if snap.armed_only { "1" } else { "0" });
+    }
+
+    /// Arms a cohort: its next full sync (the next session whose page 1
+    /// arrives, see `Snapshot::armed_only`) replaces its membership.
+    pub async fn arm_snapshot(
+        &self,
+        source: &str,
+        cohort: &str,
+        name: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let p = self.keys.partition(source, cohort);
+        let meta = self.keys.cohort_meta(p, source, cohort);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&meta)
+            .arg("snapshot_armed")
+            .arg(now_ms)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&meta)
+            .arg("snapshot_session")
+            .ignore();
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            pipe.cmd("HSET").arg(&meta).arg("name").arg(n).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     /// The session of the cohort's pending finalization, if any.
@@ -181,20 +211,25 @@ impl Store {
         }
     }
 
-    /// Whether every page of the session has arrived (staging meta `done`).
+    /// Whether every page of the session has arrived (staging meta `done`);
+    /// `None` when the session is not staged (an unarmed Heap sync, or
+    /// staging that expired).
     pub async fn snapshot_complete(
         &self,
         source: &str,
         cohort: &str,
         session: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         let p = self.keys.partition(source, cohort);
-        let done: Option<String> = redis::cmd("HGET")
+        let (exists, done): (bool, Option<String>) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(self.keys.snapshot_meta(p, source, cohort, session))
+            .cmd("HGET")
             .arg(self.keys.snapshot_meta(p, source, cohort, session))
             .arg("done")
             .query_async(&mut self.conn())
             .await?;
-        Ok(done.as_deref() == Some("1"))
+        Ok(exists.then_some(done.as_deref() == Some("1")))
     }
 
     /// Every `(source, cohort)` with a pending finalization in the partitions.

@@ -8,6 +8,8 @@ use cohort_bridge::config::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+const WAIT: Duration = Duration::from_secs(20);
+
 /// Keys that hold pushed data (leases and the replica registry are the flusher's own).
 fn data_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
     redis
@@ -298,16 +300,67 @@ async fn members_without_a_key_are_skipped_and_counted() {
 }
 
 #[tokio::test]
-async fn heap_drain_is_acknowledged_and_changes_nothing() {
-    let redis = RedisServer::start();
-    let cfg = TestConfig::new(&redis.url(), &nowhere());
+async fn a_heap_drain_makes_the_next_full_sync_replace_membership() {
+    let (_redis, emu, cfg) = crate::support::stack();
     let bridge = Bridge::start(&cfg).await;
-    let body = br#"{"action_type":"segment.users.drain","data":{"segment":{"id":7,"name":"S"}}}"#;
-    let (status, resp) = bridge.heap(body).await;
-    assert_eq!(status, 200, "{resp}");
-    assert!(resp["note"].as_str().unwrap().contains("drain"));
+    let members = || async {
+        let mut m = emu
+            .members("default", "production", "heap-7")
+            .await
+            .unwrap_or_default();
+        m.sort();
+        m
+    };
+    let wait_for = |want: &'static [&'static str]| {
+        let members = &members;
+        async move {
+            eventually(
+                &format!("LaunchDarkly holds {want:?}"),
+                WAIT,
+                || async move { (members().await == want).then_some(()) },
+            )
+            .await
+        }
+    };
+    let ok = |(status, resp): (u16, Value)| {
+        assert_eq!(status, 200, "{resp}");
+        resp
+    };
+    ok(bridge
+        .heap(&heap_body(7, "t1", 1, 1, &["a", "b", "c"], &[]))
+        .await);
+    wait_for(&["a", "b", "c"]).await;
+    // Without a drain a sync is a diff: it removes nothing it does not list.
+    ok(bridge.heap(&heap_body(7, "t2", 1, 2, &["d"], &[])).await);
+    ok(bridge.heap(&heap_body(7, "t2", 2, 2, &[], &[])).await);
+    wait_for(&["a", "b", "c", "d"]).await;
+
+    let drain = br#"{"action_type":"segment.users.drain","data":{"segment":{"id":7,"name":"S"}}}"#;
+    let resp = ok(bridge.heap(drain).await);
+    assert!(resp["note"].as_str().unwrap().contains("drain"), "{resp}");
     assert_eq!(resp["accepted"], 0);
-    assert!(data_keys(&redis, &cfg.prefix).is_empty());
+
+    // The next full sync: nothing is removed before its last page ...
+    let resp = ok(bridge
+        .heap(&heap_body(7, "t3", 1, 2, &["a", "e"], &[]))
+        .await);
+    assert_eq!(resp["snapshot"]["complete"], false, "{resp}");
+    wait_for(&["a", "b", "c", "d", "e"]).await;
+    // ... then every member it did not list leaves.
+    let resp = ok(bridge.heap(&heap_body(7, "t3", 2, 2, &["c"], &[])).await);
+    assert_eq!(resp["snapshot"]["complete"], true, "{resp}");
+    assert_eq!(resp["snapshot"]["removed"], 2, "b and d: {resp}");
+    wait_for(&["a", "c", "e"]).await;
+    // The arming is spent: the sync after it is a diff again.
+    let resp = ok(bridge.heap(&heap_body(7, "t4", 1, 1, &["f"], &[])).await);
+    assert!(resp.get("snapshot").is_none(), "{resp}");
+    wait_for(&["a", "c", "e", "f"]).await;
+
+    // A drain for a malformed segment is a 400 that stores nothing new.
+    let (status, resp) = bridge
+        .heap(br#"{"action_type":"segment.users.drain","data":{}}"#)
+        .await;
+    assert_eq!(status, 400, "{resp}");
     bridge.stop().await;
 }
 

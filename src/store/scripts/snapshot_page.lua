@@ -9,7 +9,12 @@
 -- KEYS[#]   pending finalizations hash of the partition
 -- ARGV[#-5] cohort ref "<source>:<cohort>"   ARGV[#-4] page   ARGV[#-3] total pages
 -- ARGV[#-2] start version (ms; kept from the session's first page)
--- ARGV[#-1] staging TTL (ms)                  ARGV[#]   session id
+-- ARGV[#-2] staging TTL (ms)                  ARGV[#-1] session id
+-- ARGV[#]   '1' to stage only if the cohort is armed (Heap drain), else '0'
+-- Armed cohorts: the cohort meta hash (apply.lua's KEYS[2]) holds
+-- snapshot_armed (when) and snapshot_session (the adopted session). A page 1
+-- of a session adopts it; pages of other sessions are applied unstaged. The
+-- arming ends when the adopted session has every page.
 -- Staging meta fields: start, total, seen (distinct pages), page:<n>,
 -- has_members ('1' once a member was staged), done ('1' once every page arrived).
 -- A repeated page changes nothing here (page:<n> is set once); pages may
@@ -17,6 +22,7 @@
 -- pending finalization "<start>|0|<now>|<session>" is recorded (now is
 -- apply.lua's ARGV[1]: when the entry was last worked on).
 -- Result: apply.lua's.
+local snap_armed_only = table.remove(ARGV) == '1'
 local snap_session = table.remove(ARGV)
 local snap_ttl = table.remove(ARGV)
 local snap_start = table.remove(ARGV)
@@ -27,7 +33,20 @@ local snap_pending = table.remove(KEYS)
 local snap_meta = table.remove(KEYS)
 local snap_members = table.remove(KEYS)
 
-if redis.call('HGET', snap_meta, 'done') ~= '1' then
+local stage = true
+if snap_armed_only then
+  if not redis.call('HGET', KEYS[2], 'snapshot_armed') then
+    stage = false
+  elseif redis.call('HGET', KEYS[2], 'snapshot_session') ~= snap_session then
+    if snap_page == '1' then
+      redis.call('HSET', KEYS[2], 'snapshot_session', snap_session)
+    else
+      stage = false
+    end
+  end
+end
+
+if stage and redis.call('HGET', snap_meta, 'done') ~= '1' then
   redis.call('HSETNX', snap_meta, 'start', snap_start)
   redis.call('HSET', snap_meta, 'total', snap_total)
   if redis.call('HSETNX', snap_meta, 'page:' .. snap_page, '1') == 1 then
@@ -44,6 +63,7 @@ if redis.call('HGET', snap_meta, 'done') ~= '1' then
     redis.call('HSET', snap_meta, 'done', '1')
     local start = redis.call('HGET', snap_meta, 'start')
     redis.call('HSET', snap_pending, snap_ref, start .. '|0|' .. ARGV[1] .. '|' .. snap_session)
+    if snap_armed_only then redis.call('HDEL', KEYS[2], 'snapshot_armed', 'snapshot_session') end
   end
   redis.call('PEXPIRE', snap_meta, snap_ttl)
   redis.call('PEXPIRE', snap_members, snap_ttl)
