@@ -512,6 +512,14 @@ impl Store {
             .await?)
     }
 
+    /// Members of one link waiting for LaunchDarkly (its dirty set's size).
+    pub async fn dirty_len(&self, p: u16, link: &LinkId) -> Result<u64, StoreError> {
+        Ok(redis::cmd("SCARD")
+            .arg(self.keys.dirty(p, link))
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
     /// Members of the link still waiting for LaunchDarkly, summed over due links.
     pub async fn backlog(&self, partitions: &[u16]) -> Result<u64, StoreError> {
         let mut total = 0;

@@ -6,6 +6,7 @@ mod support;
 mod binary;
 mod durability;
 mod emulator_api;
+mod fast_paths;
 mod fixtures;
 mod pipeline;
 mod receivers;
