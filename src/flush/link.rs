@@ -231,25 +231,47 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
         ctx.store.reschedule(p, &link, retry_at).await?;
         return Ok(Flushed::Deferred);
     }
+    let max = settings.launchdarkly.max_keys_per_request;
+    let margin = settings.request_timeout() + Duration::from_millis(500);
+    let claim = |ctx: Arc<super::Ctx>, link: LinkId| async move {
+        let hold_until = now_ms() + ctx.settings.lease_ttl.as_millis() as i64;
+        ctx.store
+            .claim(p, ctx.leases.token(), &link, max, hold_until)
+            .await
+    };
+    // A link whose changes all flipped back before its first flush costs
+    // LaunchDarkly nothing, not even the segment's creation. The claim checks
+    // emptiness atomically (and takes the link off the due set); in the rare
+    // case a push made it dirty meanwhile, its batch is the one sent below.
+    let created = meta.get("created").map(String::as_str) == Some("1");
+    let mut claimed = None;
+    if !created && ctx.store.dirty_len(p, &link).await? == 0 {
+        if !ctx.leases.valid_for(p, margin) {
+            return Ok(Flushed::Deferred);
+        }
+        match claim(ctx.clone(), link.clone()).await? {
+            Claim::LeaseLost => return Ok(Flushed::Deferred),
+            Claim::Empty => return Ok(Flushed::Written(0)),
+            Claim::Members(m) => claimed = Some(m),
+        }
+    }
     let target = match ensure_segment(&ctx, p, &link, &dest, &meta).await? {
         Ok(t) => t,
         Err(done) => return Ok(done),
     };
 
-    let max = settings.launchdarkly.max_keys_per_request;
-    let margin = settings.request_timeout() + Duration::from_millis(500);
-    if !ctx.leases.valid_for(p, margin) {
-        return Ok(Flushed::Deferred);
-    }
-    let hold_until = now_ms() + settings.lease_ttl.as_millis() as i64;
-    let members = match ctx
-        .store
-        .claim(p, ctx.leases.token(), &link, max, hold_until)
-        .await?
-    {
-        Claim::LeaseLost => return Ok(Flushed::Deferred),
-        Claim::Empty => return Ok(Flushed::Written(0)),
-        Claim::Members(m) => m,
+    let members = match claimed {
+        Some(m) => m,
+        None => {
+            if !ctx.leases.valid_for(p, margin) {
+                return Ok(Flushed::Deferred);
+            }
+            match claim(ctx.clone(), link.clone()).await? {
+                Claim::LeaseLost => return Ok(Flushed::Deferred),
+                Claim::Empty => return Ok(Flushed::Written(0)),
+                Claim::Members(m) => m,
+            }
+        }
     };
     let full = members.len() >= max;
     let mut written = 0;

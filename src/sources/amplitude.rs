@@ -5,20 +5,25 @@
 //! them). `message_id` de-duplicates retries; `computed_time` (epoch seconds,
 //! usually a string) orders changes.
 
-use super::{collect_changes, ParseError, Parsed, Push};
+use super::member::collect_changes_raw;
+use super::{ParseError, Parsed, Push};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 #[derive(Deserialize)]
-struct Body {
+struct Body<'a> {
     cohort_id: Option<Value>,
     cohort_name: Option<String>,
     in_cohort: Option<bool>,
     computed_time: Option<Value>,
     message_id: Option<String>,
-    users: Option<Vec<Value>>,
+    /// Left as raw text: only each user's key is read from it (see
+    /// [`collect_changes_raw`]), so no `Value` tree is built per user.
+    #[serde(borrow)]
+    users: Option<&'a RawValue>,
 }
 
 /// `"1767225600"`, `1767225600`, `"1767225600.25"` or milliseconds → ms.
@@ -47,7 +52,7 @@ fn id_text(v: &Value) -> Option<String> {
 }
 
 pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
-    let body: Body = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
+    let body: Body<'_> = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let cohort_id = body
         .cohort_id
         .as_ref()
@@ -65,15 +70,16 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             .ok_or_else(|| ParseError("computed_time is not an epoch time in seconds".into()))?,
     };
     let mut skipped = 0;
-    let mut changes = Vec::with_capacity(users.len());
-    collect_changes(
-        &users,
+    let mut changes = Vec::new();
+    collect_changes_raw(
+        users,
         &source.key_field,
         include,
         version_ms,
         &mut changes,
         &mut skipped,
-    );
+    )
+    .map_err(ParseError::json)?;
     Ok(Parsed {
         pushes: vec![Push {
             cohort_id,

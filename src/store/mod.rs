@@ -5,11 +5,13 @@
 //! [`StoreError`], which the HTTP layer answers with 503 and `Retry-After`.
 
 pub mod keys;
+mod member;
 mod operator;
 mod scripts;
 pub mod snapshot;
 
 pub use keys::{Keys, LinkId};
+pub use member::MemberValue;
 pub use operator::{DeadLetter, LinkStatus};
 
 use crate::config::RedisConfig;
@@ -532,6 +534,14 @@ impl Store {
         Ok(redis::cmd("HGET")
             .arg(self.keys.cohort_meta(p, source, cohort))
             .arg("name")
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Members of one link waiting for LaunchDarkly (its dirty set's size).
+    pub async fn dirty_len(&self, p: u16, link: &LinkId) -> Result<u64, StoreError> {
+        Ok(redis::cmd("SCARD")
+            .arg(self.keys.dirty(p, link))
             .query_async(&mut self.conn())
             .await?)
     }

@@ -85,7 +85,7 @@ pub(crate) async fn unsettled(redis: &RedisServer, prefix: &str) -> (u64, u64) {
             .expect("HVALS");
         pending += values
             .iter()
-            .filter(|v| v.split_once('|').is_some_and(|(_, r)| r.starts_with('1')))
+            .filter(|v| cohort_bridge::store::MemberValue::parse(v).is_some_and(|m| m.pending))
             .count() as u64;
     }
     (dirty, pending)

@@ -8,6 +8,7 @@ mod binary;
 mod crash;
 mod durability;
 mod emulator_api;
+mod fast_paths;
 mod faults;
 mod fixtures;
 mod mixpanel;

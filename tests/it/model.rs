@@ -222,7 +222,7 @@ fn params() -> ApplyParams {
     }
 }
 
-/// A decoded want-hash value `<version>|<pending><desired><states>`.
+/// A decoded want-hash value (`store::MemberValue`).
 #[derive(Debug)]
 struct Member {
     version: i64,
@@ -233,15 +233,12 @@ struct Member {
 
 impl Member {
     fn parse(v: &str) -> Option<Member> {
-        let (version, rest) = v.split_once('|')?;
-        let mut chars = rest.chars();
-        let pending = chars.next()?;
-        let desired = chars.next()?;
+        let m = cohort_bridge::store::MemberValue::parse(v)?;
         Some(Member {
-            version: version.parse().ok()?,
-            pending: pending == '1',
-            desired: desired == '1',
-            states: chars.collect(),
+            version: m.version_ms,
+            pending: m.pending,
+            desired: m.desired,
+            states: m.states,
         })
     }
 

@@ -430,7 +430,7 @@ async fn a_snapshot_finalized_over_several_chunks_removes_exactly_the_unlisted_m
         .unwrap();
     let desired_in: Vec<String> = want
         .iter()
-        .filter(|(_, v)| v.as_bytes()[v.find('|').unwrap() + 2] == b'1')
+        .filter(|(_, v)| cohort_bridge::store::MemberValue::parse(v).is_some_and(|m| m.desired))
         .map(|(m, _)| m.clone())
         .collect();
     assert_eq!(desired_in, kept);

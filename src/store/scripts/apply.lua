@@ -1,7 +1,8 @@
 -- apply.lua: fold one push of one cohort into Redis, atomically, in one round trip.
 --
--- Member values in the want hash are "<version>|<pending><desired><states>":
---   version  the change's order (ms, integer text)
+-- Member values in the want hash are "<version>!<pending><desired><states>":
+--   version  the change's order (ms, integer, base 36: 8 characters; values
+--            written by earlier releases as "<decimal ms>|..." are still read)
 --   pending  '1' while this member's last change still awaits a LaunchDarkly write
 --   desired  '1' in the segment, '0' out
 --   states   one char per link slot, what that link's LaunchDarkly has:
@@ -52,12 +53,40 @@ for i = 1, n do
 end
 local applied, stale, unchanged, superseded, cancelled = 0, 0, 0, 0, 0
 local touched = {}
-for j = 8 + 2 * n, #ARGV, 3 do
+-- Redis commands are batched (one HMGET, one HSET and one SADD/SREM per link
+-- for up to CHUNK members) rather than issued per member: a 1,000-member push
+-- costs a handful of calls instead of three thousand. `cur` holds each
+-- member's value as this push leaves it, so a member listed twice sees its
+-- first change, exactly as one command per member would.
+local CHUNK = 1000 -- well under Lua's unpack limit (LUAI_MAXCSTACK, 8000)
+local first = 8 + 2 * n
+local cur, pending_read = {}, {}
+local function read_chunk()
+  if #pending_read == 0 then return end
+  local vals = redis.call('HMGET', KEYS[1], unpack(pending_read))
+  for i = 1, #pending_read do cur[pending_read[i]] = vals[i] end
+  pending_read = {}
+end
+for j = first, #ARGV, 3 do
+  local m = ARGV[j]
+  if cur[m] == nil then
+    cur[m] = false
+    pending_read[#pending_read + 1] = m
+    if #pending_read == CHUNK then read_chunk() end
+  end
+end
+read_chunk()
+
+local order = {}      -- members written, in first-write order
+local written = {}    -- member -> true once in `order`
+local dirty_in = {}   -- per link: member -> true (SADD) / false (SREM), last decision wins
+for i = 1, n do dirty_in[i] = {} end
+for j = first, #ARGV, 3 do
   local m, vtext, d = ARGV[j], ARGV[j + 1], ARGV[j + 2]
-  local cur = redis.call('HGET', KEYS[1], m)
+  local v = cur[m]
   local pending, states, fresh = '0', '', true
-  if cur then
-    local version, p, _, st = unpack_member(cur)
+  if v then
+    local version, p, _, st = unpack_member(v)
     if tonumber(vtext) < tonumber(version) then
       fresh = false
     else
@@ -69,11 +98,11 @@ for j = 8 + 2 * n, #ARGV, 3 do
     local dirty = false
     for i = 1, n do
       if needs_write(state_at(states, slots[i]), d) then
-        redis.call('SADD', KEYS[5 + i], m)
+        dirty_in[i][m] = true
         dirty = true
         touched[i] = true
       else
-        redis.call('SREM', KEYS[5 + i], m)
+        dirty_in[i][m] = false
       end
     end
     if pending == '1' then superseded = superseded + 1 end
@@ -83,10 +112,37 @@ for j = 8 + 2 * n, #ARGV, 3 do
       if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
       pending = '0'
     end
-    redis.call('HSET', KEYS[1], m, pack_member(vtext, pending, d, states))
+    cur[m] = pack_member(vtext, pending, d, states)
+    if not written[m] then
+      written[m] = true
+      order[#order + 1] = m
+    end
   else
     stale = stale + 1
   end
+end
+
+-- Calls `cmd` on `key` with the items of `list`, 2 * CHUNK items per call
+-- (CHUNK field/value pairs for HSET).
+local function flush_list(cmd, key, list)
+  for s = 1, #list, 2 * CHUNK do
+    redis.call(cmd, key, unpack(list, s, math.min(s + 2 * CHUNK - 1, #list)))
+  end
+end
+local fv = {}
+for _, m in ipairs(order) do
+  fv[#fv + 1] = m
+  fv[#fv + 1] = cur[m]
+end
+flush_list('HSET', KEYS[1], fv)
+for i = 1, n do
+  local add, rem = {}, {}
+  for _, m in ipairs(order) do
+    local dec = dirty_in[i][m]
+    if dec == true then add[#add + 1] = m elseif dec == false then rem[#rem + 1] = m end
+  end
+  flush_list('SADD', KEYS[5 + i], add)
+  flush_list('SREM', KEYS[5 + i], rem)
 end
 
 -- A link is due max_delay after its first waiting change, or now once a full

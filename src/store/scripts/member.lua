@@ -1,16 +1,45 @@
 -- member.lua: helpers for a member's value in a cohort's want hash,
--- "<version>|<pending><desired><states>" (the format is described in apply.lua).
+-- "<version>!<pending><desired><states>" (the format is described in apply.lua).
 -- Prepended to every script that reads or writes members; defines no keys.
 
--- Splits a member value into version text, pending, desired and link states.
-local function unpack_member(v)
-  local bar = string.find(v, '|', 1, true)
-  return string.sub(v, 1, bar - 1), string.sub(v, bar + 1, bar + 1),
-         string.sub(v, bar + 2, bar + 2), string.sub(v, bar + 3)
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+
+local b36_memo = {}
+
+-- A non-negative integer in base 36 (8 characters for ms versions until
+-- 2059). Memoized: the members of one push usually share one version.
+local function to_b36(n)
+  local memo = b36_memo[n]
+  if memo then return memo end
+  local s, m = '', n
+  repeat
+    local r = m % 36
+    s = string.sub(B36, r + 1, r + 1) .. s
+    m = (m - r) / 36
+  until m == 0
+  b36_memo[n] = s
+  return s
 end
 
+-- Splits a member value into version (a number), pending, desired and link
+-- states. Reads both encodings: '!' after a base-36 version (written now),
+-- '|' after a decimal one (written by earlier releases, still valid).
+local function unpack_member(v)
+  local sep = string.find(v, '[!|]')
+  local base = (string.sub(v, sep, sep) == '!') and 36 or 10
+  return tonumber(string.sub(v, 1, sep - 1), base), string.sub(v, sep + 1, sep + 1),
+         string.sub(v, sep + 2, sep + 2), string.sub(v, sep + 3)
+end
+
+-- Packs a member value; `version` is a number (or its decimal text).
+-- Base 36 keeps a one-link value at 12 bytes, inside Redis's 16-byte
+-- allocation class; a negative or fractional version keeps the decimal form.
 local function pack_member(version, pending, desired, states)
-  return version .. '|' .. pending .. desired .. states
+  local n = tonumber(version)
+  if n >= 0 and n == math.floor(n) and n < 9007199254740992 then
+    return to_b36(n) .. '!' .. pending .. desired .. states
+  end
+  return tostring(version) .. '|' .. pending .. desired .. states
 end
 
 -- The state of 1-based slot `slot`; slots past the end read as 'o' (never sent).

@@ -283,9 +283,8 @@ pub async fn want(
             .await
             .expect("HGETALL");
         for (m, v) in all {
-            let (version, rest) = v.split_once('|').expect("packed member");
-            let desired = rest.as_bytes().get(1) == Some(&b'1');
-            out.insert(m, (version.parse().expect("version"), desired));
+            let v = cohort_bridge::store::MemberValue::parse(&v).expect("packed member");
+            out.insert(m, (v.version_ms, v.desired));
         }
     }
     out
