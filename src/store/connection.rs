@@ -11,13 +11,15 @@
 //!   commands of one partition (per-partition reads run concurrently instead);
 //! - `PING` and `SCRIPT LOAD` reach every primary (the client fans them out);
 //! - node-level questions (`CONFIG GET`, `CLUSTER INFO`) are asked of each
-//!   primary by [`Connection::each_primary`].
+//!   primary of the slot map by [`Connection::each_primary`], which also
+//!   names a primary that does not answer (the client's own fan-out skips
+//!   nodes it has no connection to).
 
 use crate::config::RedisConfig;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use std::time::Duration;
 
@@ -72,68 +74,58 @@ impl Connection {
     }
 
     /// Runs a node-level command on every primary (the one server when not
-    /// a cluster): `(node address, its reply or error)` per primary. A node
-    /// that cannot be reached at all fails the whole call.
+    /// a cluster): `(node, its reply or error)` per primary, a node that
+    /// cannot be reached included (with its error). The primaries are those of
+    /// the slot map a reachable node reports (`CLUSTER SLOTS`), named
+    /// `host:port (slots a-b)`.
     pub async fn each_primary(
         &mut self,
         cmd: Cmd,
     ) -> RedisResult<Vec<(String, RedisResult<Value>)>> {
-        match self {
+        let c = match self {
             Connection::Single(c) => {
                 let reply = cmd.query_async::<Value>(c).await;
-                Ok(vec![(String::from("redis"), reply)])
+                return Ok(vec![(String::from("redis"), reply)]);
             }
-            Connection::Cluster(c) => {
-                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                match c.route_command(cmd, routing).await? {
-                    Value::Map(entries) => Ok(entries
-                        .into_iter()
-                        .map(|(addr, v)| (node_name(&addr), server_error(v)))
-                        .collect()),
-                    other => Err(unexpected(&other)),
-                }
+            Connection::Cluster(c) => c,
+        };
+        let slots = cluster_slots(c).await?;
+        let asks = primaries(&slots).into_iter().map(|(host, port, ranges)| {
+            let mut c = c.clone();
+            let cmd = cmd.clone();
+            async move {
+                let name = format!("{host}:{port} (slots {ranges})");
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                (
+                    name,
+                    c.route_command(cmd, routing).await.and_then(server_error),
+                )
             }
+        });
+        let replies = futures_util::future::join_all(asks).await;
+        if replies.is_empty() {
+            return Err(unexpected(&slots));
         }
+        Ok(replies)
     }
+}
 
-    /// Which primaries do not answer `PING`, with why: asked of the slot map
-    /// any reachable node reports (`CLUSTER SLOTS`). Empty when all answer
-    /// or when this is not a cluster.
-    pub async fn unreachable_primaries(&mut self) -> RedisResult<Vec<(String, String)>> {
-        let Connection::Cluster(c) = self else {
-            return Ok(Vec::new());
-        };
-        // A random node may be the unreachable one: ask a few times.
-        let mut slots = None;
-        let mut last = None;
-        for _ in 0..4 {
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-            match c
-                .route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), routing)
-                .await
-            {
-                Ok(v) => {
-                    slots = Some(v);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
+/// `CLUSTER SLOTS` from any node that answers (a random node may be one
+/// that is down: ask a few times).
+async fn cluster_slots(c: &mut ClusterConnection) -> RedisResult<Value> {
+    let mut last = None;
+    for _ in 0..4 {
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        match c
+            .route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), routing)
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
         }
-        let Some(slots) = slots else {
-            return Err(last.unwrap_or_else(|| unexpected(&Value::Nil)));
-        };
-        let mut out = Vec::new();
-        for (host, port, ranges) in primaries(&slots) {
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                host: host.clone(),
-                port,
-            });
-            if let Err(e) = c.route_command(redis::cmd("PING"), routing).await {
-                out.push((format!("{host}:{port} (slots {ranges})"), e.to_string()));
-            }
-        }
-        Ok(out)
     }
+    Err(last.unwrap_or_else(|| unexpected(&Value::Nil)))
 }
 
 /// The primaries of a `CLUSTER SLOTS` reply: host, port and their slot ranges.
@@ -170,14 +162,6 @@ fn primaries(reply: &Value) -> Vec<(String, u16, String)> {
         }
     }
     out
-}
-
-fn node_name(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        other => format!("{other:?}"),
-    }
 }
 
 fn server_error(v: Value) -> RedisResult<Value> {

@@ -677,32 +677,17 @@ impl Store {
     }
 }
 
-/// A cluster is ready when every primary answers and reports
-/// `cluster_state:ok` (with the default `cluster-require-full-coverage`, a
-/// cluster missing a node refuses every write). The error names the nodes.
+/// A cluster is ready when every primary of the slot map answers and
+/// reports `cluster_state:ok` (with the default
+/// `cluster-require-full-coverage`, a cluster missing a node refuses every
+/// write). The error names each node that is not.
 async fn cluster_ready(c: &mut Connection) -> Result<(), StoreError> {
     let info = redis::cmd("CLUSTER").arg("INFO").clone();
-    let replies = match c.each_primary(info).await {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(match c.unreachable_primaries().await {
-                Ok(down) if !down.is_empty() => {
-                    let names: Vec<String> = down
-                        .into_iter()
-                        .map(|(node, why)| format!("{node}: {why}"))
-                        .collect();
-                    StoreError::Cluster(format!(
-                        "primary node(s) unreachable: {}",
-                        names.join("; ")
-                    ))
-                }
-                _ => StoreError::Redis(e),
-            })
-        }
-    };
     let mut bad = Vec::new();
-    for (node, reply) in replies {
-        match reply.and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into)) {
+    for (node, reply) in c.each_primary(info).await? {
+        let text = reply
+            .and_then(|v| redis::from_redis_value::<String>(v).map_err(redis::RedisError::from));
+        match text {
             Ok(text) => {
                 let state = text
                     .lines()
@@ -712,7 +697,7 @@ async fn cluster_ready(c: &mut Connection) -> Result<(), StoreError> {
                     bad.push(format!("{node} reports cluster_state:{state}"));
                 }
             }
-            Err(e) => bad.push(format!("{node}: {e}")),
+            Err(e) => bad.push(format!("{node} unreachable: {e}")),
         }
     }
     if bad.is_empty() {
