@@ -29,7 +29,7 @@ pub enum StoreError {
     #[error("unexpected reply from a script: {0}")]
     Reply(String),
     /// Redis Cluster answers, but not well enough to take writes.
-    #[error("redis cluster not ready: {0}")]
+    #[error("cluster not ready: {0}")]
     Cluster(String),
 }
 
