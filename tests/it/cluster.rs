@@ -2,8 +2,9 @@
 //! pushes for cohorts whose partitions live on every node, fan-out to two
 //! destinations, duplicates and stale changes, dead letters and redrive, a
 //! Mixpanel paged replace, the operator listing across all partitions, and
-//! readiness (200 when the cluster is whole, a 503 naming the node that is
-//! down, 200 again once it is back).
+//! readiness (200 when the cluster is whole, a 503 naming a primary whose
+//! `maxmemory-policy` can evict, a 503 naming the node that is down, 200
+//! again once it is back).
 
 use crate::support::bridge::{amplitude_body, OPERATOR_TOKEN};
 use crate::support::cluster::RedisCluster;
@@ -252,6 +253,28 @@ async fn dead_letters_redrive_and_a_paged_mixpanel_replace_work_on_a_cluster() {
 async fn readiness_names_the_cluster_node_that_is_down_and_recovers() {
     let (mut cluster, _emu, cfg) = cluster_stack();
     let bridge = Bridge::start(&cfg).await;
+    let (status, body) = bridge.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    // One primary that may evict keys is enough to refuse readiness.
+    let evicting = cluster.nodes[2].port;
+    let set_policy = |policy: &str| {
+        let mut c = cluster.nodes[2].client().get_connection().unwrap();
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query(&mut c)
+            .unwrap();
+    };
+    set_policy("allkeys-lru");
+    let (status, body) = bridge.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("allkeys-lru") && body.contains(&format!("127.0.0.1:{evicting}")),
+        "the reason names the policy and the node: {body}"
+    );
+    set_policy("noeviction");
     let (status, body) = bridge.get("/readyz").await;
     assert_eq!(status, 200, "{body}");
 
