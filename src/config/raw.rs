@@ -45,10 +45,17 @@ impl Default for ServerConfig {
 }
 
 /// `[redis]`: the system of record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// The Redis endpoint; with `cluster = true`, a seed node of the cluster.
     pub url: String,
+    /// `url` is a Redis Cluster node: discover the cluster from it and route
+    /// each command to the primary of its slot.
+    pub cluster: bool,
+    /// More seed nodes of the cluster (`cluster = true` only), tried when
+    /// `url` does not answer.
+    pub cluster_urls: Vec<String>,
     /// Prefix of every key; the hash tag of a partition is `{<prefix>:<p>}`.
     pub key_prefix: String,
     /// Number of partitions P. Fixed for the life of a deployment's data.
@@ -68,10 +75,36 @@ pub struct RedisConfig {
     pub snapshot_ttl_seconds: u64,
 }
 
+/// Passwords in the URLs are redacted.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::validate::redact_url;
+        let seeds: Vec<String> = self.cluster_urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("cluster", &self.cluster)
+            .field("cluster_urls", &seeds)
+            .field("key_prefix", &self.key_prefix)
+            .field("partitions", &self.partitions)
+            .field("dedupe_ttl_seconds", &self.dedupe_ttl_seconds)
+            .field(
+                "tombstone_retention_seconds",
+                &self.tombstone_retention_seconds,
+            )
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("refuse_evicting_policy", &self.refuse_evicting_policy)
+            .field("snapshot_ttl_seconds", &self.snapshot_ttl_seconds)
+            .finish()
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+            cluster_urls: Vec::new(),
             key_prefix: "cb".into(),
             partitions: 64,
             dedupe_ttl_seconds: 24 * 3600,

@@ -174,3 +174,52 @@ fn a_lease_shorter_than_the_request_timeout_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cluster_is_configured_by_seed_urls() {
+    let text = GOOD.replacen(
+        "url = \"redis://127.0.0.1:6379\"\n",
+        "url = \"redis://:seed-pass@127.0.0.1:7000\"\ncluster = true\ncluster_urls = [\"redis://127.0.0.1:7001\", \"redis://:seed-pass@127.0.0.1:7002\"]\n",
+        1,
+    );
+    let s = from_toml_str(&text, &secrets()).unwrap();
+    assert!(s.redis.cluster);
+    assert_eq!(s.redis.cluster_urls.len(), 2);
+    let debug = format!("{s:?}");
+    assert!(
+        !debug.contains("seed-pass"),
+        "a Redis password leaked: {debug}"
+    );
+    assert!(!from_toml_str(GOOD, &secrets()).unwrap().redis.cluster);
+}
+
+#[test]
+fn cluster_settings_are_validated_with_their_keys() {
+    let seeds_without_cluster = GOOD.replacen(
+        "url = \"redis://127.0.0.1:6379\"\n",
+        "url = \"redis://127.0.0.1:6379\"\ncluster_urls = [\"redis://127.0.0.1:7001\"]\n",
+        1,
+    );
+    let err = from_toml_str(&seeds_without_cluster, &secrets()).unwrap_err();
+    assert!(
+        err.problems
+            .iter()
+            .any(|(k, m)| k == "redis.cluster_urls" && m.contains("cluster = true")),
+        "{err}"
+    );
+    let bad_seeds = GOOD.replacen(
+        "url = \"redis://127.0.0.1:6379\"\n",
+        "url = \"unix:///tmp/redis.sock\"\ncluster = true\ncluster_urls = [\"redis://127.0.0.1:7001\", \"127.0.0.1:7002\"]\n",
+        1,
+    );
+    let err = from_toml_str(&bad_seeds, &secrets()).unwrap_err();
+    let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(keys.contains(&"redis.url"), "{err}");
+    assert!(keys.contains(&"redis.cluster_urls[1]"), "{err}");
+    assert!(!keys.contains(&"redis.cluster_urls[0]"), "{err}");
+    let err = from_toml_str("[redis]\ncluster = \"yes\"\n", &secrets()).unwrap_err();
+    assert!(
+        err.problems.iter().any(|(k, _)| k == "redis.cluster"),
+        "{err}"
+    );
+}

@@ -415,6 +415,7 @@ fn validate_redis(r: &RedisConfig, p: &mut Problems) {
             ),
         );
     }
+    validate_cluster(r, p);
     if r.key_prefix.is_empty()
         || !r
             .key_prefix
@@ -437,6 +438,33 @@ fn validate_redis(r: &RedisConfig, p: &mut Problems) {
     }
     if r.response_timeout_ms == 0 {
         p.add("redis.response_timeout_ms", "must be at least 1");
+    }
+}
+
+/// `redis.cluster` and `redis.cluster_urls`: every seed is a TCP node.
+fn validate_cluster(r: &RedisConfig, p: &mut Problems) {
+    if !r.cluster {
+        if !r.cluster_urls.is_empty() {
+            p.add(
+                "redis.cluster_urls",
+                "is only used with redis.cluster = true; set it, or remove cluster_urls",
+            );
+        }
+        return;
+    }
+    if r.url.starts_with("unix://") {
+        p.add(
+            "redis.url",
+            "a Redis Cluster is reached over TCP: with redis.cluster = true the url must be redis:// or rediss://",
+        );
+    }
+    for (i, u) in r.cluster_urls.iter().enumerate() {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            p.add(
+                format!("redis.cluster_urls[{i}]"),
+                format!("{:?} must start with redis:// or rediss://", redact_url(u)),
+            );
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! slot (see [`keys`]); every other call is a plain command. A Redis error is a
 //! [`StoreError`], which the HTTP layer answers with 503 and `Retry-After`.
 
+mod connection;
 pub mod keys;
 mod member;
 mod operator;
@@ -16,7 +17,8 @@ pub use operator::{DeadLetter, LinkStatus};
 
 use crate::config::RedisConfig;
 use crate::sources::Push;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use connection::Connection;
+use futures_util::future::try_join_all;
 use redis::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +30,9 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from a script: {0}")]
     Reply(String),
+    /// Redis Cluster answers, but not well enough to take writes.
+    #[error("cluster not ready: {0}")]
+    Cluster(String),
 }
 
 /// What one push did, change by change.
@@ -72,10 +77,11 @@ pub enum Ack {
     Done { written: u64, still_dirty: u64 },
 }
 
-/// The Redis-backed store. Cheap to clone (one multiplexed connection).
+/// The Redis-backed store. Cheap to clone (one multiplexed connection, to a
+/// single Redis or to every node of a Redis Cluster).
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     /// `redis.snapshot_ttl_seconds` in ms: how long snapshot staging waits.
     snapshot_ttl_ms: u64,
@@ -84,6 +90,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("cluster", &self.conn.is_cluster())
             .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
@@ -110,44 +117,61 @@ fn text(v: &Value) -> Result<String, StoreError> {
 
 impl Store {
     /// Connects lazily: the bridge starts (and reports not-ready) while Redis is down.
+    /// With `redis.cluster`, `redis.url` and `redis.cluster_urls` are seeds
+    /// of a Redis Cluster.
     pub fn connect(cfg: &RedisConfig) -> Result<Store, StoreError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
-            .set_response_timeout(Some(Duration::from_millis(cfg.response_timeout_ms)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Store {
-            conn,
+            conn: Connection::open(cfg)?,
             keys: Keys::new(&cfg.key_prefix, cfg.partitions),
             snapshot_ttl_ms: cfg.snapshot_ttl_seconds.saturating_mul(1000).max(1),
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.conn.clone()
     }
 
-    /// `PING` and `SCRIPT LOAD` of every script: what readiness needs.
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// `PING` (in a cluster: every primary reachable and reporting
+    /// `cluster_state:ok`) and `SCRIPT LOAD` of every script (in a cluster the
+    /// client sends it to every node): what readiness needs.
     pub async fn ready(&self) -> Result<(), StoreError> {
         let mut c = self.conn();
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        if c.is_cluster() {
+            cluster_ready(&mut c).await?;
+        } else {
+            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        }
         for s in scripts::all() {
             s.prepare_invoke().load_async(&mut c).await?;
         }
         Ok(())
     }
 
-    /// Redis's `maxmemory-policy`.
+    /// Redis's `maxmemory-policy`. In a cluster every primary is asked; the
+    /// first evicting policy found is returned with the node that has it.
     pub async fn eviction_policy(&self) -> Result<String, StoreError> {
         let mut c = self.conn();
-        let v: Vec<String> = redis::cmd("CONFIG")
+        let cmd = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
-            .query_async(&mut c)
-            .await?;
-        Ok(v.get(1).cloned().unwrap_or_default())
+            .clone();
+        let cluster = c.is_cluster();
+        let mut first = None;
+        for (node, reply) in c.each_primary(cmd).await? {
+            let v: Vec<String> =
+                redis::from_redis_value(reply?).map_err(redis::RedisError::from)?;
+            let policy = v.get(1).cloned().unwrap_or_default();
+            if cluster && crate::http::ops::evicts(&policy) {
+                return Ok(format!("{policy} (on cluster node {node})"));
+            }
+            first.get_or_insert(policy);
+        }
+        Ok(first.unwrap_or_default())
     }
 
     /// Applies one push (one cohort) to every link of the source, atomically.
@@ -292,9 +316,11 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for &p in partitions {
-            pipe.cmd("ZRANGE")
+        // One command per partition, concurrently on the multiplexed
+        // connection: in a cluster the partitions live on different nodes.
+        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&p| {
+            let mut c = self.conn();
+            let cmd = redis::cmd("ZRANGE")
                 .arg(self.keys.due(p))
                 .arg("-inf")
                 .arg(now_ms)
@@ -302,9 +328,11 @@ impl Store {
                 .arg("LIMIT")
                 .arg(0)
                 .arg(per_partition)
-                .arg("WITHSCORES");
-        }
-        let replies: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.conn()).await?;
+                .arg("WITHSCORES")
+                .clone();
+            async move { cmd.query_async(&mut c).await }
+        }))
+        .await?;
         let mut out = Vec::new();
         for (&p, links) in partitions.iter().zip(replies) {
             for (id, score) in links {
@@ -322,15 +350,17 @@ impl Store {
         if partitions.is_empty() {
             return Ok(None);
         }
-        let mut pipe = redis::pipe();
-        for &p in partitions {
-            pipe.cmd("ZRANGE")
+        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&p| {
+            let mut c = self.conn();
+            let cmd = redis::cmd("ZRANGE")
                 .arg(self.keys.due(p))
                 .arg(0)
                 .arg(0)
-                .arg("WITHSCORES");
-        }
-        let replies: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.conn()).await?;
+                .arg("WITHSCORES")
+                .clone();
+            async move { cmd.query_async(&mut c).await }
+        }))
+        .await?;
         Ok(replies.into_iter().flatten().map(|(_, s)| s as i64).min())
     }
 
@@ -654,5 +684,35 @@ impl Store {
             .arg(self.keys.cohorts(p))
             .query_async(&mut self.conn())
             .await?)
+    }
+}
+
+/// A cluster is ready when every primary of the slot map answers and
+/// reports `cluster_state:ok` (with the default
+/// `cluster-require-full-coverage`, a cluster missing a node refuses every
+/// write). The error names each node that is not.
+async fn cluster_ready(c: &mut Connection) -> Result<(), StoreError> {
+    let info = redis::cmd("CLUSTER").arg("INFO").clone();
+    let mut bad = Vec::new();
+    for (node, reply) in c.each_primary(info).await? {
+        let text = reply
+            .and_then(|v| redis::from_redis_value::<String>(v).map_err(redis::RedisError::from));
+        match text {
+            Ok(text) => {
+                let state = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("cluster_state:"))
+                    .unwrap_or("unknown");
+                if state != "ok" {
+                    bad.push(format!("{node} reports cluster_state:{state}"));
+                }
+            }
+            Err(e) => bad.push(format!("{node} unreachable: {e}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Cluster(bad.join("; ")))
     }
 }

@@ -22,6 +22,7 @@
 use super::scripts;
 use super::{int, ApplyOutcome, ApplyParams, LinkId, Store, StoreError};
 use crate::sources::Snapshot;
+use futures_util::future::try_join_all;
 use redis::ScriptInvocation;
 
 /// Members examined per finalization chunk (`HSCAN COUNT`).
@@ -240,11 +241,15 @@ impl Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for &p in partitions {
-            pipe.cmd("HKEYS").arg(self.keys.snapshot_pending(p));
-        }
-        let replies: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+        // One command per partition (in a cluster they live on different nodes).
+        let replies: Vec<Vec<String>> = try_join_all(partitions.iter().map(|&p| {
+            let mut c = self.conn();
+            let cmd = redis::cmd("HKEYS")
+                .arg(self.keys.snapshot_pending(p))
+                .clone();
+            async move { cmd.query_async(&mut c).await }
+        }))
+        .await?;
         Ok(replies
             .into_iter()
             .flatten()

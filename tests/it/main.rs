@@ -5,6 +5,7 @@ mod support;
 
 mod accounting;
 mod binary;
+mod cluster;
 mod crash;
 mod durability;
 mod emulator_api;
