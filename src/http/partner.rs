@@ -228,6 +228,8 @@ async fn handle(
         batch: settings.launchdarkly.max_keys_per_request,
     };
     let destinations = std::slice::from_ref(destination);
+    // The flusher polls every `flush.poll_interval_ms`; wake it only for a full batch.
+    let mut wake = false;
     for push in request
         .parsed
         .pushes
@@ -244,12 +246,15 @@ async fn handle(
         m::changes(&source_id, "unchanged", out.unchanged);
         m::changes(&source_id, "superseded", out.superseded);
         m::changes(&source_id, "cancelled", out.cancelled);
+        wake |= out.due_now;
     }
     m::changes(
         &source_id,
         "skipped_without_key",
         request.parsed.skipped_without_key,
     );
-    state.wake.notify_one();
+    if wake {
+        state.wake.notify_one();
+    }
     Ok(())
 }

@@ -182,6 +182,9 @@ async fn handle(
             .map_err(ApiError::Unavailable)?;
         tracing::info!(source = %source.id, cohort = %cohort, "Cohort armed: its next full sync replaces its membership.");
     }
+    // The flusher polls every `flush.poll_interval_ms`; wake it only when a
+    // link is due at once (a full batch, a snapshot's removals).
+    let mut wake = false;
     for push in &parsed.pushes {
         let out = state
             .store
@@ -196,7 +199,9 @@ async fn handle(
             m::changes(&source.id, "cancelled", out.cancelled);
         }
         summary.add(&out);
+        wake |= out.due_now;
         if let Some(snap) = &push.snapshot {
+            wake = true;
             // Also after a duplicate: a retried last page resumes a finalization cut short.
             let fin = state
                 .store
@@ -242,6 +247,8 @@ async fn handle(
             summary.skipped_without_key,
         );
     }
-    state.wake.notify_one();
+    if wake {
+        state.wake.notify_one();
+    }
     Ok(summary)
 }

@@ -50,6 +50,10 @@ pub struct ApplyOutcome {
     pub superseded: u64,
     /// Accepted changes that undid a pending change (a flip back): nothing to write.
     pub cancelled: u64,
+    /// A link became due at once (a full batch waits): wake the flusher.
+    /// Otherwise its next poll (`flush.poll_interval_ms`) finds the work.
+    #[serde(skip)]
+    pub due_now: bool,
 }
 
 /// Per-push settings the apply script needs.
@@ -250,10 +254,11 @@ impl Store {
                 unchanged: get(2),
                 superseded: get(3),
                 cancelled: get(4),
+                due_now: false,
             });
         }
         let n: Vec<i64> = reply.iter().map(int).collect::<Result<_, _>>()?;
-        if n.len() != 6 {
+        if n.len() != 7 {
             return Err(StoreError::Reply(format!("apply returned {n:?}")));
         }
         Ok(ApplyOutcome {
@@ -263,6 +268,7 @@ impl Store {
             unchanged: n[3] as u64,
             superseded: n[4] as u64,
             cancelled: n[5] as u64,
+            due_now: n[6] == 1,
         })
     }
 

@@ -22,7 +22,8 @@
 -- ARGV[6] cohort ref "<source>:<cohort>"   ARGV[7] n, the number of links
 -- ARGV[8..7+n] destination names   ARGV[8+n..7+2n] link ids
 -- ARGV[8+2n..] triples: member key, version, desired ('1'/'0')
--- Result: {0, applied, stale, unchanged, superseded, cancelled}
+-- Result: {0, applied, stale, unchanged, superseded, cancelled, due_now (1 if a
+--         link became due at once, 0 otherwise)}
 --      or {1, "<summary of the first delivery>"} for a duplicate delivery.
 local now = tonumber(ARGV[1])
 local seen_ttl = tonumber(ARGV[2])
@@ -34,22 +35,32 @@ if seen_ttl > 0 then
   local prev = redis.call('GET', KEYS[5])
   if prev then return {1, prev} end
 end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'name', ARGV[5]) end
-redis.call('SADD', KEYS[4], ARGV[6])
+-- One read of the cohort meta: its name, slot count and each link's slot.
+local fields = {'name', 'slots'}
+for i = 1, n do fields[2 + i] = 'slot:' .. ARGV[7 + i] end
+local meta = redis.call('HMGET', KEYS[2], unpack(fields))
+if ARGV[5] ~= '' and meta[1] ~= ARGV[5] then redis.call('HSET', KEYS[2], 'name', ARGV[5]) end
 
 -- Slots are assigned once per (cohort, destination) and never move, so a
--- config change that reorders destinations cannot misattribute states.
-local slots = {}
-local width = tonumber(redis.call('HGET', KEYS[2], 'slots') or '0')
+-- config change that reorders destinations cannot misattribute states. A
+-- cohort joins the partition's registry when it gets its first slot.
+local slots, assigned = {}, {}
+local width = tonumber(meta[2] or '0')
 for i = 1, n do
-  local field = 'slot:' .. ARGV[7 + i]
-  local s = redis.call('HGET', KEYS[2], field)
+  local s = meta[2 + i]
   if not s then
     s = width
     width = width + 1
-    redis.call('HSET', KEYS[2], field, s, 'slots', width)
+    assigned[#assigned + 1] = fields[2 + i]
+    assigned[#assigned + 1] = s
   end
   slots[i] = tonumber(s) + 1
+end
+if #assigned > 0 then
+  assigned[#assigned + 1] = 'slots'
+  assigned[#assigned + 1] = width
+  redis.call('HSET', KEYS[2], unpack(assigned))
+  redis.call('SADD', KEYS[4], ARGV[6])
 end
 local applied, stale, unchanged, superseded, cancelled = 0, 0, 0, 0, 0
 local touched = {}
@@ -147,10 +158,14 @@ end
 
 -- A link is due max_delay after its first waiting change, or now once a full
 -- batch waits. LT keeps an earlier due time (and lowers a claim's hold).
+local due_now = 0
 for i = 1, n do
   if touched[i] then
     local at = now + max_delay
-    if redis.call('SCARD', KEYS[5 + i]) >= batch then at = now end
+    if redis.call('SCARD', KEYS[5 + i]) >= batch then
+      at = now
+      due_now = 1
+    end
     redis.call('ZADD', KEYS[3], 'LT', at, ARGV[7 + n + i])
   end
 end
@@ -159,4 +174,4 @@ if seen_ttl > 0 then
   local summary = applied .. ',' .. stale .. ',' .. unchanged .. ',' .. superseded .. ',' .. cancelled
   redis.call('SET', KEYS[5], summary, 'PX', seen_ttl)
 end
-return {0, applied, stale, unchanged, superseded, cancelled}
+return {0, applied, stale, unchanged, superseded, cancelled, due_now}
