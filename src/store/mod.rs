@@ -233,10 +233,19 @@ impl Store {
         for l in &links {
             inv.arg(l.to_string());
         }
-        for c in &push.changes {
-            inv.arg(&c.key)
-                .arg(c.version_ms)
-                .arg(if c.include { "1" } else { "0" });
+        // Runs of changes sharing a version and a direction (see apply.lua):
+        // a push's changes usually form one or two runs, so each member costs
+        // one argument instead of three.
+        for run in push
+            .changes
+            .chunk_by(|a, b| a.version_ms == b.version_ms && a.include == b.include)
+        {
+            inv.arg(run[0].version_ms)
+                .arg(if run[0].include { "1" } else { "0" })
+                .arg(run.len());
+            for c in run {
+                inv.arg(&c.key);
+            }
         }
         if let Some(snap) = &push.snapshot {
             self.stage_args(&mut inv, p, source, cohort, snap);

@@ -21,7 +21,9 @@
 -- ARGV[5] cohort name ('' keeps the stored one)
 -- ARGV[6] cohort ref "<source>:<cohort>"   ARGV[7] n, the number of links
 -- ARGV[8..7+n] destination names   ARGV[8+n..7+2n] link ids
--- ARGV[8+2n..] triples: member key, version, desired ('1'/'0')
+-- ARGV[8+2n..] runs of changes sharing a version and a direction: version (ms),
+--              desired ('1'/'0'), count, then `count` member keys (a push of
+--              one direction at one time, the usual case, is one run)
 -- Result: {0, applied, stale, unchanged, superseded, cancelled, due_now (1 if a
 --         link became due at once, 0 otherwise)}
 --      or {1, "<summary of the first delivery>"} for a duplicate delivery.
@@ -78,12 +80,24 @@ local function read_chunk()
   for i = 1, #pending_read do cur[pending_read[i]] = vals[i] end
   pending_read = {}
 end
-for j = first, #ARGV, 3 do
-  local m = ARGV[j]
-  if cur[m] == nil then
-    cur[m] = false
-    pending_read[#pending_read + 1] = m
-    if #pending_read == CHUNK then read_chunk() end
+-- The runs: {first key index, last key index, version (number), desired}.
+local runs = {}
+do
+  local j = first
+  while j <= #ARGV do
+    local count = tonumber(ARGV[j + 2])
+    runs[#runs + 1] = {j + 3, j + 2 + count, tonumber(ARGV[j]), ARGV[j + 1]}
+    j = j + 3 + count
+  end
+end
+for _, run in ipairs(runs) do
+  for k = run[1], run[2] do
+    local m = ARGV[k]
+    if cur[m] == nil then
+      cur[m] = false
+      pending_read[#pending_read + 1] = m
+      if #pending_read == CHUNK then read_chunk() end
+    end
   end
 end
 read_chunk()
@@ -92,44 +106,47 @@ local order = {}      -- members written, in first-write order
 local written = {}    -- member -> true once in `order`
 local dirty_in = {}   -- per link: member -> true (SADD) / false (SREM), last decision wins
 for i = 1, n do dirty_in[i] = {} end
-for j = first, #ARGV, 3 do
-  local m, vtext, d = ARGV[j], ARGV[j + 1], ARGV[j + 2]
-  local v = cur[m]
-  local pending, states, fresh = '0', '', true
-  if v then
-    local version, p, _, st = unpack_member(v)
-    if tonumber(vtext) < tonumber(version) then
-      fresh = false
-    else
-      pending, states = p, st
-    end
-  end
-  if fresh then
-    applied = applied + 1
-    local dirty = false
-    for i = 1, n do
-      if needs_write(state_at(states, slots[i]), d) then
-        dirty_in[i][m] = true
-        dirty = true
-        touched[i] = true
+for _, run in ipairs(runs) do
+  local vnum, d = run[3], run[4]
+  for k = run[1], run[2] do
+    local m = ARGV[k]
+    local v = cur[m]
+    local pending, states, fresh = '0', '', true
+    if v then
+      local version, p, _, st = unpack_member(v)
+      if vnum < version then
+        fresh = false
       else
-        dirty_in[i][m] = false
+        pending, states = p, st
       end
     end
-    if pending == '1' then superseded = superseded + 1 end
-    if dirty then
-      pending = '1'
+    if fresh then
+      applied = applied + 1
+      local dirty = false
+      for i = 1, n do
+        if needs_write(state_at(states, slots[i]), d) then
+          dirty_in[i][m] = true
+          dirty = true
+          touched[i] = true
+        else
+          dirty_in[i][m] = false
+        end
+      end
+      if pending == '1' then superseded = superseded + 1 end
+      if dirty then
+        pending = '1'
+      else
+        if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
+        pending = '0'
+      end
+      cur[m] = pack_member(vnum, pending, d, states)
+      if not written[m] then
+        written[m] = true
+        order[#order + 1] = m
+      end
     else
-      if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
-      pending = '0'
+      stale = stale + 1
     end
-    cur[m] = pack_member(vtext, pending, d, states)
-    if not written[m] then
-      written[m] = true
-      order[#order + 1] = m
-    end
-  else
-    stale = stale + 1
   end
 end
 

@@ -53,11 +53,18 @@ if stage and redis.call('HGET', snap_meta, 'done') ~= '1' then
     redis.call('HINCRBY', snap_meta, 'seen', 1)
   end
   local links = tonumber(ARGV[7])
-  for j = 8 + 2 * links, #ARGV, 3 do
-    if ARGV[j + 2] == '1' then
-      redis.call('SADD', snap_members, ARGV[j])
+  -- apply.lua's runs: version, desired, count, then the keys; stage the adds,
+  -- a thousand per call.
+  local j = 8 + 2 * links
+  while j <= #ARGV do
+    local count = tonumber(ARGV[j + 2])
+    if ARGV[j + 1] == '1' and count > 0 then
+      for s = j + 3, j + 2 + count, 1000 do
+        redis.call('SADD', snap_members, unpack(ARGV, s, math.min(s + 999, j + 2 + count)))
+      end
       redis.call('HSET', snap_meta, 'has_members', '1')
     end
+    j = j + 3 + count
   end
   if tonumber(redis.call('HGET', snap_meta, 'seen')) >= snap_total then
     redis.call('HSET', snap_meta, 'done', '1')
