@@ -25,8 +25,8 @@ end
 -- states. Reads both encodings: '!' after a base-36 version (written now),
 -- '|' after a decimal one (written by earlier releases, still valid).
 local function unpack_member(v)
-  local sep = string.find(v, '[!|]')
-  local base = (string.sub(v, sep, sep) == '!') and 36 or 10
+  local sep, base = string.find(v, '!', 1, true), 36
+  if not sep then sep, base = string.find(v, '|', 1, true), 10 end
   return tonumber(string.sub(v, 1, sep - 1), base), string.sub(v, sep + 1, sep + 1),
          string.sub(v, sep + 2, sep + 2), string.sub(v, sep + 3)
 end
