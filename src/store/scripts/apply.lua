@@ -106,25 +106,34 @@ local order = {}      -- members written, in first-write order
 local written = {}    -- member -> true once in `order`
 local dirty_in = {}   -- per link: member -> true (SADD) / false (SREM), last decision wins
 for i = 1, n do dirty_in[i] = {} end
+-- The hot loop: the member helpers of member.lua are inlined here (a Lua
+-- function call per member per helper is a measurable share of a big push).
+local sub, find = string.sub, string.find
 for _, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
+  local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!" (or "<dec>|")
+  local want_state = (d == '1') and 'i' or 'o'
   for k = run[1], run[2] do
     local m = ARGV[k]
     local v = cur[m]
     local pending, states, fresh = '0', '', true
     if v then
-      local version, p, _, st = unpack_member(v)
-      if vnum < version then
+      local sep, base = find(v, '!', 1, true), 36
+      if not sep then sep, base = find(v, '|', 1, true), 10 end
+      if vnum < tonumber(sub(v, 1, sep - 1), base) then
         fresh = false
       else
-        pending, states = p, st
+        pending, states = sub(v, sep + 1, sep + 1), sub(v, sep + 3)
       end
     end
     if fresh then
       applied = applied + 1
       local dirty = false
       for i = 1, n do
-        if needs_write(state_at(states, slots[i]), d) then
+        local slot = slots[i]
+        local st = sub(states, slot, slot)
+        -- needs_write: unknown always, dead-lettered never, else differs.
+        if st == 'u' or (st ~= 'd' and st ~= want_state and not (st == '' and want_state == 'o')) then
           dirty_in[i][m] = true
           dirty = true
           touched[i] = true
@@ -139,7 +148,7 @@ for _, run in ipairs(runs) do
         if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
         pending = '0'
       end
-      cur[m] = pack_member(vnum, pending, d, states)
+      cur[m] = packed_version .. pending .. d .. states
       if not written[m] then
         written[m] = true
         order[#order + 1] = m
