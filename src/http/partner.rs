@@ -237,7 +237,7 @@ async fn handle(
         .filter(|p| !p.changes.is_empty())
     {
         let out = state
-            .store
+            .store_for(push.changes.len())
             .apply(&source_id, destinations, push, params)
             .await
             .map_err(PartnerError::Unavailable)?;

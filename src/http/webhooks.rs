@@ -187,7 +187,7 @@ async fn handle(
     let mut wake = false;
     for push in &parsed.pushes {
         let out = state
-            .store
+            .store_for(push.changes.len())
             .apply(&source.id, &source.destinations, push, params)
             .await
             .map_err(ApiError::Unavailable)?;
