@@ -7,31 +7,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn want_value(redis: &RedisServer, prefix: &str, member: &str) -> Option<String> {
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .ok()?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{prefix}:*}}:want:*"))
-        .query_async(&mut c)
-        .await
-        .ok()?;
-    for k in keys {
-        let v: Option<String> = redis::cmd("HGET")
-            .arg(&k)
-            .arg(member)
-            .query_async(&mut c)
-            .await
-            .ok()?;
-        if v.is_some() {
-            return v;
-        }
-    }
-    None
-}
-
 #[tokio::test]
 async fn an_acknowledged_push_survives_a_redis_crash_and_still_reaches_launchdarkly() {
     let mut redis = RedisServer::start(); // appendonly yes, appendfsync always
@@ -52,7 +27,7 @@ async fn an_acknowledged_push_survives_a_redis_crash_and_still_reaches_launchdar
     // Crash Redis right after the 2xx, before the flush is due.
     redis.restart();
     assert!(
-        want_value(&redis, &cfg.prefix, "durable-1").await.is_some(),
+        redis.want_value(&cfg.prefix, "durable-1").await.is_some(),
         "lost in the crash"
     );
     eventually(
@@ -99,7 +74,7 @@ async fn tombstones_reject_late_older_events_then_are_swept_after_retention() {
         .amplitude(&amplitude_body("tomb", true, now_s - 15, "t3", &["gone"]))
         .await;
     assert_eq!(late["stale"], 1, "{late}");
-    assert!(want_value(&redis, &cfg.prefix, "gone").await.is_some());
+    assert!(redis.want_value(&cfg.prefix, "gone").await.is_some());
     bridge.stop().await;
 
     // The same data under a 1 s retention: the tombstone (version 10 s old) is
@@ -112,14 +87,15 @@ async fn tombstones_reject_late_older_events_then_are_swept_after_retention() {
         .set("flush", "lease_ttl_ms", "4000");
     let bridge = Bridge::start(&short).await;
     eventually("the tombstone is swept", WAIT, || async {
-        want_value(&redis, &cfg.prefix, "gone")
+        redis
+            .want_value(&cfg.prefix, "gone")
             .await
             .is_none()
             .then_some(())
     })
     .await;
     assert!(
-        want_value(&redis, &cfg.prefix, "keeper").await.is_some(),
+        redis.want_value(&cfg.prefix, "keeper").await.is_some(),
         "a member still in was swept"
     );
     bridge.stop().await;

@@ -7,7 +7,7 @@
 
 use crate::accounting::{changes, unsettled};
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, stack, Bridge, Emulator, RedisServer};
+use crate::support::{eventually, stack, Bridge, Emulator};
 use serde_json::json;
 use std::time::Duration;
 
@@ -20,32 +20,6 @@ async fn converge(emu: &Emulator, key: &str, want: &[&str]) {
         (emu.members("default", "production", key).await.as_ref() == Some(&want)).then_some(())
     })
     .await;
-}
-
-/// The want-hash value of a member (`<version>|<pending><desired><states>`).
-async fn want_value(redis: &RedisServer, prefix: &str, member: &str) -> Option<String> {
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .ok()?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{prefix}:*}}:want:*"))
-        .query_async(&mut c)
-        .await
-        .ok()?;
-    for k in keys {
-        let v: Option<String> = redis::cmd("HGET")
-            .arg(&k)
-            .arg(member)
-            .query_async(&mut c)
-            .await
-            .ok()?;
-        if v.is_some() {
-            return v;
-        }
-    }
-    None
 }
 
 #[tokio::test]
@@ -139,7 +113,7 @@ async fn an_older_change_after_a_flushed_newer_one_is_stale_even_across_a_restar
         (unsettled(&redis, &cfg.prefix).await == (0, 0)).then_some(())
     })
     .await;
-    let tombstone = want_value(&redis, &cfg.prefix, "gone").await;
+    let tombstone = redis.want_value(&cfg.prefix, "gone").await;
     let expected = cohort_bridge::store::MemberValue {
         version_ms: (t + 100) * 1000,
         pending: false,
@@ -210,7 +184,8 @@ async fn an_older_change_after_a_flushed_newer_one_is_stale_even_across_a_restar
     );
     assert_eq!(changes(&bridge, "stale").await, 4);
     assert_eq!(
-        want_value(&redis, &cfg.prefix, "gone")
+        redis
+            .want_value(&cfg.prefix, "gone")
             .await
             .as_deref()
             .and_then(cohort_bridge::store::MemberValue::parse),

@@ -12,6 +12,33 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// The raw want-hash value of a member under key prefix `prefix`, from
+    /// whichever cohort holds it (decode it with `store::MemberValue`).
+    pub async fn want_value(&self, prefix: &str, member: &str) -> Option<String> {
+        let mut c = self
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{prefix}:*}}:want:*"))
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        for k in keys {
+            let v: Option<String> = redis::cmd("HGET")
+                .arg(&k)
+                .arg(member)
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            if v.is_some() {
+                return v;
+            }
+        }
+        None
+    }
+
     pub fn start() -> Self {
         Self::start_with(&[])
     }
