@@ -26,6 +26,8 @@ pub struct PartnerToken {
     pub secrets: Vec<Secret>,
     /// `None`: every integration (`["*"]`).
     pub integrations: Option<BTreeSet<String>>,
+    /// `None`: no limit.
+    pub requests_per_second: Option<f64>,
 }
 
 impl PartnerToken {
@@ -220,9 +222,18 @@ pub(super) fn validate(
                 );
             }
         }
+        if let Some(rps) = t.requests_per_second {
+            if !(rps.is_finite() && rps > 0.0) {
+                p.add(
+                    format!("{cfg_key}.requests_per_second"),
+                    format!("must be a positive number, got {rps}"),
+                );
+            }
+        }
         tokens.push(PartnerToken {
             secrets,
             integrations: (!all).then(|| t.integrations.iter().cloned().collect()),
+            requests_per_second: t.requests_per_second.filter(|r| r.is_finite() && *r > 0.0),
         });
     }
     if !tokens.is_empty() && environments.is_empty() {

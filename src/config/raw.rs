@@ -300,4 +300,8 @@ pub struct PartnerTokenConfig {
     pub secret_file: Option<OneOrMany>,
     /// Integration keys this token may post to; `["*"]` allows every one.
     pub integrations: Vec<String>,
+    /// Requests per second this token may make (unset: no limit); beyond it
+    /// the endpoint answers 429 with `X-Ratelimit-Reset`, as LaunchDarkly does.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
 }

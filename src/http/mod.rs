@@ -28,6 +28,8 @@ pub struct AppState {
     /// Redis through this worker's own connection, driven on the worker's
     /// thread: no hand-off between threads per round trip.
     pub worker_store: Store,
+    /// Per partner token rate limits (shared by every worker).
+    pub partner_limits: Arc<partner::PartnerLimits>,
     /// Wakes the flusher after a push.
     pub wake: Arc<Notify>,
     pub shutting_down: Arc<AtomicBool>,
@@ -84,6 +86,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let flag = shutting_down.clone();
+        let partner_limits = Arc::new(partner::PartnerLimits::new(&settings.partner.tokens));
         let shared_settings = settings.clone();
         let server = HttpServer::new(move || {
             // Runs on each worker thread: its own Redis connection is driven
@@ -95,6 +98,7 @@ impl Application {
                 settings: shared_settings.clone(),
                 store: store.clone(),
                 worker_store,
+                partner_limits: partner_limits.clone(),
                 wake: wake.clone(),
                 shutting_down: flag.clone(),
                 metrics: metrics.clone(),

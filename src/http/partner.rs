@@ -6,7 +6,8 @@
 //! learns nothing and uploads nothing; then the integration key (404) and
 //! whether the token may use it (403); the body is read up to
 //! `max_body_bytes` (413) and parsed by the integration's manifest (400);
-//! `environmentId` and the context kind pick the destination (400); the
+//! `environmentId` and the context kind pick the destination (400); a token
+//! past its `requests_per_second` gets 429 with `X-Ratelimit-Reset`; the
 //! changes are applied to Redis (503 with `Retry-After`). Only then 204: every
 //! accepted change is in Redis.
 //!
@@ -23,9 +24,12 @@ use crate::store::ApplyParams;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// Why a partner request was refused, with LaunchDarkly's codes.
@@ -43,6 +47,8 @@ pub enum PartnerError {
     TooLarge { limit: usize },
     #[error("the store is unavailable; retry later")]
     Unavailable(#[source] crate::store::StoreError),
+    #[error("this access token exceeded its rate limit; retry in {} ms", wait.as_millis())]
+    RateLimited { wait: Duration },
 }
 
 impl PartnerError {
@@ -54,6 +60,7 @@ impl PartnerError {
             PartnerError::Invalid(_) => "invalid_request",
             PartnerError::TooLarge { .. } => "payload_too_large",
             PartnerError::Unavailable(_) => "service_unavailable",
+            PartnerError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -63,6 +70,7 @@ impl PartnerError {
             PartnerError::Unauthorized | PartnerError::Forbidden(_) => "unauthorized",
             PartnerError::TooLarge { .. } => "too_large",
             PartnerError::Unavailable(_) => "unavailable",
+            PartnerError::RateLimited { .. } => "rate_limited",
             PartnerError::UnknownIntegration(_) | PartnerError::Invalid(_) => "invalid",
         }
     }
@@ -87,15 +95,52 @@ impl ResponseError for PartnerError {
             PartnerError::Invalid(_) => StatusCode::BAD_REQUEST,
             PartnerError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PartnerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PartnerError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, PartnerError::Unavailable(_)) {
-            resp.insert_header(("Retry-After", "5"));
+        match self {
+            PartnerError::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "5"));
+            }
+            PartnerError::RateLimited { wait } => {
+                let ms = wait.as_millis() as u64;
+                resp.insert_header(("Retry-After", ms.div_ceil(1000).max(1).to_string()));
+                resp.insert_header(("X-Ratelimit-Reset", (now_ms() + ms as i64).to_string()));
+            }
+            _ => {}
         }
         resp.json(json!({"code": self.code(), "message": self.to_string()}))
+    }
+}
+
+/// One governor limiter per configured token that has a `requests_per_second`.
+pub struct PartnerLimits(Vec<Option<DefaultDirectRateLimiter>>);
+
+impl PartnerLimits {
+    pub fn new(tokens: &[PartnerToken]) -> PartnerLimits {
+        PartnerLimits(
+            tokens
+                .iter()
+                .map(|t| {
+                    let rps = t.requests_per_second?;
+                    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))?;
+                    Some(RateLimiter::direct(quota))
+                })
+                .collect(),
+        )
+    }
+
+    /// Takes a token's permit; `Err(wait)` when it must wait that long.
+    fn check(&self, token: usize) -> Result<(), Duration> {
+        match self.0.get(token).and_then(Option::as_ref) {
+            None => Ok(()),
+            Some(l) => l
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
+        }
     }
 }
 
@@ -107,21 +152,24 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// The tokens whose secret the caller sent: `Authorization: <token>`, as
 /// LaunchDarkly takes it, or `Bearer <token>`. Every secret of every token is
 /// compared, in constant time, with no early exit.
-fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [PartnerToken]) -> Vec<&'a PartnerToken> {
+fn authenticate<'a>(
+    headers: &HeaderMap,
+    tokens: &'a [PartnerToken],
+) -> Vec<(usize, &'a PartnerToken)> {
     let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return Vec::new();
     };
     let value = value.trim();
     let stripped = value.strip_prefix("Bearer ").unwrap_or(value).trim();
     let mut matched = Vec::new();
-    for t in tokens {
+    for (i, t) in tokens.iter().enumerate() {
         let mut ok = false;
         for s in &t.secrets {
             ok |= ct_eq(value.as_bytes(), s.expose().as_bytes())
                 | ct_eq(stripped.as_bytes(), s.expose().as_bytes());
         }
         if ok {
-            matched.push(t);
+            matched.push((i, t));
         }
     }
     matched
@@ -179,9 +227,13 @@ async fn handle(
         return Err(PartnerError::Unauthorized);
     }
     let manifest = manifest.ok_or_else(|| PartnerError::UnknownIntegration(key.to_string()))?;
-    if !tokens.iter().any(|t| t.allows(key)) {
+    let Some((index, _)) = tokens.iter().find(|(_, t)| t.allows(key)) else {
         return Err(PartnerError::Forbidden(key.to_string()));
-    }
+    };
+    state
+        .partner_limits
+        .check(*index)
+        .map_err(|wait| PartnerError::RateLimited { wait })?;
     let settings = &state.settings;
     let body = read_body(req, payload, settings.server.max_body_bytes).await?;
     let now = now_ms();

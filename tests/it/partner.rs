@@ -595,6 +595,91 @@ async fn redis_down_is_503_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_token_past_its_rate_gets_429_with_the_reset_and_nothing_is_stored() {
+    let (redis, emu, mut cfg, files) = partner_stack("");
+    // A third token, limited to one request per 100 s: the second is refused.
+    std::fs::write(files.dir.path().join("limited"), "partner-token-limited\n").unwrap();
+    cfg.sources.push_str(&format!(
+        "\n[[partner.tokens]]\nsecret_file = {:?}\nintegrations = [\"rudderstack\"]\nrequests_per_second = 0.01\n",
+        files.path("limited")
+    ));
+    let bridge = Bridge::start(&cfg).await;
+    let body = |cohort: &str| {
+        serde_json::to_vec(
+            &json!({"environmentId": PROD, "cohortId": cohort, "cohortName": "n",
+            "contextKind": "user", "listData": {"add": [{"id": "m1"}]}}),
+        )
+        .unwrap()
+    };
+    let (status, v) = post(
+        &bridge,
+        "rudderstack",
+        &body("first"),
+        Some("partner-token-limited"),
+    )
+    .await;
+    assert_eq!(status, 204, "{v}");
+    let resp = bridge
+        .http
+        .post(format!(
+            "{}/api/v2/segment-targets/rudderstack",
+            bridge.base
+        ))
+        .header("Authorization", "partner-token-limited")
+        .body(body("second"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=100).contains(&retry), "Retry-After {retry}");
+    let reset: i64 = resp.headers()["x-ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        reset > cohort_bridge::clock::now_ms(),
+        "the reset is in the future"
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited", "{v}");
+    // Another token is not limited by it.
+    let (status, _) = post(&bridge, "rudderstack", &body("third"), Some(TOKEN_OLD)).await;
+    assert_eq!(status, 204);
+    eventually(
+        "the accepted cohorts reach LaunchDarkly",
+        Duration::from_secs(20),
+        || async {
+            let keys: Vec<String> = emu
+                .segments()
+                .await
+                .iter()
+                .filter_map(|s| s["key"].as_str().map(str::to_string))
+                .collect();
+            (keys.len() == 2).then_some(keys)
+        },
+    )
+    .await;
+    let stored: Vec<String> = redis
+        .keys(&cfg.prefix)
+        .into_iter()
+        .filter(|k| k.contains(":want:"))
+        .collect();
+    assert_eq!(
+        stored.len(),
+        2,
+        "the refused push stored nothing: {stored:?}"
+    );
+    assert!(stored.iter().all(|k| !k.ends_with(":second")), "{stored:?}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn a_manifest_from_manifest_dirs_works_without_a_rebuild() {
     let (_redis, emu, cfg, files) = partner_stack("");
     // A partner LaunchDarkly does not know: its own shape, arrayInclusion mode.
@@ -688,8 +773,13 @@ integrations = ["rudderstack", "no-such"]
 [[partner.tokens]]
 secret_env = "P_TOKEN"
 integrations = []
+requests_per_second = 0
 "#,
         "",
+    );
+    assert!(
+        has(&p, "partner.tokens[1].requests_per_second", "positive"),
+        "{p:?}"
     );
     assert!(
         has(
