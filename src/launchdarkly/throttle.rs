@@ -5,6 +5,10 @@
 //! governor limiter with `rate / replicas` and no burst), so the sum never
 //! exceeds the configured rate. Every attempt, retries included, takes a
 //! token. A 429's pause is kept locally and shared through Redis.
+//!
+//! Writers take tokens in the order they asked (a FIFO queue in front of the
+//! limiter): a link that just sent queues behind the links already waiting,
+//! so a big first sync cannot take every token from a small cohort's change.
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -19,6 +23,8 @@ pub struct Throttle {
     replicas: AtomicU64,
     limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
     pause_until_ms: AtomicI64,
+    /// Writers wait their turn here (tokio's mutex is first come, first served).
+    queue: tokio::sync::Mutex<()>,
 }
 
 fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
@@ -38,6 +44,7 @@ impl Throttle {
             replicas: AtomicU64::new(1),
             limiter: Mutex::new(limiter(requests_per_second)),
             pause_until_ms: AtomicI64::new(0),
+            queue: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -60,6 +67,7 @@ impl Throttle {
 
     /// Waits for any pause to end and for a token. Call before every attempt.
     pub async fn acquire(&self) {
+        let _turn = self.queue.lock().await;
         loop {
             let wait = self.paused_until() - now_ms();
             if wait > 0 {
@@ -93,6 +101,42 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn writers_get_tokens_in_the_order_they_asked() {
+        let t = Arc::new(Throttle::new(5.0)); // one token per 200 ms
+        t.acquire().await; // spend the first: the next ones wait
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let spawn = |name: &'static str| {
+            let (t, order) = (t.clone(), order.clone());
+            tokio::spawn(async move {
+                t.acquire().await;
+                order.lock().unwrap().push(name);
+            })
+        };
+        // "big" takes the turn and waits for the token; "small" queues behind
+        // it; then "big" asks again and must queue behind "small".
+        let big = spawn("big");
+        for _ in 0..1000 {
+            if t.queue.try_lock().is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            t.queue.try_lock().is_err(),
+            "the first writer holds the turn"
+        );
+        let small = spawn("small");
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // let "small" reach the queue
+        }
+        let big_again = spawn("big again");
+        for h in [big, small, big_again] {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["big", "small", "big again"]);
     }
 
     #[tokio::test]
