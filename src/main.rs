@@ -210,9 +210,3 @@ async fn wait_for_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
-
-/// mimalloc: the request path allocates many small, short-lived buffers
-/// (bodies, script arguments, replies); measured faster than glibc's malloc
-/// on one-member pushes (README, Performance).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
