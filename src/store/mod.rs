@@ -8,6 +8,7 @@ mod connection;
 pub mod keys;
 mod member;
 mod operator;
+mod replicas;
 mod scripts;
 pub mod snapshot;
 
@@ -21,7 +22,6 @@ use connection::Connection;
 use futures_util::future::try_join_all;
 use redis::Value;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// Redis could not be reached or answered an error.
 #[derive(Debug, thiserror::Error)]
@@ -279,46 +279,6 @@ impl Store {
             cancelled: n[5] as u64,
             due_now: n[6] == 1,
         })
-    }
-
-    /// `SET lease token NX PX ttl`; a lease that already holds the caller's
-    /// token is the caller's (renewed). That happens when the reply to an
-    /// earlier acquisition was lost (a Redis restart, a timeout): without this
-    /// the partition stayed unflushed until the lease expired.
-    pub async fn try_acquire_lease(
-        &self,
-        p: u16,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let r: Option<String> = redis::cmd("SET")
-            .arg(self.keys.lease(p))
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.conn())
-            .await?;
-        if r.is_some() {
-            return Ok(true);
-        }
-        self.renew_lease(p, token, ttl).await
-    }
-
-    /// Renews (ttl > 0) or releases (ttl = 0) a lease the caller holds.
-    pub async fn renew_lease(
-        &self,
-        p: u16,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let r: i64 = scripts::LEASE
-            .key(self.keys.lease(p))
-            .arg(token)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(r == 1)
     }
 
     /// Links due by `now_ms` in the given partitions, oldest first, with their due time.
@@ -612,63 +572,6 @@ impl Store {
             total += counts.iter().sum::<u64>();
         }
         Ok(total)
-    }
-
-    /// Registers this replica's heartbeat; returns how many replicas are alive.
-    pub async fn heartbeat(
-        &self,
-        replica: &str,
-        now_ms: i64,
-        ttl: Duration,
-    ) -> Result<u64, StoreError> {
-        let key = self.keys.replicas();
-        let (live,): (u64,) = redis::pipe()
-            .cmd("ZADD")
-            .arg(&key)
-            .arg(now_ms)
-            .arg(replica)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
-            .arg(now_ms - ttl.as_millis() as i64)
-            .ignore()
-            .cmd("ZCARD")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(live.max(1))
-    }
-
-    /// Removes this replica from the registry (graceful shutdown).
-    pub async fn leave(&self, replica: &str) -> Result<(), StoreError> {
-        let _: i64 = redis::cmd("ZREM")
-            .arg(self.keys.replicas())
-            .arg(replica)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// Shares a 429 pause with every replica (expires a minute after it ends).
-    pub async fn share_rate_pause(&self, until_ms: i64) -> Result<(), StoreError> {
-        let _: () = redis::cmd("SET")
-            .arg(self.keys.rate_pause())
-            .arg(until_ms)
-            .arg("PXAT")
-            .arg(until_ms.max(0) + 60_000)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// The pause another replica announced, if any.
-    pub async fn rate_pause(&self) -> Result<Option<i64>, StoreError> {
-        let v: Option<i64> = redis::cmd("GET")
-            .arg(self.keys.rate_pause())
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(v)
     }
 
     /// Sweeps one chunk of a cohort's tombstones (see `sweep.lua`).
