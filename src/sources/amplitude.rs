@@ -80,18 +80,16 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         &mut skipped,
     )
     .map_err(ParseError::json)?;
-    Ok(Parsed {
-        pushes: vec![Push {
+    Ok(Parsed::one(
+        Push {
             cohort_id,
             cohort_name: body.cohort_name,
             delivery_id: body.message_id.filter(|m| !m.is_empty()),
             changes,
             snapshot: None,
-        }],
-        skipped_without_key: skipped,
-        note: None,
-        arm_snapshot: Vec::new(),
-    })
+        },
+        skipped,
+    ))
 }
 
 #[cfg(test)]

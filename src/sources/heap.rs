@@ -133,16 +133,14 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             &mut skipped,
         );
     }
-    Ok(Parsed {
-        pushes: vec![Push {
+    Ok(Parsed::one(
+        Push {
             cohort_id,
             cohort_name: segment.name,
             delivery_id,
             changes,
             snapshot,
-        }],
-        skipped_without_key: skipped,
-        note: None,
-        arm_snapshot: Vec::new(),
-    })
+        },
+        skipped,
+    ))
 }

@@ -168,18 +168,16 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         None
     };
     let delivery_id = session.map(|s| format!("{s}:{cohort_id}:{action}:{page}"));
-    Ok(Parsed {
-        pushes: vec![Push {
+    Ok(Parsed::one(
+        Push {
             cohort_id,
             cohort_name,
             delivery_id,
             changes,
             snapshot,
-        }],
-        skipped_without_key: skipped,
-        note: None,
-        arm_snapshot: Vec::new(),
-    })
+        },
+        skipped,
+    ))
 }
 
 #[cfg(test)]

@@ -149,6 +149,17 @@ pub struct Parsed {
     pub note: Option<&'static str>,
 }
 
+impl Parsed {
+    /// A request that carried one push.
+    pub fn one(push: Push, skipped_without_key: u64) -> Parsed {
+        Parsed {
+            pushes: vec![push],
+            skipped_without_key,
+            ..Parsed::default()
+        }
+    }
+}
+
 /// The body does not have the shape its source kind sends (answered 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]

@@ -183,18 +183,16 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     } else {
         None
     };
-    Ok(Parsed {
-        pushes: vec![Push {
+    Ok(Parsed::one(
+        Push {
             cohort_id,
             cohort_name,
             delivery_id,
             changes,
             snapshot,
-        }],
-        skipped_without_key: skipped,
-        note: None,
-        arm_snapshot: Vec::new(),
-    })
+        },
+        skipped,
+    ))
 }
 
 #[cfg(test)]
