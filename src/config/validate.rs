@@ -499,6 +499,12 @@ fn validate_launchdarkly(l: &LaunchDarklyConfig, p: &mut Problems) {
     if l.api_version.trim().is_empty() {
         p.add("launchdarkly.api_version", "must not be empty");
     }
+    if l.max_pause_seconds == 0 || l.max_pause_seconds > 86_400 {
+        p.add(
+            "launchdarkly.max_pause_seconds",
+            "must be between 1 and 86400",
+        );
+    }
 }
 
 fn resolve_ld_token(

@@ -40,10 +40,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
 {
-    if let Ok(Some(until)) = ctx.store.rate_pause().await {
-        ctx.throttle.pause_until(until);
-    }
-    ctx.throttle.acquire().await;
+    // The shared pause is read before the wait and again once the token is in hand.
+    ctx.throttle
+        .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
+        .await;
     let started = Instant::now();
     let attempt = f().await;
     let label = match op {
@@ -74,9 +74,11 @@ async fn defer(ctx: &Ctx, p: u16, link: &LinkId, verdict: Verdict) -> anyhow::Re
     let attempt = ctx.bump_attempts(link);
     let (error, blocked, retry_at) = match verdict {
         Verdict::RateLimited { until_ms } => {
-            let until = until_ms.unwrap_or(now + lcfg.rate_limited_fallback_ms as i64)
-                + pause_jitter().as_millis() as i64;
-            ctx.throttle.pause_until(until);
+            let until = until_ms
+                .unwrap_or(now.saturating_add(lcfg.rate_limited_fallback_ms as i64))
+                .saturating_add(pause_jitter().as_millis() as i64);
+            // Clamped to launchdarkly.max_pause_seconds before it is shared.
+            let until = ctx.throttle.pause_until(until);
             if let Err(e) = ctx.store.share_rate_pause(until).await {
                 tracing::warn!(error = %e, "Could not share a rate-limit pause through Redis.");
             }

@@ -152,6 +152,18 @@ impl Keys {
         format!("{}:snap:pending", self.tag(p))
     }
 
+    /// Sorted set: the cohort's completed snapshot sessions waiting for
+    /// their finalization (session → start version) while another session's
+    /// finalization holds the cohort's pending entry. Overlapping sessions
+    /// are each finalized, one after the other, in any order.
+    pub fn snapshot_queue(&self, p: u16, source: &str, cohort: &str) -> String {
+        format!(
+            "{}:snap:queue:{source}:{}:{cohort}",
+            self.tag(p),
+            cohort.len()
+        )
+    }
+
     /// Sorted set (not partitioned): replica id → last heartbeat (ms).
     pub fn replicas(&self) -> String {
         format!("{}:replicas", self.prefix)
@@ -203,6 +215,7 @@ mod tests {
             k.snapshot_members(p, "amp", "c1", "s1"),
             k.snapshot_meta(p, "amp", "c1", "s1"),
             k.snapshot_pending(p),
+            k.snapshot_queue(p, "amp", "c1"),
         ] {
             assert!(key.starts_with(&tag), "{key}");
         }

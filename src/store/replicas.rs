@@ -81,16 +81,18 @@ impl Store {
         Ok(())
     }
 
-    /// Shares a 429 pause with every replica (expires a minute after it ends).
-    pub async fn share_rate_pause(&self, until_ms: i64) -> Result<(), StoreError> {
-        let _: () = redis::cmd("SET")
-            .arg(self.keys.rate_pause())
-            .arg(until_ms)
-            .arg("PXAT")
-            .arg(until_ms.max(0) + 60_000)
-            .query_async(&mut self.conn())
+    /// Shares a 429 pause with every replica (expires a minute after it
+    /// ends). Only ever extends: a shorter pause than the one stored changes
+    /// nothing (`rate_pause.lua`). Returns the pause now in force.
+    pub async fn share_rate_pause(&self, until_ms: i64) -> Result<i64, StoreError> {
+        let until = until_ms.max(0);
+        let kept: String = scripts::RATE_PAUSE
+            .key(self.keys.rate_pause())
+            .arg(until)
+            .arg(until.saturating_add(60_000))
+            .invoke_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(kept.parse().unwrap_or(until))
     }
 
     /// The pause another replica announced, if any.
