@@ -210,6 +210,10 @@ pub struct DestinationConfig {
     pub segment_name: Option<String>,
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// On a 409 at creation, adopt a segment of that key even if it does not
+    /// carry this link's ownership mark (one made by hand). Default false.
+    #[serde(default)]
+    pub adopt_existing_segments: bool,
 }
 
 fn default_context_kind() -> String {

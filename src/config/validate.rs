@@ -119,6 +119,8 @@ pub struct Destination {
     pub segment_key: String,
     pub segment_name: String,
     pub tags: Vec<String>,
+    /// `adopt_existing_segments`: adopt an unmarked segment on a 409.
+    pub adopt_existing_segments: bool,
 }
 
 /// A validated source.
@@ -265,6 +267,7 @@ impl Settings {
                     segment_key,
                     segment_name,
                     tags,
+                    adopt_existing_segments: d.adopt_existing_segments,
                 }),
             );
         }

@@ -5,6 +5,8 @@
 pub enum Operation {
     CreateSegment,
     UpdateMembership,
+    /// `GET …/{segmentKey}`: reading a segment's ownership mark after a 409.
+    GetSegment,
 }
 
 /// What came back from LaunchDarkly, reduced to what classification needs.

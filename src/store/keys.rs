@@ -169,6 +169,13 @@ impl Keys {
         format!("{}:replicas", self.prefix)
     }
 
+    /// String (not partitioned): the link that owns a LaunchDarkly segment
+    /// key in one project and environment (`SET NX` by its first flush).
+    /// Project and environment keys cannot contain `:`; the key is last.
+    pub fn segment_owner(&self, project: &str, environment: &str, key: &str) -> String {
+        format!("{}:ld:owner:{project}:{environment}:{key}", self.prefix)
+    }
+
     /// String (not partitioned): ms until which every writer holds off after a 429.
     pub fn rate_pause(&self) -> String {
         format!("{}:ld:pause_until", self.prefix)

@@ -95,6 +95,33 @@ impl Store {
         Ok(kept.parse().unwrap_or(until))
     }
 
+    /// Claims a LaunchDarkly segment key (in one project and environment)
+    /// for `link`: `None` if the link holds it now (newly or already),
+    /// `Some(owner)` if another link does.
+    pub async fn claim_segment_key(
+        &self,
+        project: &str,
+        environment: &str,
+        key: &str,
+        link: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let owner_key = self.keys.segment_owner(project, environment, key);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&owner_key)
+            .arg(link)
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(&owner_key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(owner.filter(|o| o != link))
+    }
+
     /// The pause another replica announced, if any.
     pub async fn rate_pause(&self) -> Result<Option<i64>, StoreError> {
         let v: Option<i64> = redis::cmd("GET")
