@@ -139,6 +139,8 @@ pub struct LaunchDarklyConfig {
     pub blocked_retry_ms: u64,
     /// Wait after a 429 whose reset time is missing or already past.
     pub rate_limited_fallback_ms: u64,
+    /// Longest pause any 429 (or a shared pause read from Redis) can impose.
+    pub max_pause_seconds: u64,
 }
 
 impl Default for LaunchDarklyConfig {
@@ -155,6 +157,7 @@ impl Default for LaunchDarklyConfig {
             backoff_max_ms: 30_000,
             blocked_retry_ms: 60_000,
             rate_limited_fallback_ms: 1_000,
+            max_pause_seconds: 900,
         }
     }
 }
@@ -207,6 +210,10 @@ pub struct DestinationConfig {
     pub segment_name: Option<String>,
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// On a 409 at creation, adopt a segment of that key even if it does not
+    /// carry this link's ownership mark (one made by hand). Default false.
+    #[serde(default)]
+    pub adopt_existing_segments: bool,
 }
 
 fn default_context_kind() -> String {

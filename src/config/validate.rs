@@ -119,6 +119,8 @@ pub struct Destination {
     pub segment_key: String,
     pub segment_name: String,
     pub tags: Vec<String>,
+    /// `adopt_existing_segments`: adopt an unmarked segment on a 409.
+    pub adopt_existing_segments: bool,
 }
 
 /// A validated source.
@@ -265,6 +267,7 @@ impl Settings {
                     segment_key,
                     segment_name,
                     tags,
+                    adopt_existing_segments: d.adopt_existing_segments,
                 }),
             );
         }
@@ -498,6 +501,12 @@ fn validate_launchdarkly(l: &LaunchDarklyConfig, p: &mut Problems) {
     }
     if l.api_version.trim().is_empty() {
         p.add("launchdarkly.api_version", "must not be empty");
+    }
+    if l.max_pause_seconds == 0 || l.max_pause_seconds > 86_400 {
+        p.add(
+            "launchdarkly.max_pause_seconds",
+            "must be between 1 and 86400",
+        );
     }
 }
 

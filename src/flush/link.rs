@@ -4,7 +4,10 @@
 use super::backoff::{full_jitter, pause_jitter};
 use super::Ctx;
 use crate::config::{Destination, Source};
-use crate::launchdarkly::{classify, Attempt, MembershipUpdate, NewSegment, Operation, Verdict};
+use crate::launchdarkly::{
+    carries_mark, classify, ownership_mark, Attempt, MembershipUpdate, NewSegment, Operation,
+    Verdict,
+};
 use crate::metrics as m;
 use crate::naming::{render, slug, TemplateVars};
 use crate::store::{Ack, Claim, LinkId};
@@ -40,15 +43,16 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
 {
-    if let Ok(Some(until)) = ctx.store.rate_pause().await {
-        ctx.throttle.pause_until(until);
-    }
-    ctx.throttle.acquire().await;
+    // The shared pause is read before the wait and again once the token is in hand.
+    ctx.throttle
+        .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
+        .await;
     let started = Instant::now();
     let attempt = f().await;
     let label = match op {
         Operation::CreateSegment => "create_segment",
         Operation::UpdateMembership => "update_membership",
+        Operation::GetSegment => "get_segment",
     };
     metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => label)
         .record(started.elapsed().as_secs_f64());
@@ -74,9 +78,11 @@ async fn defer(ctx: &Ctx, p: u16, link: &LinkId, verdict: Verdict) -> anyhow::Re
     let attempt = ctx.bump_attempts(link);
     let (error, blocked, retry_at) = match verdict {
         Verdict::RateLimited { until_ms } => {
-            let until = until_ms.unwrap_or(now + lcfg.rate_limited_fallback_ms as i64)
-                + pause_jitter().as_millis() as i64;
-            ctx.throttle.pause_until(until);
+            let until = until_ms
+                .unwrap_or(now.saturating_add(lcfg.rate_limited_fallback_ms as i64))
+                .saturating_add(pause_jitter().as_millis() as i64);
+            // Clamped to launchdarkly.max_pause_seconds before it is shared.
+            let until = ctx.throttle.pause_until(until);
             if let Err(e) = ctx.store.share_rate_pause(until).await {
                 tracing::warn!(error = %e, "Could not share a rate-limit pause through Redis.");
             }
@@ -133,7 +139,43 @@ struct Target {
     segment_key: String,
 }
 
+/// Blocks the link with `reason` (its first word is the metric's label):
+/// nothing is written; its changes wait.
+async fn block(ctx: &Ctx, p: u16, link: &LinkId, reason: String) -> anyhow::Result<Flushed> {
+    defer(ctx, p, link, Verdict::Block { reason }).await
+}
+
+/// Claims the segment key for the link (one link per project, environment
+/// and key); `Some(flushed)` when another link holds it and this one is blocked.
+async fn claim_key(
+    ctx: &Ctx,
+    p: u16,
+    link: &LinkId,
+    dest: &Destination,
+    key: &str,
+) -> anyhow::Result<Option<Flushed>> {
+    let owner = ctx
+        .store
+        .claim_segment_key(&dest.project, &dest.environment, key, &link.to_string())
+        .await?;
+    match owner {
+        None => Ok(None),
+        Some(owner) => {
+            let reason = format!(
+                "segment_key_conflict (segment {key:?} in {}/{} belongs to link {owner}; give one of them its own segment_key)",
+                dest.project, dest.environment
+            );
+            Ok(Some(block(ctx, p, link, reason).await?))
+        }
+    }
+}
+
 /// Creates the segment on the link's first flush; returns its key.
+///
+/// The key is claimed for the link first. On a 409 the existing segment is
+/// adopted only if it carries this link's mark (`ownership_mark`) or the
+/// destination sets `adopt_existing_segments`. A segment re-created after it
+/// was lost (a 404) gets the link's whole membership again (a resync).
 async fn ensure_segment(
     ctx: &Ctx,
     p: u16,
@@ -143,6 +185,15 @@ async fn ensure_segment(
 ) -> anyhow::Result<Result<Target, Flushed>> {
     if meta.get("created").map(String::as_str) == Some("1") {
         if let Some(key) = meta.get("segment_key").filter(|k| !k.is_empty()) {
+            // Links created before keys were claimed claim theirs once.
+            if meta.get("segment_claimed").map(String::as_str) != Some("1") {
+                if let Some(done) = claim_key(ctx, p, link, dest, key).await? {
+                    return Ok(Err(done));
+                }
+                ctx.store
+                    .set_link_meta(p, link, &[("segment_claimed", "1")])
+                    .await?;
+            }
             return Ok(Ok(Target {
                 segment_key: key.clone(),
             }));
@@ -161,15 +212,21 @@ async fn ensure_segment(
         destination: &dest.name,
     };
     let key = slug(&render(&dest.segment_key, &vars));
+    if let Some(done) = claim_key(ctx, p, link, dest, &key).await? {
+        return Ok(Err(done));
+    }
     let name = render(&dest.segment_name, &vars);
     let mut tags = dest.tags.clone();
     tags.push(slug(&format!("source-{}", link.source)));
+    let link_text = link.to_string();
     let body = NewSegment {
         key: &key,
         name: &name,
         description: format!(
-            "Synced by cohort-bridge from source {} cohort {}",
-            link.source, link.cohort
+            "Synced by cohort-bridge from source {} cohort {}\n{}",
+            link.source,
+            link.cohort,
+            ownership_mark(&link_text)
         ),
         tags: &tags,
         unbounded: true,
@@ -181,25 +238,65 @@ async fn ensure_segment(
     })
     .await;
     match verdict {
-        Verdict::Success | Verdict::AlreadyExists => {
-            let created = now_ms().to_string();
-            ctx.store
-                .set_link_meta(
-                    p,
-                    link,
-                    &[
-                        ("created", "1"),
-                        ("segment_key", &key),
-                        ("segment_name", &name),
-                        ("created_ms", &created),
-                    ],
-                )
-                .await?;
-            tracing::info!(link = %link, segment = %key, project = %dest.project, environment = %dest.environment, "Segment ready.");
-            Ok(Ok(Target { segment_key: key }))
+        Verdict::Success => {}
+        Verdict::AlreadyExists => {
+            let mut found = None;
+            let (_, verdict) = send(ctx, Operation::GetSegment, || async {
+                let (attempt, json) = ctx
+                    .ld
+                    .get_segment(&dest.project, &dest.environment, &key)
+                    .await;
+                found = json;
+                attempt
+            })
+            .await;
+            match (verdict, found) {
+                (Verdict::Success, Some(seg)) => {
+                    if !carries_mark(&seg, &link_text) && !dest.adopt_existing_segments {
+                        let reason = format!(
+                            "segment_exists_unowned (segment {key:?} in {}/{} exists without this link's mark; set adopt_existing_segments = true to adopt it)",
+                            dest.project, dest.environment
+                        );
+                        return Ok(Err(block(ctx, p, link, reason).await?));
+                    }
+                    tracing::info!(link = %link, segment = %key, "Adopting the existing segment.");
+                }
+                (Verdict::Success, None) => {
+                    let reason = "segment lookup after a 409 returned no segment".to_string();
+                    let v = Verdict::Retry {
+                        reason,
+                        in_doubt: false,
+                    };
+                    return Ok(Err(defer(ctx, p, link, v).await?));
+                }
+                (other, _) => return Ok(Err(defer(ctx, p, link, other).await?)),
+            }
         }
-        other => Ok(Err(defer(ctx, p, link, other).await?)),
+        other => return Ok(Err(defer(ctx, p, link, other).await?)),
     }
+    // A segment lost in LaunchDarkly (404) and now made again holds none of
+    // the members recorded as written: send the whole membership again.
+    if meta.get("segment_lost").map(String::as_str) == Some("1") {
+        let marked = ctx.store.resync(link, now_ms(), 1000).await?;
+        tracing::warn!(link = %link, segment = %key, members = ?marked, "Segment re-created after it was lost; resending the link's whole membership.");
+    }
+    let created = now_ms().to_string();
+    ctx.store
+        .set_link_meta(
+            p,
+            link,
+            &[
+                ("created", "1"),
+                ("segment_key", &key),
+                ("segment_name", &name),
+                ("created_ms", &created),
+                ("segment_claimed", "1"),
+                ("segment_lost", ""),
+            ],
+        )
+        .await?;
+    tracing::info!(link = %link, segment = %key, project = %dest.project, environment = %dest.environment, "Segment ready.");
+    Ok(Ok(Target { segment_key: key }))
 }
 
 /// Flushes one batch of one link.
@@ -342,8 +439,9 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
             }
             Verdict::Block { reason } if reason.starts_with("404") => {
                 // The segment may have been deleted in LaunchDarkly: create it again next time.
+                // Once re-created it gets the whole membership (segment_lost).
                 ctx.store
-                    .set_link_meta(p, &link, &[("created", "")])
+                    .set_link_meta(p, &link, &[("created", ""), ("segment_lost", "1")])
                     .await?;
                 return defer(&ctx, p, &link, Verdict::Block { reason }).await;
             }

@@ -5,6 +5,8 @@
 pub enum Operation {
     CreateSegment,
     UpdateMembership,
+    /// `GET …/{segmentKey}`: reading a segment's ownership mark after a 409.
+    GetSegment,
 }
 
 /// What came back from LaunchDarkly, reduced to what classification needs.
@@ -87,13 +89,9 @@ pub fn classify(op: Operation, attempt: &Attempt, now_ms: i64) -> Verdict {
     match r.status {
         200..=299 => Verdict::Success,
         409 if op == Operation::CreateSegment => Verdict::AlreadyExists,
-        429 => {
-            let until = r
-                .reset_ms
-                .or_else(|| r.retry_after_s.map(|s| now_ms + (s as i64) * 1000))
-                .filter(|&t| t > now_ms);
-            Verdict::RateLimited { until_ms: until }
-        }
+        429 => Verdict::RateLimited {
+            until_ms: rate_limited_until(r, now_ms),
+        },
         408 | 409 | 500 | 502..=599 => Verdict::Retry {
             reason: msg("from LaunchDarkly"),
             in_doubt: false,
@@ -114,6 +112,23 @@ pub fn classify(op: Operation, attempt: &Attempt, now_ms: i64) -> Verdict {
             reason: msg("unexpected response"),
         },
     }
+}
+
+/// When a 429 lets writers go again: the latest of `X-Ratelimit-Reset` and
+/// `Retry-After` that lies in the future (a stale reset never hides a valid
+/// `Retry-After`, nor the other way round). `None` when neither is valid.
+/// Saturating: an absurd header cannot wrap; the throttle then clamps the
+/// pause to `launchdarkly.max_pause_seconds`.
+pub fn rate_limited_until(r: &Reply, now_ms: i64) -> Option<i64> {
+    let retry_after = r.retry_after_s.map(|s| {
+        let ms = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+        now_ms.saturating_add(ms)
+    });
+    [r.reset_ms, retry_after]
+        .into_iter()
+        .flatten()
+        .filter(|&t| t > now_ms)
+        .max()
 }
 
 #[cfg(test)]
@@ -225,6 +240,25 @@ mod tests {
             classify(UpdateMembership, &Attempt::Replied(r), NOW),
             Verdict::RateLimited { until_ms: None }
         );
+    }
+
+    #[test]
+    fn rate_limit_takes_the_latest_valid_time() {
+        let mut r = reply(429);
+        // A stale reset does not hide a valid Retry-After.
+        r.reset_ms = Some(NOW - 5_000);
+        r.retry_after_s = Some(60);
+        assert_eq!(rate_limited_until(&r, NOW), Some(NOW + 60_000));
+        // Both valid: the later one.
+        r.reset_ms = Some(NOW + 90_000);
+        assert_eq!(rate_limited_until(&r, NOW), Some(NOW + 90_000));
+        r.reset_ms = Some(NOW + 2_000);
+        assert_eq!(rate_limited_until(&r, NOW), Some(NOW + 60_000));
+        // Absurd values saturate instead of wrapping.
+        r.retry_after_s = Some(u64::MAX);
+        assert_eq!(rate_limited_until(&r, NOW), Some(i64::MAX));
+        r.retry_after_s = Some(i64::MAX as u64 / 1000);
+        assert!(rate_limited_until(&r, NOW).unwrap() > NOW);
     }
 
     #[test]

@@ -46,6 +46,23 @@ impl<'a> MembershipUpdate<'a> {
     }
 }
 
+/// The line a segment the bridge created carries in its description,
+/// naming the link that owns it. On a 409 at creation the existing segment
+/// is adopted only if one line of its description is exactly this mark (or
+/// the destination sets `adopt_existing_segments`).
+pub fn ownership_mark(link: &str) -> String {
+    format!("managed by cohort-bridge link {link}")
+}
+
+/// Whether a segment (LaunchDarkly's JSON) carries the link's mark.
+pub fn carries_mark(segment: &serde_json::Value, link: &str) -> bool {
+    let mark = ownership_mark(link);
+    segment
+        .get("description")
+        .and_then(|d| d.as_str())
+        .is_some_and(|d| d.lines().any(|l| l.trim() == mark))
+}
+
 /// A LaunchDarkly REST client. `Debug` never shows the token.
 #[derive(Clone, Debug)]
 pub struct LdClient {
@@ -103,6 +120,30 @@ impl LdClient {
             .await
     }
 
+    /// `GET …/segments/{project}/{environment}/{segment}`: the attempt, and
+    /// the segment's JSON when LaunchDarkly answered 2xx with a JSON body.
+    pub async fn get_segment(
+        &self,
+        project: &str,
+        environment: &str,
+        segment: &str,
+    ) -> (Attempt, Option<serde_json::Value>) {
+        let url = self.url(&[project, environment, segment]);
+        match self.http.get(url).send().await {
+            Ok(resp) => {
+                let (reply, body) = read_reply_body(resp).await;
+                let json = (200..300)
+                    .contains(&reply.status)
+                    .then(|| serde_json::from_str(&body).ok())
+                    .flatten();
+                (Attempt::Replied(reply), json)
+            }
+            Err(e) if e.is_timeout() => (Attempt::TimedOut, None),
+            Err(e) if e.is_connect() => (Attempt::NotSent(error_chain(&e)), None),
+            Err(e) => (Attempt::Transport(error_chain(&e)), None),
+        }
+    }
+
     async fn post<T: Serialize>(&self, url: reqwest::Url, body: &T) -> Attempt {
         match self.http.post(url).json(body).send().await {
             Ok(resp) => Attempt::Replied(read_reply(resp).await),
@@ -129,10 +170,17 @@ fn header_i64(h: &HeaderMap, name: &str) -> Option<i64> {
 }
 
 async fn read_reply(resp: reqwest::Response) -> Reply {
+    read_reply_body(resp).await.0
+}
+
+async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) {
     let status = resp.status().as_u16();
     let h = resp.headers();
     let reset_ms = header_i64(h, "x-ratelimit-reset");
-    let retry_after_s = header_i64(h, "retry-after").and_then(|s| u64::try_from(s).ok());
+    let retry_after_s = h
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let remaining = [
         header_i64(h, "x-ratelimit-global-remaining"),
         header_i64(h, "x-ratelimit-route-remaining"),
@@ -149,11 +197,12 @@ async fn read_reply(resp: reqwest::Response) -> Reply {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| body.chars().take(300).collect());
-    Reply {
+    let reply = Reply {
         status,
         reset_ms,
         retry_after_s,
         remaining,
         message,
-    }
+    };
+    (reply, body)
 }

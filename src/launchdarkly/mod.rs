@@ -9,5 +9,5 @@ mod client;
 mod throttle;
 
 pub use classify::{classify, Attempt, Operation, Reply, Verdict};
-pub use client::{LdClient, MembershipUpdate, NewSegment};
+pub use client::{carries_mark, ownership_mark, LdClient, MembershipUpdate, NewSegment};
 pub use throttle::Throttle;

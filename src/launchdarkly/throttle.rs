@@ -6,6 +6,12 @@
 //! exceeds the configured rate. Every attempt, retries included, takes a
 //! token. A 429's pause is kept locally and shared through Redis.
 //!
+//! Every pause is clamped to `launchdarkly.max_pause_seconds` from now (one
+//! absurd header cannot stall the deployment), and only ever extends. A
+//! writer that waited for its token re-reads the shared pause
+//! ([`Throttle::acquire_with`]) before it sends, so nothing goes out during a
+//! pause another writer or replica learned about while it queued.
+//!
 //! Writers take tokens in the order they asked (a FIFO queue in front of the
 //! limiter): a link that just sent queues behind the links already waiting,
 //! so a big first sync cannot take every token from a small cohort's change.
@@ -23,6 +29,8 @@ pub struct Throttle {
     replicas: AtomicU64,
     limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
     pause_until_ms: AtomicI64,
+    /// `launchdarkly.max_pause_seconds` in ms.
+    max_pause_ms: i64,
     /// Writers wait their turn here (tokio's mutex is first come, first served).
     queue: tokio::sync::Mutex<()>,
 }
@@ -37,6 +45,9 @@ fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
 
 use crate::clock::now_ms;
 
+/// `launchdarkly.max_pause_seconds`' default (900 s) in ms.
+const DEFAULT_MAX_PAUSE_MS: i64 = 900_000;
+
 impl Throttle {
     pub fn new(requests_per_second: f64) -> Self {
         Throttle {
@@ -44,6 +55,7 @@ impl Throttle {
             replicas: AtomicU64::new(1),
             limiter: Mutex::new(limiter(requests_per_second)),
             pause_until_ms: AtomicI64::new(0),
+            max_pause_ms: DEFAULT_MAX_PAUSE_MS,
             queue: tokio::sync::Mutex::new(()),
         }
     }
@@ -56,9 +68,23 @@ impl Throttle {
         }
     }
 
-    /// Holds every writer off until `until_ms` (keeps the later of two pauses).
-    pub fn pause_until(&self, until_ms: i64) {
-        self.pause_until_ms.fetch_max(until_ms, Ordering::SeqCst);
+    /// Sets the longest pause (`launchdarkly.max_pause_seconds`).
+    pub fn with_max_pause(mut self, max: Duration) -> Self {
+        self.max_pause_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX).max(1);
+        self
+    }
+
+    /// `until_ms`, cut to at most `max_pause_seconds` from now.
+    pub fn clamp(&self, until_ms: i64) -> i64 {
+        until_ms.min(now_ms().saturating_add(self.max_pause_ms))
+    }
+
+    /// Holds every writer off until `until_ms`, clamped (see [`Throttle::clamp`]);
+    /// keeps the later of two pauses. Returns the clamped time.
+    pub fn pause_until(&self, until_ms: i64) -> i64 {
+        let until = self.clamp(until_ms);
+        self.pause_until_ms.fetch_max(until, Ordering::SeqCst);
+        until
     }
 
     pub fn paused_until(&self) -> i64 {
@@ -67,16 +93,35 @@ impl Throttle {
 
     /// Waits for any pause to end and for a token. Call before every attempt.
     pub async fn acquire(&self) {
+        self.acquire_with(|| std::future::ready(None)).await
+    }
+
+    /// [`Throttle::acquire`], also honouring a shared pause: `shared` reads
+    /// it (e.g. from Redis) before the wait and again once the token is in
+    /// hand, so a pause learned elsewhere while this writer queued holds it
+    /// off too. A failed read (`None`) leaves the local pause as it is.
+    pub async fn acquire_with<F, Fut>(&self, mut shared: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<i64>>,
+    {
         let _turn = self.queue.lock().await;
+        if let Some(u) = shared().await {
+            self.pause_until(u);
+        }
         loop {
-            let wait = self.paused_until() - now_ms();
+            let wait = self.paused_until().saturating_sub(now_ms());
             if wait > 0 {
                 tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 continue;
             }
             let l = self.limiter.lock().expect("limiter lock").clone();
             l.until_ready().await;
-            // A 429 may have arrived while we waited for the token.
+            // A 429 may have arrived, here or at another replica, while we
+            // waited for the token.
+            if let Some(u) = shared().await {
+                self.pause_until(u);
+            }
             if self.paused_until() <= now_ms() {
                 return;
             }
@@ -137,6 +182,34 @@ mod tests {
             h.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["big", "small", "big again"]);
+    }
+
+    #[tokio::test]
+    async fn pauses_are_clamped_and_never_wrap() {
+        let t = Throttle::new(1000.0).with_max_pause(Duration::from_secs(900));
+        let before = now_ms();
+        let until = t.pause_until(i64::MAX);
+        assert!(until <= now_ms() + 900_000 && until >= before + 900_000);
+        assert_eq!(t.paused_until(), until);
+        // A shorter pause never shortens the clamped one.
+        t.pause_until(before + 10);
+        assert_eq!(t.paused_until(), until);
+    }
+
+    #[tokio::test]
+    async fn a_writer_rereads_the_shared_pause_once_it_has_its_token() {
+        let t = Throttle::new(1000.0);
+        // The shared pause is unknown when the writer starts waiting and
+        // appears (another replica's 429) by the time it holds its token.
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let learned = now_ms() + 150;
+        t.acquire_with(|| {
+            let n = reads.fetch_add(1, Ordering::SeqCst);
+            std::future::ready((n >= 1).then_some(learned))
+        })
+        .await;
+        assert!(now_ms() >= learned, "sent during the shared pause");
+        assert!(reads.load(Ordering::SeqCst) >= 2);
     }
 
     #[tokio::test]

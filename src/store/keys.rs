@@ -152,9 +152,28 @@ impl Keys {
         format!("{}:snap:pending", self.tag(p))
     }
 
+    /// Sorted set: the cohort's completed snapshot sessions waiting for
+    /// their finalization (session → start version) while another session's
+    /// finalization holds the cohort's pending entry. Overlapping sessions
+    /// are each finalized, one after the other, in any order.
+    pub fn snapshot_queue(&self, p: u16, source: &str, cohort: &str) -> String {
+        format!(
+            "{}:snap:queue:{source}:{}:{cohort}",
+            self.tag(p),
+            cohort.len()
+        )
+    }
+
     /// Sorted set (not partitioned): replica id → last heartbeat (ms).
     pub fn replicas(&self) -> String {
         format!("{}:replicas", self.prefix)
+    }
+
+    /// String (not partitioned): the link that owns a LaunchDarkly segment
+    /// key in one project and environment (`SET NX` by its first flush).
+    /// Project and environment keys cannot contain `:`; the key is last.
+    pub fn segment_owner(&self, project: &str, environment: &str, key: &str) -> String {
+        format!("{}:ld:owner:{project}:{environment}:{key}", self.prefix)
     }
 
     /// String (not partitioned): ms until which every writer holds off after a 429.
@@ -203,6 +222,7 @@ mod tests {
             k.snapshot_members(p, "amp", "c1", "s1"),
             k.snapshot_meta(p, "amp", "c1", "s1"),
             k.snapshot_pending(p),
+            k.snapshot_queue(p, "amp", "c1"),
         ] {
             assert!(key.starts_with(&tag), "{key}");
         }

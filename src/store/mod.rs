@@ -3,6 +3,24 @@
 //! Each operation that must be atomic is one Lua script over keys of one hash
 //! slot (see [`keys`]); every other call is a plain command. A Redis error is a
 //! [`StoreError`], which the HTTP layer answers with 503 and `Retry-After`.
+//!
+//! ## Last writer wins, and the tie rule
+//! Each member's desired state is decided by its change with the highest
+//! version. **When versions are equal, "out" wins**: a removal beats an
+//! addition of the same version, whatever order they arrive in (two changes
+//! of one direction and version are the same change). Every script applies
+//! this one rule (`loses_to` in `member.lua`):
+//! - `apply.lua`: an "in" whose version equals a stored "out" is stale; an
+//!   "out" of equal version replaces a stored "in".
+//! - `snapshot_finalize.lua`: a full snapshot is "out at its start version
+//!   for every member in none of its pages", so a member desired in at
+//!   exactly that version and in no page is removed; the snapshot floor
+//!   (see [`snapshot`]) makes a later, not newer "in" of a member the store
+//!   does not hold stale.
+//! - `resync.lua` and a segment re-created after a 404 compare no versions:
+//!   they re-send every member's desired state as the rule decided it.
+//!
+//! The result is a function of the set of changes, not of their arrival order.
 
 mod connection;
 pub mod keys;

@@ -81,16 +81,45 @@ impl Store {
         Ok(())
     }
 
-    /// Shares a 429 pause with every replica (expires a minute after it ends).
-    pub async fn share_rate_pause(&self, until_ms: i64) -> Result<(), StoreError> {
-        let _: () = redis::cmd("SET")
-            .arg(self.keys.rate_pause())
-            .arg(until_ms)
-            .arg("PXAT")
-            .arg(until_ms.max(0) + 60_000)
+    /// Shares a 429 pause with every replica (expires a minute after it
+    /// ends). Only ever extends: a shorter pause than the one stored changes
+    /// nothing (`rate_pause.lua`). Returns the pause now in force.
+    pub async fn share_rate_pause(&self, until_ms: i64) -> Result<i64, StoreError> {
+        let until = until_ms.max(0);
+        let kept: String = scripts::RATE_PAUSE
+            .key(self.keys.rate_pause())
+            .arg(until)
+            .arg(until.saturating_add(60_000))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(kept.parse().unwrap_or(until))
+    }
+
+    /// Claims a LaunchDarkly segment key (in one project and environment)
+    /// for `link`: `None` if the link holds it now (newly or already),
+    /// `Some(owner)` if another link does.
+    pub async fn claim_segment_key(
+        &self,
+        project: &str,
+        environment: &str,
+        key: &str,
+        link: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let owner_key = self.keys.segment_owner(project, environment, key);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&owner_key)
+            .arg(link)
+            .arg("NX")
             .query_async(&mut self.conn())
             .await?;
-        Ok(())
+        if set.is_some() {
+            return Ok(None);
+        }
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(&owner_key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(owner.filter(|o| o != link))
     }
 
     /// The pause another replica announced, if any.

@@ -31,6 +31,8 @@ pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
 });
 pub static LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
+pub static RATE_PAUSE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/rate_pause.lua")));
 pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("scripts/member.lua"),
@@ -67,7 +69,7 @@ pub static RESYNC: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 10] {
+pub fn all() -> [&'static Script; 11] {
     [
         &APPLY,
         &CLAIM,
@@ -79,5 +81,6 @@ pub fn all() -> [&'static Script; 10] {
         &SNAPSHOT_FINALIZE,
         &REDRIVE,
         &RESYNC,
+        &RATE_PAUSE,
     ]
 }

@@ -18,6 +18,15 @@
 //!    should the bridge die midway, any replica's flusher resumes the entry
 //!    (see [`Store::pending_snapshots`]) from the cursor stored in it, once
 //!    nobody has worked on it for a while (`flush::RESUME_ORPHANED_AFTER`).
+//! 4. Sessions may overlap. A session that completes while another one of
+//!    the cohort is being finalized waits in the cohort's queue
+//!    ([`super::Keys::snapshot_queue`]) and is finalized right after it, by
+//!    the same caller. Each finalization is "out at the session's start for
+//!    every member in none of its pages", merged by last writer wins, so the
+//!    result is the same for any order of completion. The newest completed
+//!    session's start is the cohort's **snapshot floor**: a member the want
+//!    hash does not hold that arrives not newer than the floor is stale
+//!    (it was in none of that snapshot's pages).
 
 use super::scripts;
 use super::{int, ApplyOutcome, ApplyParams, LinkId, Store, StoreError};
@@ -53,6 +62,7 @@ impl Store {
         inv.key(k.snapshot_members(p, source, cohort, &snap.session))
             .key(k.snapshot_meta(p, source, cohort, &snap.session))
             .key(k.snapshot_pending(p))
+            .key(k.snapshot_queue(p, source, cohort))
             .arg(format!("{source}:{cohort}"))
             .arg(snap.page)
             .arg(snap.total_pages)
@@ -153,7 +163,8 @@ impl Store {
                 .key(k.snapshot_members(p, source, cohort, &session))
                 .key(k.snapshot_meta(p, source, cohort, &session))
                 .key(k.cohort_meta(p, source, cohort))
-                .key(k.due(p));
+                .key(k.due(p))
+                .key(k.snapshot_queue(p, source, cohort));
             for l in &links {
                 inv.key(k.dirty(p, l));
             }

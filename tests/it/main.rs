@@ -23,3 +23,4 @@ mod segment;
 mod shutdown;
 mod signatures;
 mod standard_webhooks;
+mod store_sequences;

@@ -372,7 +372,10 @@ impl Harness {
             let m = MEMBERS[c.member as usize].to_string();
             let v = i64::from(c.version);
             match state.get(&m) {
-                Some((stored, _)) if v < *stored => stale += 1,
+                // The tie rule (store docs): at equal versions "out" wins.
+                Some((stored, d)) if v < *stored || (v == *stored && !*d && c.include) => {
+                    stale += 1
+                }
                 _ => {
                     accepted += 1;
                     state.insert(m, (v, c.include));

@@ -34,6 +34,11 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Resp {
         (&Method::GET, ["config"]) => Ok(config(&emu)),
         (&Method::GET, ["state"]) => Ok(state(&emu)),
         (&Method::GET, ["segments", p, e, k]) => Ok(segment(&emu, p, e, k)),
+        // Deletes a segment, as someone might in LaunchDarkly's UI.
+        (&Method::DELETE, ["segments", p, e, k]) => {
+            let deleted = emu.world().store.delete(p, e, k);
+            Ok(ok(json!({"deleted": deleted})))
+        }
         (&Method::GET, ["requests"]) => requests(&emu, &query),
         (&Method::GET, ["stats"]) => Ok(stats(&emu)),
         (&Method::POST, ["reset"]) => {

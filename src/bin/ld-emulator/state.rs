@@ -173,6 +173,17 @@ impl Store {
         Ok(self.segments.entry(id).or_insert(segment))
     }
 
+    /// Removes a segment; whether it existed.
+    pub fn delete(&mut self, project: &str, environment: &str, key: &str) -> bool {
+        self.segments
+            .remove(&(
+                project.to_string(),
+                environment.to_string(),
+                key.to_string(),
+            ))
+            .is_some()
+    }
+
     pub fn get(&self, project: &str, environment: &str, key: &str) -> Result<&Segment, StoreError> {
         self.check_env(project, environment)?;
         self.segments

@@ -40,7 +40,14 @@ end
 -- One read of the cohort meta: its name, slot count and each link's slot.
 local fields = {'name', 'slots'}
 for i = 1, n do fields[2 + i] = 'slot:' .. ARGV[7 + i] end
+fields[#fields + 1] = 'snapshot_floor'
 local meta = redis.call('HMGET', KEYS[2], unpack(fields))
+-- The cohort's snapshot floor: the newest completed full snapshot's start
+-- version. A member the want hash does not hold was in none of that
+-- snapshot's pages (they were applied, as in, when they arrived) or left
+-- later and was swept: a change not newer than the floor (THE TIE RULE: the
+-- snapshot's implicit "out" wins a tie) loses to the snapshot.
+local floor = tonumber(meta[3 + n] or '')
 if ARGV[5] ~= '' and meta[1] ~= ARGV[5] then redis.call('HSET', KEYS[2], 'name', ARGV[5]) end
 
 -- Slots are assigned once per (cohort, destination) and never move, so a
@@ -120,11 +127,15 @@ for _, run in ipairs(runs) do
     if v then
       local sep, base = find(v, '!', 1, true), 36
       if not sep then sep, base = find(v, '|', 1, true), 10 end
-      if vnum < tonumber(sub(v, 1, sep - 1), base) then
+      -- loses_to (member.lua), inlined: older, or an "in" tying an "out".
+      local sv = tonumber(sub(v, 1, sep - 1), base)
+      if vnum < sv or (vnum == sv and d == '1' and sub(v, sep + 2, sep + 2) == '0') then
         fresh = false
       else
         pending, states = sub(v, sep + 1, sep + 1), sub(v, sep + 3)
       end
+    elseif floor and vnum <= floor then
+      fresh = false
     end
     if fresh then
       applied = applied + 1
@@ -196,6 +207,9 @@ for i = 1, n do
   end
 end
 
+if snapshot_floor_after and (not floor or tonumber(snapshot_floor_after) > floor) then
+  redis.call('HSET', KEYS[2], 'snapshot_floor', snapshot_floor_after)
+end
 if seen_ttl > 0 then
   local summary = applied .. ',' .. stale .. ',' .. unchanged .. ',' .. superseded .. ',' .. cancelled
   redis.call('SET', KEYS[5], summary, 'PX', seen_ttl)

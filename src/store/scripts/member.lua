@@ -4,6 +4,19 @@
 
 local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 
+-- THE TIE RULE (see src/store/mod.rs): of two changes to one member with
+-- equal versions, "out" wins; two changes of one direction are the same change.
+-- Whether a change (version `v`, desired `d`) loses against a stored member
+-- (version `sv`, desired `sd`): older, or equal and an "in" against an "out".
+local function loses_to(v, d, sv, sd)
+  return v < sv or (v == sv and d == '1' and sd == '0')
+end
+
+-- Set by snapshot_page.lua when its page completes a session: the session's
+-- start version, recorded as the cohort's snapshot floor once apply.lua has
+-- applied the page (see apply.lua).
+local snapshot_floor_after = nil
+
 local b36_memo = {}
 
 -- A non-negative integer in base 36 (8 characters for ms versions until

@@ -5,8 +5,9 @@
 --
 -- It takes its own arguments off the END of KEYS and ARGV, so that apply.lua
 -- (which follows) sees exactly its own layout:
--- KEYS[#-2] staging members set   KEYS[#-1] staging meta hash
--- KEYS[#]   pending finalizations hash of the partition
+-- KEYS[#-3] staging members set   KEYS[#-2] staging meta hash
+-- KEYS[#-1] pending finalizations hash of the partition
+-- KEYS[#]   the cohort's queue of completed sessions waiting to be finalized
 -- ARGV[#-5] cohort ref "<source>:<cohort>"   ARGV[#-4] page   ARGV[#-3] total pages
 -- ARGV[#-2] start version (ms; kept from the session's first page)
 -- ARGV[#-2] staging TTL (ms)                  ARGV[#-1] session id
@@ -20,7 +21,12 @@
 -- A repeated page changes nothing here (page:<n> is set once); pages may
 -- arrive in any order. When the last missing page arrives: done = 1, and the
 -- pending finalization "<start>|0|<now>|<session>" is recorded (now is
--- apply.lua's ARGV[1]: when the entry was last worked on).
+-- apply.lua's ARGV[1]: when the entry was last worked on). Sessions overlap:
+-- if another session of the cohort is being finalized, the completed one
+-- waits in the cohort's queue (sorted set: session -> start) and is
+-- finalized next (snapshot_finalize.lua); finalizations commute, so any
+-- order gives last writer wins. The completing session's start also becomes
+-- the cohort's snapshot floor, after apply.lua applied the page (apply.lua).
 -- Result: apply.lua's.
 local snap_armed_only = table.remove(ARGV) == '1'
 local snap_session = table.remove(ARGV)
@@ -29,6 +35,7 @@ local snap_start = table.remove(ARGV)
 local snap_total = tonumber(table.remove(ARGV))
 local snap_page = table.remove(ARGV)
 local snap_ref = table.remove(ARGV)
+local snap_queue = table.remove(KEYS)
 local snap_pending = table.remove(KEYS)
 local snap_meta = table.remove(KEYS)
 local snap_members = table.remove(KEYS)
@@ -69,7 +76,13 @@ if stage and redis.call('HGET', snap_meta, 'done') ~= '1' then
   if tonumber(redis.call('HGET', snap_meta, 'seen')) >= snap_total then
     redis.call('HSET', snap_meta, 'done', '1')
     local start = redis.call('HGET', snap_meta, 'start')
-    redis.call('HSET', snap_pending, snap_ref, start .. '|0|' .. ARGV[1] .. '|' .. snap_session)
+    local head = redis.call('HGET', snap_pending, snap_ref)
+    if head then
+      redis.call('ZADD', snap_queue, tonumber(start), snap_session)
+    else
+      redis.call('HSET', snap_pending, snap_ref, start .. '|0|' .. ARGV[1] .. '|' .. snap_session)
+    end
+    snapshot_floor_after = start
     if snap_armed_only then redis.call('HDEL', KEYS[2], 'snapshot_armed', 'snapshot_session') end
   end
   redis.call('PEXPIRE', snap_meta, snap_ttl)

@@ -101,6 +101,34 @@ impl Emulator {
         })
     }
 
+    /// Deletes a segment (as someone might in LaunchDarkly's UI).
+    pub async fn delete_segment(&self, project: &str, env: &str, key: &str) {
+        let r = self
+            .http
+            .delete(format!(
+                "{}/_emulator/segments/{project}/{env}/{key}",
+                self.base
+            ))
+            .send()
+            .await
+            .expect("emulator reachable");
+        assert!(r.status().is_success(), "delete segment: {}", r.status());
+    }
+
+    /// Creates a segment through the LaunchDarkly API, as a person would by hand.
+    pub async fn create_segment_by_hand(&self, project: &str, env: &str, key: &str) {
+        let r = self
+            .http
+            .post(format!("{}/api/v2/segments/{project}/{env}", self.base))
+            .header("Authorization", TOKEN)
+            .header("LD-API-Version", "20240415")
+            .json(&json!({"key": key, "name": "made by hand", "unbounded": true, "unboundedContextKind": "user"}))
+            .send()
+            .await
+            .expect("emulator reachable");
+        assert_eq!(r.status().as_u16(), 201, "create by hand");
+    }
+
     pub async fn fault(&self, fault: Value) {
         self.post("/_emulator/faults", fault).await
     }

@@ -1,0 +1,389 @@
+//! Fault sequences against the real store (a private `redis-server`) and,
+//! end to end, the bridge with the LaunchDarkly emulator over HTTP:
+//! overlapping snapshot sessions, the tie rule in every script, the shared
+//! 429 pause, big keys freed with UNLINK, a segment deleted in LaunchDarkly,
+//! and one link per LaunchDarkly segment key.
+
+use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET, OPERATOR_TOKEN};
+use crate::support::{eventually, stack, Bridge, RedisServer};
+use cohort_bridge::config::RedisConfig;
+use cohort_bridge::sources::{Change, Push, Snapshot};
+use cohort_bridge::store::{ApplyParams, Claim, Keys, LinkId, Store};
+use reqwest::Method;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SRC: &str = "src";
+const COHORT: &str = "c";
+const DEST: &str = "d";
+
+fn params() -> ApplyParams {
+    ApplyParams {
+        now_ms: 1_000_000,
+        dedupe_ttl_ms: 60_000,
+        max_delay_ms: 1_000,
+        batch: 100,
+    }
+}
+
+fn store(redis: &RedisServer, prefix: &str) -> Store {
+    Store::connect(&RedisConfig {
+        url: redis.url(),
+        key_prefix: prefix.into(),
+        partitions: 1,
+        ..RedisConfig::default()
+    })
+    .expect("store")
+}
+
+fn change(key: &str, include: bool, version_ms: i64) -> Change {
+    Change {
+        key: key.into(),
+        include,
+        version_ms,
+    }
+}
+
+async fn push(s: &Store, changes: Vec<Change>) {
+    let p = Push {
+        cohort_id: COHORT.into(),
+        cohort_name: None,
+        delivery_id: None,
+        changes,
+        snapshot: None,
+    };
+    s.apply(SRC, &[DEST.into()], &p, params()).await.expect("apply");
+}
+
+/// One page (the only one) of a full snapshot session at `version`.
+async fn snapshot(s: &Store, session: &str, version: i64, members: &[&str]) {
+    let p = Push {
+        cohort_id: COHORT.into(),
+        cohort_name: None,
+        delivery_id: None,
+        changes: members.iter().map(|m| change(m, true, version)).collect(),
+        snapshot: Some(Snapshot {
+            session: session.into(),
+            page: 1,
+            total_pages: 1,
+            version_ms: version,
+            armed_only: false,
+        }),
+    };
+    s.apply(SRC, &[DEST.into()], &p, params()).await.expect("page");
+}
+
+async fn finalize(s: &Store) {
+    let f = s
+        .finalize_snapshot(SRC, &[DEST.into()], COHORT, params(), None, None)
+        .await
+        .expect("finalize");
+    assert!(f.finished && !f.abandoned, "{f:?}");
+}
+
+/// Members desired in, read from the want hash.
+async fn desired_in(redis: &RedisServer, prefix: &str) -> BTreeSet<String> {
+    let k = Keys::new(prefix, 1);
+    let mut c = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let all: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(k.want(0, SRC, COHORT))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    all.into_iter()
+        .filter(|(_, v)| cohort_bridge::store::MemberValue::parse(v).unwrap().desired)
+        .map(|(m, _)| m)
+        .collect()
+}
+
+fn set(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The issue's reproduction: A and C in at v50; Y (v200, {B}) completes; X
+/// (v100, {A}) completes before Y is finalized. Last writer wins says {B}.
+/// Also in the other order of completion and with X finalized in between.
+#[tokio::test]
+async fn overlapping_snapshot_sessions_are_all_finalized_last_writer_wins() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    for (i, order) in ["YX-then-finalize", "XY-then-finalize", "X-finalize-Y"]
+        .iter()
+        .enumerate()
+    {
+        let prefix = format!("ovl{i}");
+        let s = store(&redis, &prefix);
+        push(&s, vec![change("A", true, 50), change("C", true, 50)]).await;
+        match *order {
+            "YX-then-finalize" => {
+                snapshot(&s, "Y", 200, &["B"]).await;
+                snapshot(&s, "X", 100, &["A"]).await;
+                finalize(&s).await;
+            }
+            "XY-then-finalize" => {
+                snapshot(&s, "X", 100, &["A"]).await;
+                snapshot(&s, "Y", 200, &["B"]).await;
+                finalize(&s).await;
+            }
+            _ => {
+                snapshot(&s, "X", 100, &["A"]).await;
+                finalize(&s).await;
+                snapshot(&s, "Y", 200, &["B"]).await;
+                finalize(&s).await;
+            }
+        }
+        assert_eq!(desired_in(&redis, &prefix).await, set(&["B"]), "{order}");
+        // Nothing is left pending or queued.
+        assert!(s.pending_snapshots(&[0]).await.unwrap().is_empty(), "{order}");
+        // A late, older "in" of a member no snapshot page listed is stale.
+        push(&s, vec![change("D", true, 150), change("A", true, 150)]).await;
+        assert_eq!(desired_in(&redis, &prefix).await, set(&["B"]), "{order}: late");
+    }
+    // Y completes, then X, and X is finalized first by a flusher (any
+    // order): same answer.
+    let s = store(&redis, "ovl9");
+    push(&s, vec![change("A", true, 50), change("C", true, 50)]).await;
+    snapshot(&s, "X", 100, &["A"]).await;
+    snapshot(&s, "Y", 200, &["B"]).await;
+    snapshot(&s, "Z", 300, &["B", "C"]).await;
+    finalize(&s).await;
+    assert_eq!(desired_in(&redis, "ovl9").await, set(&["B", "C"]));
+}
+
+/// The tie rule (store docs): at equal versions "out" wins, in every
+/// order of arrival, in apply, in snapshot finalization and through a resync.
+#[tokio::test]
+async fn equal_versions_out_wins_in_every_script() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    // apply, both orders
+    let s = store(&redis, "tie-apply-a");
+    push(&s, vec![change("m", false, 5)]).await;
+    push(&s, vec![change("m", true, 5)]).await;
+    assert_eq!(desired_in(&redis, "tie-apply-a").await, set(&[]));
+    let s = store(&redis, "tie-apply-b");
+    push(&s, vec![change("m", true, 5)]).await;
+    push(&s, vec![change("m", false, 5)]).await;
+    assert_eq!(desired_in(&redis, "tie-apply-b").await, set(&[]));
+
+    // snapshot finalize: a plain "in" at the snapshot's version, in no
+    // page, is removed; a page's "in" against a plain "out" of that version loses.
+    for (i, out_first) in [true, false].into_iter().enumerate() {
+        let prefix = format!("tie-snap{i}");
+        let s = store(&redis, &prefix);
+        if out_first {
+            push(&s, vec![change("p", true, 100), change("q", false, 100)]).await;
+            snapshot(&s, "S", 100, &["q"]).await;
+        } else {
+            snapshot(&s, "S", 100, &["q"]).await;
+            push(&s, vec![change("q", false, 100)]).await;
+        }
+        finalize(&s).await;
+        // After the finalization, a plain "in" at the snapshot's version
+        // of a member in no page loses too.
+        push(&s, vec![change("p", true, 100), change("r", true, 100)]).await;
+        assert_eq!(desired_in(&redis, &prefix).await, set(&[]), "{prefix}");
+    }
+
+    // resync: re-sends the state the rule decided.
+    let s = store(&redis, "tie-resync");
+    push(&s, vec![change("m", true, 7), change("n", true, 7)]).await;
+    push(&s, vec![change("m", false, 7)]).await;
+    let link = LinkId {
+        destination: DEST.into(),
+        source: SRC.into(),
+        cohort: COHORT.into(),
+    };
+    assert_eq!(s.resync(&link, 1_000_000, 10).await.unwrap(), Some(2));
+    assert!(s
+        .try_acquire_lease(0, "t", Duration::from_secs(60))
+        .await
+        .unwrap());
+    let Claim::Members(mut got) = s.claim(0, "t", &link, 10, 2_000_000).await.unwrap() else {
+        panic!("nothing to send after a resync");
+    };
+    got.sort();
+    assert_eq!(got, vec![("m".into(), false), ("n".into(), true)]);
+}
+
+#[tokio::test]
+async fn the_shared_rate_pause_only_extends() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let s = store(&redis, "pause");
+    let base = cohort_bridge::clock::now_ms();
+    assert_eq!(s.share_rate_pause(base + 20_000).await.unwrap(), base + 20_000);
+    assert_eq!(s.share_rate_pause(base + 10_000).await.unwrap(), base + 20_000);
+    assert_eq!(s.rate_pause().await.unwrap(), Some(base + 20_000));
+    assert_eq!(s.share_rate_pause(base + 30_000).await.unwrap(), base + 30_000);
+    assert_eq!(s.rate_pause().await.unwrap(), Some(base + 30_000));
+    // An absurd value never wraps the key's expiry.
+    s.share_rate_pause(i64::MAX).await.unwrap();
+}
+
+async fn command_calls(c: &mut redis::aio::MultiplexedConnection, cmd: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A finalization frees its staging set with UNLINK, never DEL.
+#[tokio::test]
+async fn finalization_frees_the_staging_set_with_unlink() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let s = store(&redis, "unlink");
+    let members: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    push(&s, vec![change("old", true, 1)]).await;
+    snapshot(&s, "S", 10, &refs).await;
+    let mut c = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
+    finalize(&s).await;
+    assert_eq!(command_calls(&mut c, "del").await, 0, "DEL on a big key");
+    assert!(command_calls(&mut c, "unlink").await >= 1, "UNLINK of the staging set");
+    let k = Keys::new("unlink", 1);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(k.snapshot_members(0, SRC, COHORT, "S"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!exists);
+}
+
+async fn amp(bridge: &Bridge, source: &str, body: &serde_json::Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let (status, v) = bridge
+        .post(
+            source,
+            &bytes,
+            &[("X-Cohort-Bridge-Token", AMPLITUDE_SECRET.to_string())],
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+async fn blocked_reason(bridge: &Bridge, link: &str) -> String {
+    let (s, v) = bridge
+        .operator(
+            Method::GET,
+            &format!("/links/{link}"),
+            Some(OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v.pointer("/meta/blocked")
+        .or_else(|| v.pointer("/link/meta/blocked"))
+        .and_then(|b| b.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A segment deleted in LaunchDarkly is re-created with the link's whole
+/// current membership, not just the changes that came after.
+#[tokio::test]
+async fn a_segment_deleted_in_launchdarkly_is_recreated_with_the_whole_membership() {
+    let (_redis, emu, mut cfg) = stack();
+    cfg.set("server", "operator_token_env", "\"OPERATOR_TOKEN\"");
+    let bridge = Bridge::start(&cfg).await;
+    amp(&bridge, "amplitude", &amplitude_body("c1", true, 1_000, "m1", &["u1", "u2"])).await;
+    let key = "amplitude-c1";
+    eventually("u1 and u2 in LaunchDarkly", WAIT, || async {
+        (emu.members("default", "production", key).await == Some(vec!["u1".into(), "u2".into()]))
+            .then_some(())
+    })
+    .await;
+    emu.delete_segment("default", "production", key).await;
+    amp(&bridge, "amplitude", &amplitude_body("c1", true, 2_000, "m2", &["u3"])).await;
+    eventually("the re-created segment holds everyone", WAIT, || async {
+        (emu.members("default", "production", key).await
+            == Some(vec!["u1".into(), "u2".into(), "u3".into()]))
+        .then_some(())
+    })
+    .await;
+    bridge.stop().await;
+}
+
+/// Source `amp`, cohort `eu-1234` and source `amp-eu`, cohort `1234` both
+/// render `amp-eu-1234`: the second link is blocked and writes nothing.
+#[tokio::test]
+async fn two_links_rendering_one_segment_key_the_second_is_blocked() {
+    let (_redis, emu, mut cfg) = stack();
+    cfg.set("server", "operator_token_env", "\"OPERATOR_TOKEN\"");
+    for id in ["amp", "amp-eu"] {
+        cfg.sources.push_str(&format!(
+            "\n[[sources]]\nid = \"{id}\"\nkind = \"amplitude\"\ndestinations = [\"production\"]\nauth = {{ scheme = \"header\", header = \"X-Cohort-Bridge-Token\", secret_env = \"AMPLITUDE_SECRET\" }}\n"
+        ));
+    }
+    let bridge = Bridge::start(&cfg).await;
+    amp(&bridge, "amp", &amplitude_body("eu-1234", true, 1_000, "m1", &["a1"])).await;
+    eventually("amp's member in amp-eu-1234", WAIT, || async {
+        (emu.members("default", "production", "amp-eu-1234").await == Some(vec!["a1".into()]))
+            .then_some(())
+    })
+    .await;
+    amp(&bridge, "amp-eu", &amplitude_body("1234", true, 1_000, "m2", &["e1"])).await;
+    let reason = eventually("the second link is blocked", WAIT, || async {
+        let r = blocked_reason(&bridge, "production:amp-eu:1234").await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert!(reason.starts_with("segment_key_conflict"), "{reason}");
+    assert_eq!(
+        emu.members("default", "production", "amp-eu-1234").await,
+        Some(vec!["a1".into()]),
+        "the blocked link wrote nothing"
+    );
+    assert!(blocked_reason(&bridge, "production:amp:eu-1234").await.is_empty());
+    // The segment the bridge made names its link.
+    let seg = emu.segment("default", "production", "amp-eu-1234").await.unwrap();
+    assert!(cohort_bridge::launchdarkly::carries_mark(&seg, "production:amp:eu-1234"), "{seg}");
+    assert!(!cohort_bridge::launchdarkly::carries_mark(&seg, "production:amp-eu:1234"));
+    let (_, metrics) = bridge.get("/metrics").await;
+    assert!(
+        metrics.contains("cohort_bridge_links_blocked_total{reason=\"segment_key_conflict\"}"),
+        "{metrics}"
+    );
+    bridge.stop().await;
+}
+
+/// A 409 at creation adopts a segment only if it carries this link's mark,
+/// or the destination sets `adopt_existing_segments`.
+#[tokio::test]
+async fn a_segment_made_by_hand_is_not_adopted_unless_the_destination_says_so() {
+    let (_redis, emu, mut cfg) = stack();
+    cfg.set("server", "operator_token_env", "\"OPERATOR_TOKEN\"");
+    cfg.sources.push_str(
+        "\n[destinations.adopting]\nproject = \"default\"\nenvironment = \"staging\"\nadopt_existing_segments = true\n\n[[sources]]\nid = \"amp2\"\nkind = \"amplitude\"\ndestinations = [\"adopting\"]\nauth = { scheme = \"header\", header = \"X-Cohort-Bridge-Token\", secret_env = \"AMPLITUDE_SECRET\" }\n",
+    );
+    emu.create_segment_by_hand("default", "production", "amplitude-c7").await;
+    emu.create_segment_by_hand("default", "staging", "amp2-c7").await;
+    let bridge = Bridge::start(&cfg).await;
+    amp(&bridge, "amplitude", &amplitude_body("c7", true, 1_000, "m1", &["u1"])).await;
+    amp(&bridge, "amp2", &amplitude_body("c7", true, 1_000, "m2", &["u1"])).await;
+    let reason = eventually("the unowned segment blocks its link", WAIT, || async {
+        let r = blocked_reason(&bridge, "production:amplitude:c7").await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert!(reason.starts_with("segment_exists_unowned"), "{reason}");
+    eventually("adopted with adopt_existing_segments", WAIT, || async {
+        (emu.members("default", "staging", "amp2-c7").await == Some(vec!["u1".into()]))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        emu.members("default", "production", "amplitude-c7").await,
+        Some(vec![]),
+        "nothing written to the unowned segment"
+    );
+    // A segment made by hand carries no mark.
+    let seg = emu.segment("default", "production", "amplitude-c7").await.unwrap();
+    assert!(!cohort_bridge::launchdarkly::carries_mark(&seg, "production:amplitude:c7"));
+    bridge.stop().await;
+}
