@@ -4,6 +4,7 @@
 //! slot (see [`keys`]); every other call is a plain command. A Redis error is a
 //! [`StoreError`], which the HTTP layer answers with 503 and `Retry-After`.
 
+mod batches;
 mod connection;
 pub mod keys;
 mod member;
@@ -12,6 +13,7 @@ mod replicas;
 mod scripts;
 pub mod snapshot;
 
+pub use batches::BatchClaim;
 pub use keys::{Keys, LinkId};
 pub use member::MemberValue;
 pub use operator::{DeadLetter, LinkStatus};
