@@ -310,10 +310,18 @@ fn segment_batches_signed_over_element_0_never_cover_the_other_elements() {
     let events: Vec<Vec<u8>> = fixtures("segment")
         .into_iter()
         .filter(|b| b.first() == Some(&b'{'))
+        // Element 0's bytes in an array are the value without whitespace around it.
+        .map(|b| b.trim_ascii().to_vec())
         .collect();
     let strategy = (
         0..events.len(),
-        prop::collection::vec(bodies(events.clone()), 1..4),
+        prop::collection::vec(
+            prop_oneof![
+                3 => prop::sample::select(events.clone()),
+                1 => bodies(events.clone()),
+            ],
+            1..4,
+        ),
         any::<bool>(),
     );
     runner()
