@@ -9,8 +9,8 @@
 //! beside the fixtures, say) is skipped and reported, while a file named on
 //! the command line must resolve.
 //! Heap pushes are signed with a fresh timestamp at send time, as Heap does.
-//! Segment batches (a JSON array) are signed over element 0 only, as
-//! Segment's batched webhooks do today. Standard Webhooks pushes are signed
+//! Segment bodies, batches included, are signed over the whole body (what
+//! Segment's pending fix does; accepted whatever the source's `batches`). Standard Webhooks pushes are signed
 //! at send time with a `webhook-id` derived from the body, so replaying the
 //! same file twice is a retried delivery (de-duplicated), as a sender's
 //! retry would be. Mixpanel pushes carry HTTP Basic credentials.
@@ -168,11 +168,11 @@ pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
                 ));
             }
         }
-        ResolvedAuth::SegmentSignature { secrets } => {
+        ResolvedAuth::SegmentSignature { secrets, .. } => {
             if let Some(s) = secrets.first() {
                 h.push((
                     "X-Signature".into(),
-                    verify::segment_sign(s, segment_signed_bytes(body)),
+                    verify::segment_sign(s, body),
                 ));
             }
         }
@@ -191,24 +191,6 @@ pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
         ResolvedAuth::None => {}
     }
     h
-}
-
-/// What Segment signs: element 0 of a batch (its exact bytes, which is what
-/// `JSON.stringify(body[0])` emits for a body written by `JSON.stringify`),
-/// else the whole body.
-fn segment_signed_bytes(body: &[u8]) -> &[u8] {
-    if !body.trim_ascii_start().starts_with(b"[") {
-        return body;
-    }
-    let Ok(elements) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) else {
-        return body;
-    };
-    let Some(first) = elements.first().map(|e| e.get().as_bytes()) else {
-        return body;
-    };
-    // Element 0 borrows from `body`: re-slice it from its position.
-    let start = first.as_ptr() as usize - body.as_ptr() as usize;
-    body.get(start..start + first.len()).unwrap_or(body)
 }
 
 /// A `webhook-id` that is the same for the same body: `msg_` + 24 hex digits of its SHA-256.
@@ -310,8 +292,9 @@ mod signing_tests {
     use crate::config::Secret;
 
     #[test]
-    fn segment_batches_are_signed_over_element_0_like_segment_does() {
-        // The batched vector of reference/signature-vectors.json.
+    fn segment_batches_are_signed_over_the_whole_body() {
+        // The batched vector of reference/signature-vectors.json: replay
+        // signs the full array (accepted whatever the source's `batches`).
         let all: serde_json::Value =
             serde_json::from_str(include_str!("../reference/signature-vectors.json")).unwrap();
         let v = all["vectors"]
@@ -322,16 +305,26 @@ mod signing_tests {
             .unwrap();
         let body = v["body"].as_str().unwrap().as_bytes();
         let secret = Secret::new(v["secret"].as_str().unwrap());
+        let auth = ResolvedAuth::SegmentSignature {
+            secrets: vec![secret],
+            batches: Default::default(),
+        };
+        let source = Source {
+            id: "segment".into(),
+            kind: crate::sources::SourceKind::Segment,
+            destinations: vec![],
+            key_field: "userId".into(),
+            auth,
+            context_kinds: vec![],
+        };
+        let headers = auth_headers(&source, body);
         assert_eq!(
-            segment_signed_bytes(body),
-            v["signed_string_current"].as_str().unwrap().as_bytes()
+            headers[1..],
+            [(
+                "X-Signature".to_string(),
+                v["x_signature_if_full_body_signed"].as_str().unwrap().to_string()
+            )]
         );
-        assert_eq!(
-            verify::segment_sign(&secret, segment_signed_bytes(body)),
-            v["headers"]["X-Signature"].as_str().unwrap()
-        );
-        assert_eq!(segment_signed_bytes(b"{\"a\":1}"), b"{\"a\":1}");
-        assert_eq!(segment_signed_bytes(b"[]"), b"[]");
     }
 
     #[test]

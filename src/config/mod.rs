@@ -21,7 +21,9 @@ pub use raw::{
     PartnerTokenConfig, RawConfig, RedisConfig, ServerConfig, SourceConfig,
 };
 pub use secret::Secret;
-pub use validate::{ConfigError, Destination, ResolvedAuth, Settings, Source, SourceKind};
+pub use validate::{
+    ConfigError, Destination, ResolvedAuth, SegmentBatches, Settings, Source, SourceKind,
+};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;

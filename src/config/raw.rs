@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Environment variable holding the operator API token (unset: operator API off).
     pub operator_token_env: Option<String>,
+    /// A request body must arrive within this many ms, else 408.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             shutdown_grace_seconds: 30,
             operator_token_env: None,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -275,6 +278,9 @@ pub struct AuthConfig {
     pub password_file: Option<OneOrMany>,
     #[serde(default)]
     pub tolerance_seconds: Option<u64>,
+    /// `segment-signature` only: `"signed"` (default) or `"first-event"`.
+    #[serde(default)]
+    pub batches: Option<String>,
 }
 
 /// `[partner]`: LaunchDarkly's partner endpoint,

@@ -99,7 +99,10 @@ pub enum ResolvedAuth {
         tolerance: Duration,
     },
     /// Segment's `X-Signature: hex(HMAC-SHA1(secret, body))`.
-    SegmentSignature { secrets: Vec<Secret> },
+    SegmentSignature {
+        secrets: Vec<Secret>,
+        batches: SegmentBatches,
+    },
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
     StandardWebhooks {
         secrets: Vec<Secret>,
@@ -107,6 +110,18 @@ pub enum ResolvedAuth {
     },
     /// No authentication (only with `allow_unauthenticated = true`).
     None,
+}
+
+/// Which Segment batches a `segment-signature` source applies (`auth.batches`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SegmentBatches {
+    /// `"signed"` (default): only what the signature covers; an array signed
+    /// over element 0 alone is refused (401).
+    #[default]
+    Signed,
+    /// `"first-event"`: an array signed over element 0 is applied once, the
+    /// first time its element 0 is seen; afterwards it is a duplicate.
+    FirstEvent,
 }
 
 /// A validated destination.
@@ -182,6 +197,9 @@ impl Settings {
         };
         if raw.server.max_body_bytes == 0 {
             p.add("server.max_body_bytes", "must be greater than 0");
+        }
+        if raw.server.body_read_timeout_ms == 0 {
+            p.add("server.body_read_timeout_ms", "must be greater than 0");
         }
         let operator_token = raw
             .server
@@ -599,6 +617,12 @@ fn resolve_auth(
             "secret_file",
         )
     };
+    if a.batches.is_some() && a.scheme != "segment-signature" {
+        p.add(
+            format!("{key}.batches"),
+            "only applies to scheme \"segment-signature\"",
+        );
+    }
     let auth = match a.scheme.as_str() {
         "header" => {
             let header = match &a.header {
@@ -655,6 +679,17 @@ fn resolve_auth(
         },
         "segment-signature" => ResolvedAuth::SegmentSignature {
             secrets: secrets(p),
+            batches: match a.batches.as_deref() {
+                None | Some("signed") => SegmentBatches::Signed,
+                Some("first-event") => SegmentBatches::FirstEvent,
+                Some(other) => {
+                    p.add(
+                        format!("{key}.batches"),
+                        format!("unknown value {other:?}; known: \"signed\" (default), \"first-event\""),
+                    );
+                    SegmentBatches::Signed
+                }
+            },
         },
         "standard-webhooks" => ResolvedAuth::StandardWebhooks {
             secrets: secrets(p),

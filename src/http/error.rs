@@ -15,6 +15,10 @@ pub enum ApiError {
     Invalid(String),
     #[error("body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the body did not arrive within {ms} ms (server.body_read_timeout_ms)")]
+    BodyTimeout { ms: u64 },
+    #[error("a batch with this element 0 is being applied by another request; retry later")]
+    BatchInProgress,
     #[error("the store is unavailable; retry later")]
     Unavailable(#[source] crate::store::StoreError),
     #[error("not found")]
@@ -34,6 +38,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Invalid(_) => "invalid_payload",
             ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::BatchInProgress => "batch_in_progress",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::NotFound => "not_found",
             ApiError::OperatorDisabled => "operator_api_disabled",
@@ -53,13 +59,16 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) | ApiError::OperatorUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable(_) | ApiError::BatchInProgress => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::BatchInProgress) {
             resp.insert_header(("Retry-After", "5"));
         }
         resp.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))

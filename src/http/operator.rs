@@ -180,11 +180,13 @@ struct RedriveBody {
 async fn redrive(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // The token before any byte of the body is read.
     authorize(&req, &state)?;
     let link = link_id(&path)?;
+    let body = super::webhooks::read_body(&req, payload, &state.settings.server).await?;
     let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
         RedriveBody::default()
     } else {

@@ -45,6 +45,8 @@ pub enum PartnerError {
     Invalid(String),
     #[error("body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the body did not arrive within {ms} ms (server.body_read_timeout_ms)")]
+    BodyTimeout { ms: u64 },
     #[error("the store is unavailable; retry later")]
     Unavailable(#[source] crate::store::StoreError),
     #[error("this access token exceeded its rate limit; retry in {} ms", wait.as_millis())]
@@ -59,6 +61,7 @@ impl PartnerError {
             PartnerError::UnknownIntegration(_) => "not_found",
             PartnerError::Invalid(_) => "invalid_request",
             PartnerError::TooLarge { .. } => "payload_too_large",
+            PartnerError::BodyTimeout { .. } => "request_timeout",
             PartnerError::Unavailable(_) => "service_unavailable",
             PartnerError::RateLimited { .. } => "rate_limited",
         }
@@ -71,7 +74,9 @@ impl PartnerError {
             PartnerError::TooLarge { .. } => "too_large",
             PartnerError::Unavailable(_) => "unavailable",
             PartnerError::RateLimited { .. } => "rate_limited",
-            PartnerError::UnknownIntegration(_) | PartnerError::Invalid(_) => "invalid",
+            PartnerError::UnknownIntegration(_)
+            | PartnerError::Invalid(_)
+            | PartnerError::BodyTimeout { .. } => "invalid",
         }
     }
 }
@@ -80,6 +85,7 @@ impl From<ApiError> for PartnerError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::TooLarge { limit } => PartnerError::TooLarge { limit },
+            ApiError::BodyTimeout { ms } => PartnerError::BodyTimeout { ms },
             ApiError::Unavailable(err) => PartnerError::Unavailable(err),
             other => PartnerError::Invalid(other.to_string()),
         }
@@ -94,6 +100,7 @@ impl ResponseError for PartnerError {
             PartnerError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
             PartnerError::Invalid(_) => StatusCode::BAD_REQUEST,
             PartnerError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PartnerError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             PartnerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PartnerError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -203,10 +210,10 @@ pub async fn receive(
         Err(e) => {
             match &e {
                 PartnerError::Unavailable(err) => {
-                    tracing::warn!(integration = %key, error = %err, "Partner push refused: Redis unavailable.")
+                    tracing::warn!(integration = ?key, error = %err, "Partner push refused: Redis unavailable.")
                 }
                 other => {
-                    tracing::info!(integration = %key, error = %other, "Partner push rejected.")
+                    tracing::info!(integration = ?key, error = %other, "Partner push rejected.")
                 }
             }
             Err(e)
@@ -235,7 +242,8 @@ async fn handle(
         .check(*index)
         .map_err(|wait| PartnerError::RateLimited { wait })?;
     let settings = &state.settings;
-    let body = read_body(req, payload, settings.server.max_body_bytes).await?;
+    // The token was checked above, before any byte of the body is read.
+    let body = read_body(req, payload, &settings.server).await?;
     let now = now_ms();
     let request = manifest
         .parse(&body, now)

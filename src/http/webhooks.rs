@@ -18,7 +18,7 @@ use super::AppState;
 use crate::clock::now_ms;
 use crate::metrics as m;
 use crate::sources::{self, SourceKind};
-use crate::store::{ApplyOutcome, ApplyParams};
+use crate::store::{ApplyOutcome, ApplyParams, BatchClaim};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -62,12 +62,15 @@ impl Summary {
     }
 }
 
-/// Reads the body, refusing more than `limit` bytes without buffering them.
+/// Reads the body, refusing more than `server.max_body_bytes` without
+/// buffering them (413), and a body that has not fully arrived within
+/// `server.body_read_timeout_ms` (408).
 pub(super) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    server: &crate::config::ServerConfig,
 ) -> Result<web::BytesMut, ApiError> {
+    let limit = server.max_body_bytes;
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -76,16 +79,96 @@ pub(super) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::Invalid(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge { limit });
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::Invalid(format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    let ms = server.body_read_timeout_ms;
+    tokio::time::timeout(std::time::Duration::from_millis(ms), read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout { ms })?
+}
+
+/// Bodies above this size are verified and parsed on the blocking pool, so
+/// a big request does not stall the other requests of its worker.
+pub(super) const OFF_LOOP_BYTES: usize = 64 * 1024;
+
+/// What a verified, parsed body carries.
+struct Checked {
+    parsed: sources::Parsed,
+    /// `batches = "first-event"`: element 0's `messageId` (and its cohort,
+    /// when element 0 is an audience event); apply the batch only if that
+    /// element 0 was never applied.
+    first_event: Option<(String, Option<String>)>,
+}
+
+/// Verifies, then parses; with Mixpanel's `action`, read only once the body
+/// is verified (so an unauthenticated body is never parsed).
+fn verify_and_parse(
+    source: &crate::config::Source,
+    headers: &actix_web::http::header::HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> (Option<&'static str>, Result<Checked, ApiError>) {
+    let verified = match crate::verify::verify(&source.auth, headers, body, now) {
+        Ok(v) => v,
+        Err(e) => return (None, Err(e.into())),
+    };
+    let action = (source.kind == SourceKind::Mixpanel)
+        .then(|| sources::mixpanel_action(body))
+        .flatten();
+    (action, parse_verified(source, &verified, now))
+}
+
+fn parse_verified(
+    source: &crate::config::Source,
+    verified: &crate::verify::Verified<'_>,
+    now: i64,
+) -> Result<Checked, ApiError> {
+    let first_event = match verified.first_event_only() {
+        None => None,
+        Some(first) => Some(first_message_id(first).ok_or_else(|| {
+            ApiError::Invalid(
+                "event 0 of a batch signed over element 0 must carry a messageId (batches = \"first-event\")"
+                    .into(),
+            )
+        })?),
+    };
+    let parsed = sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.0))?;
+    // Element 0's push, if it has one, is the first and carries its messageId.
+    let first_event = first_event.map(|id| {
+        let cohort = parsed
+            .pushes
+            .first()
+            .filter(|p| p.delivery_id.as_deref() == Some(id.as_str()))
+            .map(|p| p.cohort_id.clone());
+        (id, cohort)
+    });
+    Ok(Checked {
+        parsed,
+        first_event,
+    })
+}
+
+/// The `messageId` of a (verified) Segment event.
+fn first_message_id(event: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(rename = "messageId")]
+        message_id: Option<String>,
     }
-    Ok(body)
+    serde_json::from_slice::<Id>(event)
+        .ok()?
+        .message_id
+        .filter(|m| !m.is_empty())
 }
 
 pub async fn receive(
@@ -156,13 +239,76 @@ async fn handle(
     action: &mut Option<&'static str>,
 ) -> Result<Summary, ApiError> {
     let settings = &state.settings;
-    let body = read_body(req, payload, settings.server.max_body_bytes).await?;
-    if source.kind == SourceKind::Mixpanel {
-        *action = sources::mixpanel_action(&body);
-    }
+    // Header credentials (and signature headers' shape and window) first:
+    // an unauthenticated request is refused before its body is read.
+    crate::verify::precheck(&source.auth, req.headers(), now_ms())?;
+    let body = read_body(req, payload, &settings.server).await?.freeze();
     let now = now_ms();
-    let verified = crate::verify::verify(&source.auth, req.headers(), &body, now)?;
-    let parsed = sources::parse(source, &verified, now).map_err(|e| ApiError::Invalid(e.0))?;
+    let (echo, checked) = if body.len() > OFF_LOOP_BYTES {
+        let (source, headers, body) = (source.clone(), req.headers().clone(), body.clone());
+        web::block(move || verify_and_parse(&source, &headers, &body, now))
+            .await
+            .map_err(|e| ApiError::Invalid(format!("could not verify the body: {e}")))?
+    } else {
+        verify_and_parse(source, req.headers(), &body, now)
+    };
+    *action = echo;
+    let checked = checked?;
+    let parsed = checked.parsed;
+    if let Some((first, cohort)) = &checked.first_event {
+        let store = &state.store;
+        let ttl = settings.redis.dedupe_ttl_seconds * 1000;
+        let duplicate = Summary {
+            duplicate: true,
+            ..Summary::default()
+        };
+        match store.claim_batch(&source.id, first).await {
+            Err(e) => return Err(ApiError::Unavailable(e)),
+            Ok(BatchClaim::Done) => return Ok(duplicate),
+            Ok(BatchClaim::InProgress) => return Err(ApiError::BatchInProgress),
+            Ok(BatchClaim::Retry) => {}
+            Ok(BatchClaim::New) => {
+                let seen = match cohort {
+                    Some(c) => store.delivery_seen(&source.id, c, first).await,
+                    None => Ok(false),
+                };
+                match seen {
+                    Ok(true) => {
+                        store
+                            .finish_batch(&source.id, first, true, ttl)
+                            .await
+                            .map_err(ApiError::Unavailable)?;
+                        return Ok(duplicate);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        let _ = store.finish_batch(&source.id, first, false, ttl).await;
+                        return Err(ApiError::Unavailable(e));
+                    }
+                }
+            }
+        }
+        let result = apply(state, source, &parsed, now).await;
+        let marked = store
+            .finish_batch(&source.id, first, result.is_ok(), ttl)
+            .await;
+        return match (result, marked) {
+            (Ok(summary), Ok(())) => Ok(summary),
+            (Ok(_), Err(e)) => Err(ApiError::Unavailable(e)),
+            (Err(e), _) => Err(e),
+        };
+    }
+    apply(state, source, &parsed, now).await
+}
+
+/// Applies a parsed push to Redis; the 200 summary.
+async fn apply(
+    state: &AppState,
+    source: &crate::config::Source,
+    parsed: &sources::Parsed,
+    now: i64,
+) -> Result<Summary, ApiError> {
+    let settings = &state.settings;
     let params = ApplyParams {
         now_ms: now,
         dedupe_ttl_ms: settings.redis.dedupe_ttl_seconds * 1000,
@@ -180,7 +326,7 @@ async fn handle(
             .arm_snapshot(&source.id, cohort, name.as_deref(), now)
             .await
             .map_err(ApiError::Unavailable)?;
-        tracing::info!(source = %source.id, cohort = %cohort, "Cohort armed: its next full sync replaces its membership.");
+        tracing::info!(source = %source.id, cohort = ?cohort, "Cohort armed: its next full sync replaces its membership.");
     }
     // The flusher polls every `flush.poll_interval_ms`; wake it only when a
     // link is due at once (a full batch, a snapshot's removals).
@@ -221,7 +367,7 @@ async fn handle(
             m::changes(&source.id, "superseded", removed.superseded);
             m::changes(&source.id, "cancelled", removed.cancelled);
             if fin.abandoned {
-                tracing::warn!(source = %source.id, cohort = %push.cohort_id, "Snapshot staging expired before its finalization ended; no further members were removed.");
+                tracing::warn!(source = %source.id, cohort = ?push.cohort_id, "Snapshot staging expired before its finalization ended; no further members were removed.");
             }
             let complete = state
                 .store

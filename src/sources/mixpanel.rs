@@ -48,13 +48,19 @@ pub const ACTIONS: [&str; 3] = ["members", "add_members", "remove_members"];
 /// The `action` of a body, if it is one of [`ACTIONS`]: echoed in the
 /// envelope even when the request is refused.
 pub fn action_of(body: &[u8]) -> Option<&'static str> {
+    // Borrowed and compared as raw text: other fields are skipped without
+    // being built, so this costs no allocation per element.
     #[derive(Deserialize)]
-    struct Action {
-        action: Option<Value>,
+    struct Action<'a> {
+        #[serde(borrow)]
+        action: Option<&'a serde_json::value::RawValue>,
     }
     let a: Action = serde_json::from_slice(body).ok()?;
-    let s = a.action?;
-    ACTIONS.iter().copied().find(|x| s.as_str() == Some(*x))
+    let raw = a.action?.get();
+    ACTIONS
+        .iter()
+        .copied()
+        .find(|x| raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) == Some(*x))
 }
 
 fn id_text(v: &Value) -> Option<String> {

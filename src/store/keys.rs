@@ -115,6 +115,14 @@ impl Keys {
         )
     }
 
+    /// String with TTL: a first-event Segment batch, by element 0's
+    /// `messageId`: "pending" while it is applied, then "done"
+    /// (`store::batches`). The source's length comes first so ids
+    /// containing `:` cannot collide.
+    pub fn batch_seen(&self, p: u16, source: &str, first_id: &str) -> String {
+        format!("{}:batch:{}:{source}:{first_id}", self.tag(p), source.len())
+    }
+
     /// String with TTL: the token of the flusher working this partition.
     pub fn lease(&self, p: u16) -> String {
         format!("{}:lease", self.tag(p))

@@ -22,6 +22,7 @@
 //!
 //! The result is a function of the set of changes, not of their arrival order.
 
+mod batches;
 mod connection;
 pub mod keys;
 mod member;
@@ -30,6 +31,7 @@ mod replicas;
 mod scripts;
 pub mod snapshot;
 
+pub use batches::BatchClaim;
 pub use keys::{Keys, LinkId};
 pub use member::MemberValue;
 pub use operator::{DeadLetter, LinkStatus};

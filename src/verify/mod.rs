@@ -15,11 +15,11 @@ mod shared_secret;
 mod standard_webhooks;
 
 pub use heap_hash::sign as heap_sign;
-pub use segment_signature::sign as segment_sign;
+pub use segment_signature::{first_element as segment_first_element, sign as segment_sign};
 pub use shared_secret::verify_header;
 pub use standard_webhooks::sign as standard_webhooks_sign;
 
-use crate::config::ResolvedAuth;
+use crate::config::{ResolvedAuth, SegmentBatches};
 
 /// Request headers as the verifiers see them (decoupled from the HTTP framework).
 pub trait Headers {
@@ -47,6 +47,7 @@ pub struct Verified<'a> {
     body: &'a [u8],
     signed_at_ms: Option<i64>,
     delivery_id: Option<String>,
+    first_event_only: Option<std::ops::Range<usize>>,
 }
 
 impl<'a> Verified<'a> {
@@ -63,6 +64,16 @@ impl<'a> Verified<'a> {
     /// A delivery id carried by the signature scheme (Standard Webhooks' `webhook-id`).
     pub fn delivery_id(&self) -> Option<&str> {
         self.delivery_id.as_deref()
+    }
+
+    /// Set when the signature covers only element 0 of a JSON array of
+    /// several (a Segment batch accepted with `batches = "first-event"`):
+    /// element 0's bytes. The caller must apply the batch only the first
+    /// time element 0 is seen.
+    pub fn first_event_only(&self) -> Option<&'a [u8]> {
+        self.first_event_only
+            .clone()
+            .and_then(|r| self.body.get(r))
     }
 }
 
@@ -83,6 +94,32 @@ pub enum VerifyError {
     BadSignature,
     #[error("signed timestamp is {0} s away from now, outside the tolerance window")]
     OutsideWindow(i64),
+    #[error("X-Signature covers only element 0 of this batch, so the other events are not authenticated; nothing was applied. Set the Segment Webhooks (Actions) mapping's batch size to 1, or set batches = \"first-event\" in this source's auth (see the README, Security)")]
+    UnsignedBatch,
+}
+
+/// The checks that need only the headers, run before the body is read:
+/// shared secrets and Basic in full; for signature schemes, the header's
+/// presence and shape and the signed timestamp's window. [`verify`] repeats
+/// them, so skipping this is never unsafe, only more expensive.
+pub fn precheck(auth: &ResolvedAuth, headers: &dyn Headers, now_ms: i64) -> Result<(), VerifyError> {
+    match auth {
+        ResolvedAuth::Header { header, secrets } => {
+            shared_secret::verify_header(headers, header, secrets)
+        }
+        ResolvedAuth::Basic {
+            username,
+            passwords,
+        } => shared_secret::verify_basic(headers, username, passwords),
+        ResolvedAuth::HeapHash { tolerance, .. } => {
+            heap_hash::precheck(headers, *tolerance, now_ms).map(|_| ())
+        }
+        ResolvedAuth::SegmentSignature { .. } => segment_signature::precheck(headers).map(|_| ()),
+        ResolvedAuth::StandardWebhooks { tolerance, .. } => {
+            standard_webhooks::precheck(headers, *tolerance, now_ms).map(|_| ())
+        }
+        ResolvedAuth::None => Ok(()),
+    }
 }
 
 /// Verifies `body` against a source's resolved authentication.
@@ -96,6 +133,7 @@ pub fn verify<'a>(
         body,
         signed_at_ms: None,
         delivery_id: None,
+        first_event_only: None,
     };
     match auth {
         ResolvedAuth::Header { header, secrets } => {
@@ -110,8 +148,16 @@ pub fn verify<'a>(
                 headers, body, secrets, *tolerance, now_ms,
             )?);
         }
-        ResolvedAuth::SegmentSignature { secrets } => {
-            segment_signature::verify(headers, body, secrets)?
+        ResolvedAuth::SegmentSignature { secrets, batches } => {
+            match (segment_signature::verify(headers, body, secrets)?, batches) {
+                (segment_signature::Coverage::Whole, _) => {}
+                (segment_signature::Coverage::FirstOnly(_), SegmentBatches::Signed) => {
+                    return Err(VerifyError::UnsignedBatch)
+                }
+                (segment_signature::Coverage::FirstOnly(r), SegmentBatches::FirstEvent) => {
+                    v.first_event_only = Some(r)
+                }
+            }
         }
         ResolvedAuth::StandardWebhooks { secrets, tolerance } => {
             let (id, ts) = standard_webhooks::verify(headers, body, secrets, *tolerance, now_ms)?;

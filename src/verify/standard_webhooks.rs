@@ -44,14 +44,16 @@ pub fn sign(secret: &Secret, id: &str, ts: &str, body: &[u8]) -> String {
     )
 }
 
-/// Returns the `webhook-id` and the signed timestamp in ms.
-pub fn verify(
-    headers: &dyn Headers,
-    body: &[u8],
-    secrets: &[Secret],
+/// At most this many `v1,` entries are considered (rotation needs two or three).
+const MAX_ENTRIES: usize = 8;
+
+/// The headers alone, before the body is read: presence, the timestamp and
+/// its window, and up to [`MAX_ENTRIES`] well-formed `v1,` signatures.
+pub fn precheck<'h>(
+    headers: &'h dyn Headers,
     tolerance: Duration,
     now_ms: i64,
-) -> Result<(String, i64), VerifyError> {
+) -> Result<(&'h str, &'h str, i64, Vec<[u8; 32]>), VerifyError> {
     let id = headers
         .get_str("webhook-id")
         .ok_or(VerifyError::MissingHeader("webhook-id"))?;
@@ -65,21 +67,54 @@ pub fn verify(
         header: "webhook-timestamp",
         reason: "not a Unix timestamp",
     })?;
-    let mut ok = false;
-    for entry in sigs.split(' ') {
-        let Some(("v1", b64)) = entry.split_once(',') else {
+    // The window first: a stale or future request costs no MAC.
+    let ts_ms = check_window(secs.saturating_mul(1000), now_ms, tolerance)?;
+    let candidates: Vec<[u8; 32]> = sigs
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        // 32 bytes are 44 base64 characters: nothing else is decoded.
+        .filter(|b64| b64.len() == 44)
+        .filter_map(|b64| {
+            let mut out = [0u8; 32];
+            match base64::engine::general_purpose::STANDARD.decode_slice(b64, &mut out) {
+                Ok(32) => Some(out),
+                _ => None,
+            }
+        })
+        .take(MAX_ENTRIES)
+        .collect();
+    if candidates.is_empty() {
+        return Err(VerifyError::Malformed {
+            header: "webhook-signature",
+            reason: "no v1 signature of 32 bytes",
+        });
+    }
+    Ok((id, ts, ts_ms, candidates))
+}
+
+/// Returns the `webhook-id` and the signed timestamp in ms. One MAC per
+/// secret, compared in constant time against each candidate entry.
+pub fn verify(
+    headers: &dyn Headers,
+    body: &[u8],
+    secrets: &[Secret],
+    tolerance: Duration,
+    now_ms: i64,
+) -> Result<(String, i64), VerifyError> {
+    use subtle::ConstantTimeEq;
+    let (id, ts, ts_ms, candidates) = precheck(headers, tolerance, now_ms)?;
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        let Some(m) = mac(s, id, ts, body) else {
             continue;
         };
-        let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(b64) else {
-            continue;
-        };
-        for s in secrets {
-            ok |= mac(s, id, ts, body).is_some_and(|m| m.verify_slice(&sig).is_ok());
+        let tag = m.finalize().into_bytes();
+        for c in &candidates {
+            ok |= tag.as_slice().ct_eq(c.as_slice());
         }
     }
-    if !ok {
+    if !bool::from(ok) {
         return Err(VerifyError::BadSignature);
     }
-    let ts_ms = check_window(secs.saturating_mul(1000), now_ms, tolerance)?;
     Ok((id.to_string(), ts_ms))
 }

@@ -12,6 +12,8 @@ mod emulator_api;
 mod fast_paths;
 mod faults;
 mod fixtures;
+mod fuzz;
+mod ingress_security;
 mod mixpanel;
 mod model;
 mod operator;

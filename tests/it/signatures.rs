@@ -2,7 +2,7 @@
 //! `reference/signature-vectors.json` (a copy of the shared reference), and
 //! mutations of each: through the public `verify::verify`, as the receivers call it.
 
-use cohort_bridge::config::{ResolvedAuth, Secret};
+use cohort_bridge::config::{ResolvedAuth, SegmentBatches, Secret};
 use cohort_bridge::verify::{self, Headers, VerifyError};
 use serde_json::Value;
 use std::time::Duration;
@@ -139,6 +139,7 @@ fn segment_vectors_verify_single_and_batched_and_mutations_fail() {
         let secret = Secret::new(v["secret"].as_str().unwrap());
         let auth = ResolvedAuth::SegmentSignature {
             secrets: vec![Secret::new("old"), secret.clone()],
+            batches: SegmentBatches::FirstEvent,
         };
         let body = v["body"].as_str().unwrap().as_bytes();
         let sig = v["headers"]["X-Signature"].as_str().unwrap();
@@ -156,6 +157,7 @@ fn segment_vectors_verify_single_and_batched_and_mutations_fail() {
         );
         let wrong = ResolvedAuth::SegmentSignature {
             secrets: vec![Secret::new("wrong")],
+            batches: SegmentBatches::FirstEvent,
         };
         assert_eq!(
             check(&wrong, &h("X-Signature", sig), body, 0),

@@ -51,3 +51,8 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+pub mod alloc;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
