@@ -6,10 +6,18 @@
 //! long each lease is certainly still valid (measured from *before* the renew
 //! was sent), so a LaunchDarkly request is only sent while the lease outlives
 //! the request timeout: LaunchDarkly takes no fencing token.
+//!
+//! Every request is bracketed by a [`RequestGuard`] taken just before it is
+//! sent (after any throttle wait). A partition given up on rebalance is first
+//! *drained*: nothing new is claimed or sent there, its lease is still renewed,
+//! and it is released only once its last request has ended plus the request
+//! timeout (LaunchDarkly may still apply a request the client gave up on).
+//! The next owner therefore cannot write a member before an older write of
+//! it has landed.
 
 use crate::store::Store;
 use rand::seq::SliceRandom;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,83 +26,179 @@ use std::time::{Duration, Instant};
 pub struct Leases {
     token: String,
     ttl: Duration,
+    request_timeout: Duration,
     partitions: u16,
-    held: Mutex<BTreeMap<u16, Instant>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Partition → until when the lease is certainly valid.
+    held: BTreeMap<u16, Instant>,
+    /// Held partitions being given up: no new claims or requests.
+    draining: BTreeSet<u16>,
+    /// Requests in flight per partition.
+    active: HashMap<u16, usize>,
+    /// When the last request of a partition ended.
+    last_end: HashMap<u16, Instant>,
+}
+
+impl State {
+    fn valid(&self, p: u16, margin: Duration, now: Instant) -> bool {
+        !self.draining.contains(&p) && self.held.get(&p).is_some_and(|u| *u > now + margin)
+    }
+
+    /// True once a draining partition may be released.
+    fn quiet(&self, p: u16, request_timeout: Duration, now: Instant) -> bool {
+        self.active.get(&p).copied().unwrap_or(0) == 0
+            && self
+                .last_end
+                .get(&p)
+                .is_none_or(|end| now >= *end + request_timeout)
+    }
+}
+
+/// One LaunchDarkly request in flight under a partition's lease.
+#[must_use]
+pub struct RequestGuard<'a> {
+    leases: &'a Leases,
+    p: u16,
+    settled: bool,
+}
+
+impl RequestGuard<'_> {
+    /// The request got an answer LaunchDarkly will not apply later: the
+    /// partition needs no extra wait before it is released.
+    pub fn settled(&mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.leases.lock();
+        if let Some(n) = s.active.get_mut(&self.p) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.active.remove(&self.p);
+            }
+        }
+        if !self.settled {
+            s.last_end.insert(self.p, Instant::now());
+        }
+    }
 }
 
 impl Leases {
-    pub fn new(token: String, ttl: Duration, partitions: u16) -> Self {
+    pub fn new(token: String, ttl: Duration, request_timeout: Duration, partitions: u16) -> Self {
         Leases {
             token,
             ttl,
+            request_timeout,
             partitions,
-            held: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State::default()),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("leases lock")
     }
 
     pub fn token(&self) -> &str {
         &self.token
     }
 
-    /// Partitions whose lease is valid for at least `margin` more.
+    /// Partitions whose lease is valid for at least `margin` more (and that
+    /// are not being given up).
     pub fn usable(&self, margin: Duration) -> Vec<u16> {
         let now = Instant::now();
-        self.held
-            .lock()
-            .expect("leases lock")
-            .iter()
-            .filter(|(_, until)| **until > now + margin)
-            .map(|(p, _)| *p)
+        let s = self.lock();
+        s.held
+            .keys()
+            .copied()
+            .filter(|p| s.valid(*p, margin, now))
             .collect()
     }
 
-    /// True if the partition's lease is valid for at least `margin` more.
+    /// True if the partition's lease is valid for at least `margin` more and
+    /// the partition is not being given up.
     pub fn valid_for(&self, p: u16, margin: Duration) -> bool {
-        self.held
-            .lock()
-            .expect("leases lock")
-            .get(&p)
-            .is_some_and(|until| *until > Instant::now() + margin)
+        self.lock().valid(p, margin, Instant::now())
     }
 
+    /// Call just before sending a request: `Some` if the lease outlives the
+    /// request timeout (and the partition is not being given up); the
+    /// partition is then not released before the guard is dropped plus the
+    /// request timeout.
+    pub fn begin_request(&self, p: u16) -> Option<RequestGuard<'_>> {
+        let mut s = self.lock();
+        if !s.valid(p, self.request_timeout, Instant::now()) {
+            return None;
+        }
+        *s.active.entry(p).or_insert(0) += 1;
+        Some(RequestGuard {
+            leases: self,
+            p,
+            settled: false,
+        })
+    }
+
+    /// Partitions held and not being given up.
     pub fn count(&self) -> usize {
-        self.held.lock().expect("leases lock").len()
+        let s = self.lock();
+        s.held.len() - s.draining.len()
     }
 
-    /// One maintenance round: heartbeat, renew, take or give up partitions.
-    /// Returns the number of live replicas.
-    pub async fn maintain(&self, store: &Store, now_ms: i64) -> anyhow::Result<u64> {
-        let live = store.heartbeat(&self.token, now_ms, self.ttl).await?;
-        let share = (u64::from(self.partitions)).div_ceil(live) as usize;
-
-        let held: Vec<u16> = self
-            .held
-            .lock()
-            .expect("leases lock")
-            .keys()
-            .copied()
-            .collect();
+    /// Renews every held lease (drained ones too).
+    /// Cheap and never waits behind anything but Redis: run it on its own.
+    async fn renew(&self, store: &Store) -> anyhow::Result<()> {
+        let held: Vec<u16> = self.lock().held.keys().copied().collect();
         for p in held {
             let start = Instant::now();
-            if store.renew_lease(p, &self.token, self.ttl).await? {
-                self.held
-                    .lock()
-                    .expect("leases lock")
-                    .insert(p, start + self.ttl);
+            let renewed = store.renew_lease(p, &self.token, self.ttl).await?;
+            let mut s = self.lock();
+            if renewed {
+                if s.held.contains_key(&p) {
+                    s.held.insert(p, start + self.ttl);
+                }
             } else {
                 tracing::warn!(
                     partition = p,
                     "Lost a partition lease; another replica holds it."
                 );
-                self.held.lock().expect("leases lock").remove(&p);
+                s.held.remove(&p);
+                s.draining.remove(&p);
             }
         }
+        Ok(())
+    }
+
+    /// One maintenance round: heartbeat, renew, take or give up partitions,
+    /// release drained ones. Returns the number of live replicas.
+    pub async fn maintain(&self, store: &Store, now_ms: i64) -> anyhow::Result<u64> {
+        let live = store.heartbeat(&self.token, now_ms, self.ttl).await?;
+        let share = (u64::from(self.partitions)).div_ceil(live) as usize;
+        self.renew(store).await?;
 
         let mut count = self.count();
         if count < share {
-            let mut free: Vec<u16> = (0..self.partitions)
-                .filter(|p| !self.held.lock().expect("leases lock").contains_key(p))
-                .collect();
+            // Take back partitions still draining first: they are ours already.
+            {
+                let mut s = self.lock();
+                while count < share {
+                    let Some(p) = s.draining.pop_first() else {
+                        break;
+                    };
+                    count += 1;
+                    tracing::info!(partition = p, "Keeping a partition it was giving up.");
+                }
+            }
+            let mut free: Vec<u16> = {
+                let s = self.lock();
+                (0..self.partitions)
+                    .filter(|p| !s.held.contains_key(p))
+                    .collect()
+            };
             free.shuffle(&mut rand::thread_rng());
             for p in free {
                 if count >= share {
@@ -102,27 +206,48 @@ impl Leases {
                 }
                 let start = Instant::now();
                 if store.try_acquire_lease(p, &self.token, self.ttl).await? {
-                    self.held
-                        .lock()
-                        .expect("leases lock")
-                        .insert(p, start + self.ttl);
+                    self.lock().held.insert(p, start + self.ttl);
                     count += 1;
                 }
             }
         } else if count > share {
-            let extra: Vec<u16> = self
+            let mut s = self.lock();
+            let extra: Vec<u16> = s
                 .held
-                .lock()
-                .expect("leases lock")
                 .keys()
                 .rev()
+                .filter(|p| !s.draining.contains(p))
                 .take(count - share)
                 .copied()
                 .collect();
             for p in extra {
-                self.held.lock().expect("leases lock").remove(&p);
-                store.renew_lease(p, &self.token, Duration::ZERO).await?;
+                tracing::info!(
+                    partition = p,
+                    "Giving up a partition once its requests have ended."
+                );
+                s.draining.insert(p);
             }
+        }
+
+        let now = Instant::now();
+        let release: Vec<u16> = {
+            let mut s = self.lock();
+            let done: Vec<u16> = s
+                .draining
+                .iter()
+                .copied()
+                .filter(|p| s.quiet(*p, self.request_timeout, now))
+                .collect();
+            for p in &done {
+                s.draining.remove(p);
+                s.held.remove(p);
+                s.last_end.remove(p);
+            }
+            done
+        };
+        for p in release {
+            store.renew_lease(p, &self.token, Duration::ZERO).await?;
+            tracing::info!(partition = p, "Released a partition to a new replica.");
         }
         metrics::gauge!(crate::metrics::LEASES_HELD).set(self.count() as f64);
         Ok(live)
@@ -131,10 +256,22 @@ impl Leases {
     /// Releases every lease but those in `keep` (graceful shutdown), so
     /// another replica takes over at once; the kept ones expire in their time.
     pub async fn release_all(&self, store: &Store, keep: &BTreeSet<u16>) {
-        let held: Vec<u16> = std::mem::take(&mut *self.held.lock().expect("leases lock"))
-            .into_keys()
-            .filter(|p| !keep.contains(p))
-            .collect();
+        let held: Vec<u16> = {
+            let mut s = self.lock();
+            let now = Instant::now();
+            // A partition whose requests may still land is kept too.
+            let busy: Vec<u16> = s
+                .held
+                .keys()
+                .copied()
+                .filter(|p| !s.quiet(*p, self.request_timeout, now))
+                .collect();
+            s.draining.clear();
+            std::mem::take(&mut s.held)
+                .into_keys()
+                .filter(|p| !keep.contains(p) && !busy.contains(p))
+                .collect()
+        };
         for p in held {
             if let Err(e) = store.renew_lease(p, &self.token, Duration::ZERO).await {
                 tracing::warn!(partition = p, error = %e, "Could not release a lease; it will expire.");

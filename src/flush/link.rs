@@ -38,7 +38,12 @@ fn status_label(a: &Attempt) -> String {
 }
 
 /// Sends one request after the throttle allows it, recording metrics.
-async fn send<F, Fut>(ctx: &Ctx, op: Operation, f: F) -> (Attempt, Verdict)
+///
+/// `None`: not sent, because after the waits the partition's lease no longer
+/// outlives the request timeout (or the partition is being given up). The
+/// lease is checked only then, right before the request leaves, and the
+/// partition is not released while the request may still land.
+async fn send<F, Fut>(ctx: &Ctx, p: u16, op: Operation, f: F) -> Option<(Attempt, Verdict)>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
@@ -47,6 +52,7 @@ where
     ctx.throttle
         .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
         .await;
+    let mut guard = ctx.leases.begin_request(p)?;
     let started = Instant::now();
     let attempt = f().await;
     let label = match op {
@@ -68,7 +74,20 @@ where
         }
     }
     let verdict = classify(op, &attempt, now);
-    (attempt, verdict)
+    if !matches!(verdict, Verdict::Retry { in_doubt: true, .. }) {
+        guard.settled();
+    }
+    Some((attempt, verdict))
+}
+
+/// A request was not sent because the lease would not outlive it: the
+/// claimed members stay unknown and dirty; make the link due again now
+/// (whoever holds the partition next sends them) instead of at the claim's
+/// hold time.
+async fn abandon(ctx: &Ctx, p: u16, link: &LinkId) -> anyhow::Result<Flushed> {
+    tracing::info!(link = %link, partition = p, "Lease too short for another request (or the partition is being handed over); the flush stops before sending.");
+    ctx.store.reschedule(p, link, now_ms()).await?;
+    Ok(Flushed::Deferred)
 }
 
 /// Handles every verdict but success: schedules the retry and records why.
@@ -232,16 +251,19 @@ async fn ensure_segment(
         unbounded: true,
         unbounded_context_kind: &dest.context_kind,
     };
-    let (_, verdict) = send(ctx, Operation::CreateSegment, || {
+    let Some((_, verdict)) = send(ctx, p, Operation::CreateSegment, || {
         ctx.ld
             .create_segment(&dest.project, &dest.environment, &body)
     })
-    .await;
+    .await
+    else {
+        return Ok(Err(abandon(ctx, p, link).await?));
+    };
     match verdict {
         Verdict::Success => {}
         Verdict::AlreadyExists => {
             let mut found = None;
-            let (_, verdict) = send(ctx, Operation::GetSegment, || async {
+            let Some((_, verdict)) = send(ctx, p, Operation::GetSegment, || async {
                 let (attempt, json) = ctx
                     .ld
                     .get_segment(&dest.project, &dest.environment, &key)
@@ -249,7 +271,10 @@ async fn ensure_segment(
                 found = json;
                 attempt
             })
-            .await;
+            .await
+            else {
+                return Ok(Err(abandon(ctx, p, link).await?));
+            };
             match (verdict, found) {
                 (Verdict::Success, Some(seg)) => {
                     if !carries_mark(&seg, &link_text) && !dest.adopt_existing_segments {
@@ -370,21 +395,48 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
             }
         }
     };
+    if members.is_empty() {
+        // Every member drawn had vanished from the cohort (the claim dropped
+        // them from the dirty set): nothing to send; look again soon.
+        ctx.store.reschedule(p, &link, now_ms()).await?;
+        return Ok(Flushed::Written(0));
+    }
     let full = members.len() >= max;
     let mut written = 0;
     // A 400 for a batch is split in halves until the offending keys stand
-    // alone; those go to dead letters, the rest are written.
-    let mut queue = vec![members];
-    while let Some(batch) = queue.pop() {
-        if !ctx.leases.valid_for(p, margin) {
+    // alone; those go to dead letters, the rest are written. A refusal of the
+    // whole request is not a bad key: a message that names no key of the
+    // batch, or the same message for both halves of a split, blocks the link
+    // with LaunchDarkly's message (nothing is dead-lettered). Splitting stops
+    // at the next request once shutdown begins.
+    let mut queue = vec![Part {
+        batch: members,
+        pair: None,
+    }];
+    // Per split: the message the left half was refused with, if it was.
+    let mut left_refusal: Vec<Option<String>> = Vec::new();
+    let mut sent_any = false;
+    while let Some(Part { batch, pair }) = queue.pop() {
+        if batch.is_empty() {
+            continue;
+        }
+        if sent_any && ctx.stopping() {
+            tracing::info!(link = %link, "Shutting down: the rest of this batch stays dirty.");
             return Ok(Flushed::Deferred);
         }
+        if !ctx.leases.valid_for(p, margin) {
+            return abandon(&ctx, p, &link).await;
+        }
         let body = MembershipUpdate::from_members(&batch);
-        let (_, verdict) = send(&ctx, Operation::UpdateMembership, || {
+        let Some((_, verdict)) = send(&ctx, p, Operation::UpdateMembership, || {
             ctx.ld
                 .update_membership(&dest.project, &dest.environment, &target.segment_key, &body)
         })
-        .await;
+        .await
+        else {
+            return abandon(&ctx, p, &link).await;
+        };
+        sent_any = true;
         match verdict {
             Verdict::Success => {
                 let now = now_ms();
@@ -419,16 +471,33 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                 metrics::histogram!(m::FLUSH_LAG_SECONDS)
                     .record(((now - due_at_ms).max(0) as f64) / 1000.0);
             }
+            Verdict::Rejected { message }
+                if whole_request_refused(&batch, &message, pair, &left_refusal) =>
+            {
+                tracing::error!(link = %link, keys = batch.len(), %message, "LaunchDarkly refused the request itself, not a key; blocking the link.");
+                return defer(&ctx, p, &link, Verdict::Block { reason: message }).await;
+            }
             Verdict::Rejected { message } if batch.len() > 1 => {
+                if let Some((i, false)) = pair {
+                    left_refusal[i] = Some(message.clone());
+                }
                 tracing::warn!(link = %link, keys = batch.len(), %message, "LaunchDarkly rejected a batch; splitting it to find the offending keys.");
+                let i = left_refusal.len();
+                left_refusal.push(None);
                 let mut left = batch;
                 let right = left.split_off(left.len() / 2);
-                queue.push(right);
-                queue.push(left);
+                queue.push(Part {
+                    batch: right,
+                    pair: Some((i, true)),
+                });
+                queue.push(Part {
+                    batch: left,
+                    pair: Some((i, false)),
+                });
             }
             Verdict::Rejected { message } => {
                 let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-                tracing::error!(link = %link, key = %keys[0], %message, "LaunchDarkly rejected a key; moved to dead letters.");
+                tracing::error!(link = %link, key = %keys.join(","), %message, "LaunchDarkly rejected a key; moved to dead letters.");
                 if let Some(n) = ctx
                     .store
                     .dead_letter(p, ctx.leases.token(), &link, &keys, &message, now_ms())
@@ -449,4 +518,69 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
         }
     }
     Ok(Flushed::Written(written))
+}
+
+/// One piece of a claimed batch; `pair` is (split index, is the right half).
+struct Part {
+    batch: Vec<(String, bool)>,
+    pair: Option<(usize, bool)>,
+}
+
+/// A 400/413/422 refuses the request itself, not one of its keys, when the
+/// message names none of the batch's keys, or when it is the right half of a
+/// split and repeats the message the left half got.
+fn whole_request_refused(
+    batch: &[(String, bool)],
+    message: &str,
+    pair: Option<(usize, bool)>,
+    left_refusal: &[Option<String>],
+) -> bool {
+    if !batch.iter().any(|(k, _)| message.contains(k.as_str())) {
+        return true;
+    }
+    matches!(pair, Some((i, true)) if left_refusal.get(i).and_then(Option::as_deref) == Some(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_request_refused;
+
+    fn batch(keys: &[&str]) -> Vec<(String, bool)> {
+        keys.iter().map(|k| (k.to_string(), true)).collect()
+    }
+
+    #[test]
+    fn a_message_naming_no_key_refuses_the_request() {
+        let b = batch(&["alice", "bob"]);
+        assert!(whole_request_refused(
+            &b,
+            "400 rejected: segment is not a big segment",
+            None,
+            &[]
+        ));
+        assert!(!whole_request_refused(
+            &b,
+            "400 rejected: invalid context key bob",
+            None,
+            &[]
+        ));
+    }
+
+    #[test]
+    fn both_halves_refused_alike_refuse_the_request() {
+        let msg = "400 rejected: alice and bob are fine but the body is not";
+        let left = vec![Some(msg.to_string())];
+        assert!(whole_request_refused(
+            &batch(&["bob"]),
+            msg,
+            Some((0, true)),
+            &left
+        ));
+        assert!(!whole_request_refused(
+            &batch(&["bob"]),
+            "400 rejected: bad key bob",
+            Some((0, true)),
+            &[Some("400 rejected: bad key alice".into())]
+        ));
+    }
 }

@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::launchdarkly::{LdClient, Throttle};
 use crate::store::{LinkId, Store};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -31,9 +32,15 @@ pub struct Ctx {
     pub throttle: Arc<Throttle>,
     pub leases: Leases,
     attempts: Mutex<HashMap<LinkId, u32>>,
+    /// Set when shutdown begins: a flush stops before its next request.
+    stopping: AtomicBool,
 }
 
 impl Ctx {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     fn bump_attempts(&self, link: &LinkId) -> u32 {
         let mut a = self.attempts.lock().expect("attempts lock");
         let n = a.entry(link.clone()).or_insert(0);
@@ -60,11 +67,17 @@ pub struct Flusher {
 impl Flusher {
     pub fn new(settings: Arc<Settings>, store: Store, wake: Arc<Notify>) -> anyhow::Result<Self> {
         let ld = LdClient::new(&settings.launchdarkly, &settings.ld_token)?;
-        let throttle = Arc::new(Throttle::new(settings.launchdarkly.requests_per_second).with_max_pause(
-            Duration::from_secs(settings.launchdarkly.max_pause_seconds),
-        ));
+        let throttle = Arc::new(
+            Throttle::new(settings.launchdarkly.requests_per_second)
+                .with_max_pause(Duration::from_secs(settings.launchdarkly.max_pause_seconds)),
+        );
         let token = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
-        let leases = Leases::new(token, settings.lease_ttl, settings.redis.partitions);
+        let leases = Leases::new(
+            token,
+            settings.lease_ttl,
+            settings.request_timeout(),
+            settings.redis.partitions,
+        );
         Ok(Flusher {
             ctx: Arc::new(Ctx {
                 settings,
@@ -73,6 +86,7 @@ impl Flusher {
                 throttle,
                 leases,
                 attempts: Mutex::new(HashMap::new()),
+                stopping: AtomicBool::new(false),
             }),
             wake,
         })
@@ -82,12 +96,15 @@ impl Flusher {
     /// (up to the grace period) and releases the leases.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let ctx = self.ctx;
-        let maint = tokio::spawn(maintain(ctx.clone(), shutdown.clone()));
+        let upkeep = tokio::spawn(keep_leases(ctx.clone(), shutdown.clone()));
+        let maint = tokio::spawn(housekeeping(ctx.clone(), shutdown.clone()));
         let concurrency = ctx.settings.flush.concurrency;
         let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
         let mut inflight: HashMap<LinkId, u16> = HashMap::new();
         let mut tasks: JoinSet<(LinkId, anyhow::Result<link::Flushed>)> = JoinSet::new();
+        // Which link each task flushes, so a panicking task frees only its own.
+        let mut ids: HashMap<tokio::task::Id, LinkId> = HashMap::new();
         let mut redis_trouble = Once::default();
 
         while !*shutdown.borrow() {
@@ -105,13 +122,15 @@ impl Flusher {
                             if !inflight.contains_key(&l) {
                                 inflight.insert(l.clone(), p);
                                 let c = ctx.clone();
-                                tasks.spawn(async move {
+                                let task = l.clone();
+                                let handle = tasks.spawn(async move {
                                     let r = link::flush(c.clone(), p, l.clone(), at).await;
                                     if r.is_err() {
                                         retry_soon(&c, p, &l).await;
                                     }
                                     (l, r)
                                 });
+                                ids.insert(handle.id(), task);
                             }
                         }
                     }
@@ -123,17 +142,18 @@ impl Flusher {
                 }
             }
             tokio::select! {
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => finish(&mut inflight, done),
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => finish(&mut inflight, &mut ids, done),
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
 
+        ctx.stopping.store(true, Ordering::SeqCst);
         let grace = Duration::from_secs(ctx.settings.server.shutdown_grace_seconds);
         let drained = tokio::time::timeout(grace, async {
-            while let Some(done) = tasks.join_next().await {
-                finish(&mut inflight, done);
+            while let Some(done) = tasks.join_next_with_id().await {
+                finish(&mut inflight, &mut ids, done);
             }
         })
         .await;
@@ -148,6 +168,7 @@ impl Flusher {
             tasks.abort_all();
         }
         let _ = maint.await;
+        let _ = upkeep.await;
         ctx.leases.release_all(&ctx.store, &keep).await;
         Ok(())
     }
@@ -165,40 +186,70 @@ async fn retry_soon(ctx: &Ctx, p: u16, link: &LinkId) {
     let _ = ctx.store.reschedule(p, link, at).await;
 }
 
+type Done =
+    Result<(tokio::task::Id, (LinkId, anyhow::Result<link::Flushed>)), tokio::task::JoinError>;
+
 fn finish(
     inflight: &mut HashMap<LinkId, u16>,
-    done: Result<(LinkId, anyhow::Result<link::Flushed>), tokio::task::JoinError>,
+    ids: &mut HashMap<tokio::task::Id, LinkId>,
+    done: Done,
 ) {
     match done {
-        Ok((l, r)) => {
+        Ok((id, (l, r))) => {
             if let Err(e) = r {
                 tracing::warn!(link = %l, error = %e, "Flush failed; the link stays due.");
             }
+            ids.remove(&id);
             inflight.remove(&l);
         }
         Err(e) => {
-            tracing::error!(error = %e, "A flush task panicked.");
-            // The link id is lost with the task; clear everything so nothing is stuck.
-            inflight.clear();
+            // Only this task's link is freed: the others are still being
+            // flushed, and a second flush of one link must never start.
+            let link = ids.remove(&e.id());
+            if let Some(l) = &link {
+                inflight.remove(l);
+            }
+            tracing::error!(link = ?link.map(|l| l.to_string()), error = %e, "A flush task panicked.");
         }
     }
 }
 
-/// Leases, heartbeat, rate split, backlog gauge and the tombstone sweeper.
-async fn maintain(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+/// How often leases are renewed.
+fn lease_period(ctx: &Ctx) -> Duration {
+    (ctx.settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+/// Leases, heartbeat and the rate split, on their own task: nothing else
+/// runs here, so renewal never waits behind housekeeping.
+async fn keep_leases(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let mut trouble = Once::default();
-    let every =
-        (ctx.settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
-    let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
-    let mut last_sweep = tokio::time::Instant::now();
+    let every = lease_period(&ctx);
     loop {
         match ctx.leases.maintain(&ctx.store, now_ms()).await {
             Ok(live) => {
                 trouble.clear("Lease maintenance works again.");
-                ctx.throttle.set_replicas(live)
+                ctx.throttle.set_replicas(live);
+                tracing::debug!(held = ctx.leases.count(), "Leases renewed.");
             }
             Err(e) => trouble.warn(&e, "Lease maintenance failed; retrying."),
         }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Backlog gauge, snapshot resumption, the tombstone sweeper and periodic
+/// resyncs: each works in short Redis calls and yields between them.
+async fn housekeeping(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let every = lease_period(&ctx);
+    let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
         let held = ctx.leases.usable(Duration::ZERO);
         if let Ok(n) = ctx.store.backlog(&held).await {
             metrics::gauge!(crate::metrics::DIRTY_BACKLOG).set(n as f64);
@@ -207,6 +258,9 @@ async fn maintain(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
             sweep(&ctx, &held).await;
+            if *shutdown.borrow() {
+                return;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -234,10 +288,11 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
                 .await
             {
                 removed += n;
-                if next == "0" {
+                if next == "0" || ctx.stopping() {
                     break;
                 }
                 cursor = next;
+                tokio::task::yield_now().await;
             }
         }
     }

@@ -92,7 +92,13 @@ pub fn classify(op: Operation, attempt: &Attempt, now_ms: i64) -> Verdict {
         429 => Verdict::RateLimited {
             until_ms: rate_limited_until(r, now_ms),
         },
-        408 | 409 | 500 | 502..=599 => Verdict::Retry {
+        // A gateway's 502 or 504 says nothing of whether LaunchDarkly
+        // applied the request behind it: in doubt, like a timeout.
+        502 | 504 => Verdict::Retry {
+            reason: msg("from LaunchDarkly"),
+            in_doubt: true,
+        },
+        408 | 409 | 500 | 503..=599 => Verdict::Retry {
             reason: msg("from LaunchDarkly"),
             in_doubt: false,
         },
@@ -172,9 +178,10 @@ mod tests {
             (CreateSegment, 429, "rate-limited"),
             (UpdateMembership, 408, "retry"),
             (UpdateMembership, 500, "retry"),
-            (UpdateMembership, 502, "retry"),
+            (UpdateMembership, 502, "retry-in-doubt"),
             (UpdateMembership, 503, "retry"),
-            (UpdateMembership, 504, "retry"),
+            (UpdateMembership, 504, "retry-in-doubt"),
+            (CreateSegment, 504, "retry-in-doubt"),
             (UpdateMembership, 501, "block"),
             (UpdateMembership, 401, "block"),
             (UpdateMembership, 403, "block"),
