@@ -170,10 +170,7 @@ pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
         }
         ResolvedAuth::SegmentSignature { secrets, .. } => {
             if let Some(s) = secrets.first() {
-                h.push((
-                    "X-Signature".into(),
-                    verify::segment_sign(s, body),
-                ));
+                h.push(("X-Signature".into(), verify::segment_sign(s, body)));
             }
         }
         ResolvedAuth::StandardWebhooks { secrets, .. } => {
@@ -322,7 +319,10 @@ mod signing_tests {
             headers[1..],
             [(
                 "X-Signature".to_string(),
-                v["x_signature_if_full_body_signed"].as_str().unwrap().to_string()
+                v["x_signature_if_full_body_signed"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             )]
         );
     }

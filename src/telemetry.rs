@@ -97,7 +97,10 @@ mod tests {
             escape_event(b"INFO push: source=x\nFORGED line\r\x1b[31m\n"),
             b"INFO push: source=x\\nFORGED line\\r\\u{1b}[31m\n".to_vec()
         );
-        assert_eq!(escape_event("tab\tand é\n".as_bytes()), "tab\tand é\n".as_bytes());
+        assert_eq!(
+            escape_event("tab\tand é\n".as_bytes()),
+            "tab\tand é\n".as_bytes()
+        );
         assert_eq!(escape_event(b"bad \xff"), b"bad \\xff".to_vec());
     }
 }

@@ -668,20 +668,22 @@ fn resolve_auth(
             secrets: secrets(p),
             tolerance,
         },
-        "segment-signature" => ResolvedAuth::SegmentSignature {
-            secrets: secrets(p),
-            batches: match a.batches.as_deref() {
-                None | Some("signed") => SegmentBatches::Signed,
-                Some("first-event") => SegmentBatches::FirstEvent,
-                Some(other) => {
-                    p.add(
+        "segment-signature" => {
+            ResolvedAuth::SegmentSignature {
+                secrets: secrets(p),
+                batches: match a.batches.as_deref() {
+                    None | Some("signed") => SegmentBatches::Signed,
+                    Some("first-event") => SegmentBatches::FirstEvent,
+                    Some(other) => {
+                        p.add(
                         format!("{key}.batches"),
                         format!("unknown value {other:?}; known: \"signed\" (default), \"first-event\""),
                     );
-                    SegmentBatches::Signed
-                }
-            },
-        },
+                        SegmentBatches::Signed
+                    }
+                },
+            }
+        }
         "standard-webhooks" => ResolvedAuth::StandardWebhooks {
             secrets: secrets(p),
             tolerance,

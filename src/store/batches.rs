@@ -53,7 +53,11 @@ impl Store {
     }
 
     /// Claims the batch whose element 0 has `first_id` (see the module docs).
-    pub async fn claim_batch(&self, source: &str, first_id: &str) -> Result<BatchClaim, StoreError> {
+    pub async fn claim_batch(
+        &self,
+        source: &str,
+        first_id: &str,
+    ) -> Result<BatchClaim, StoreError> {
         let key = self.batch_key(source, first_id);
         let mut c = self.conn();
         let v: String = redis::Script::new(CLAIM)

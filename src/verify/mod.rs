@@ -71,9 +71,7 @@ impl<'a> Verified<'a> {
     /// element 0's bytes. The caller must apply the batch only the first
     /// time element 0 is seen.
     pub fn first_event_only(&self) -> Option<&'a [u8]> {
-        self.first_event_only
-            .clone()
-            .and_then(|r| self.body.get(r))
+        self.first_event_only.clone().and_then(|r| self.body.get(r))
     }
 }
 
@@ -102,7 +100,11 @@ pub enum VerifyError {
 /// shared secrets and Basic in full; for signature schemes, the header's
 /// presence and shape and the signed timestamp's window. [`verify`] repeats
 /// them, so skipping this is never unsafe, only more expensive.
-pub fn precheck(auth: &ResolvedAuth, headers: &dyn Headers, now_ms: i64) -> Result<(), VerifyError> {
+pub fn precheck(
+    auth: &ResolvedAuth,
+    headers: &dyn Headers,
+    now_ms: i64,
+) -> Result<(), VerifyError> {
     match auth {
         ResolvedAuth::Header { header, secrets } => {
             shared_secret::verify_header(headers, header, secrets)

@@ -8,7 +8,7 @@
 //! `PROPTEST_CASES`) for a longer run.
 
 use crate::support::alloc::thread_peak;
-use cohort_bridge::config::{ResolvedAuth, SegmentBatches, Secret, Source, SourceKind};
+use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches, Source, SourceKind};
 use cohort_bridge::sources::manifest::{Manifest, BUILTIN};
 use cohort_bridge::verify::{self, VerifyError};
 use proptest::prelude::*;
@@ -91,10 +91,7 @@ fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn bodies(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..2048),
-        mutated(seeds),
-    ]
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..2048), mutated(seeds),]
 }
 
 fn source(kind: SourceKind, auth: ResolvedAuth) -> Source {
@@ -359,9 +356,7 @@ fn segment_batches_signed_over_element_0_never_cover_the_other_elements() {
                     prop_assert_eq!(v.first_event_only(), Some(first.as_slice()));
                 }
                 Err(e) => prop_assert!(
-                    tamper_first
-                        || matches!(e, VerifyError::BadSignature)
-                        // `rest` may not be JSON: then there is no array.
+                    tamper_first || matches!(e, VerifyError::BadSignature) // `rest` may not be JSON: then there is no array.
                 ),
             }
             Ok(())

@@ -44,7 +44,8 @@ async fn cost_of_the_worst_unauthenticated_request_per_receiver() {
     let many: Vec<&str> = std::iter::repeat_n(entry.as_str(), 30_000 / (entry.len() + 1)).collect();
     let many = many.join(" ");
     let now = (cohort_bridge::clock::now_ms() / 1000).to_string();
-    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         (
             "amplitude (header secret)",
             "/v1/webhooks/amplitude",
@@ -125,7 +126,7 @@ async fn cost_of_the_worst_unauthenticated_request_per_receiver() {
 
 use crate::support::native::{segment_identify, SEGMENT_SECRET};
 use crate::support::{BridgeProcess, RedisServer};
-use cohort_bridge::config::{ResolvedAuth, SegmentBatches, Secret};
+use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches};
 use cohort_bridge::verify::{self, VerifyError};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,7 +198,11 @@ async fn a_batch_signed_over_element_0_only_is_refused_by_default_and_applies_no
     let (status, resp) = bridge
         .post("segment", &single, &[("X-Signature", sig.clone())])
         .await;
-    assert_eq!((status, resp["accepted"].clone()), (200, json!(1)), "{resp}");
+    assert_eq!(
+        (status, resp["accepted"].clone()),
+        (200, json!(1)),
+        "{resp}"
+    );
 
     let attack = batch_of(&single, &[forged("attacker")]);
     let (status, resp) = bridge
@@ -244,7 +249,10 @@ fn the_verifier_says_what_a_segment_signature_covers() {
     );
     let full = vec![(
         "X-Signature".to_string(),
-        v["x_signature_if_full_body_signed"].as_str().unwrap().to_string(),
+        v["x_signature_if_full_body_signed"]
+            .as_str()
+            .unwrap()
+            .to_string(),
     )];
     for b in [SegmentBatches::Signed, SegmentBatches::FirstEvent] {
         let ok = verify::verify(&auth(b), &full, body, 0).unwrap();
@@ -277,14 +285,22 @@ async fn first_event_batches_apply_once_and_a_reused_element_0_applies_nothing()
     let (status, resp) = bridge
         .post("segment-first", body, &[("X-Signature", sig.clone())])
         .await;
-    assert_eq!((status, resp["duplicate"].clone()), (200, json!(true)), "{resp}");
+    assert_eq!(
+        (status, resp["duplicate"].clone()),
+        (200, json!(true)),
+        "{resp}"
+    );
     // Element 0 reused with a forged event: a duplicate, nothing applied.
     let first = v["signed_string_current"].as_str().unwrap().as_bytes();
     let attack = batch_of(first, &[forged("attacker")]);
     let (status, resp) = bridge
         .post("segment-first", &attack, &[("X-Signature", sig.clone())])
         .await;
-    assert_eq!((status, resp["duplicate"].clone()), (200, json!(true)), "{resp}");
+    assert_eq!(
+        (status, resp["duplicate"].clone()),
+        (200, json!(true)),
+        "{resp}"
+    );
     assert_eq!(resp["accepted"], 0, "{resp}");
     assert!(forged_keys(&redis, &cfg.prefix).is_empty());
 
@@ -299,21 +315,33 @@ async fn first_event_batches_apply_once_and_a_reused_element_0_applies_nothing()
     .unwrap();
     let single_sig = sign(&single);
     let (status, _) = bridge
-        .post("segment-first", &single, &[("X-Signature", single_sig.clone())])
+        .post(
+            "segment-first",
+            &single,
+            &[("X-Signature", single_sig.clone())],
+        )
         .await;
     assert_eq!(status, 200);
     let attack = batch_of(&single, &[forged("attacker")]);
     let (status, resp) = bridge
         .post("segment-first", &attack, &[("X-Signature", single_sig)])
         .await;
-    assert_eq!((status, resp["duplicate"].clone()), (200, json!(true)), "{resp}");
+    assert_eq!(
+        (status, resp["duplicate"].clone()),
+        (200, json!(true)),
+        "{resp}"
+    );
     assert!(forged_keys(&redis, &cfg.prefix).is_empty());
 
     let key = "segment-first-aud_2djnfxHHnYGVQfOAEBroQ9Ti87N";
-    crate::support::eventually("the batch reaches LaunchDarkly", Duration::from_secs(20), || async {
-        (emu.members("default", "production", key).await == Some(vec!["user-123".into()]))
-            .then_some(())
-    })
+    crate::support::eventually(
+        "the batch reaches LaunchDarkly",
+        Duration::from_secs(20),
+        || async {
+            (emu.members("default", "production", key).await == Some(vec!["user-123".into()]))
+                .then_some(())
+        },
+    )
     .await;
     bridge.stop().await;
 }
@@ -335,13 +363,14 @@ async fn a_first_event_batch_that_failed_is_applied_in_full_by_its_retry() {
         .await;
     assert_eq!(status, 503, "{resp}");
     redis.restart();
-    let (status, resp) = crate::support::eventually("Redis is back", Duration::from_secs(20), || async {
-        let (status, resp) = bridge
-            .post("segment-first", body, &[("X-Signature", sig.clone())])
-            .await;
-        (status != 503).then_some((status, resp))
-    })
-    .await;
+    let (status, resp) =
+        crate::support::eventually("Redis is back", Duration::from_secs(20), || async {
+            let (status, resp) = bridge
+                .post("segment-first", body, &[("X-Signature", sig.clone())])
+                .await;
+            (status != 503).then_some((status, resp))
+        })
+        .await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["accepted"], 2, "{resp}");
     bridge.stop().await;
@@ -416,11 +445,16 @@ fn standard_webhooks_checks_the_window_first_and_only_a_few_entries() {
     // Stale and unsigned: refused for its window (no MAC was worth computing).
     let junk = format!("v1,{}=", "A".repeat(43));
     assert!(matches!(
-        verify::verify(&auth, &sw_headers("msg_1", ts, &junk), body, now + 3_600_000),
+        verify::verify(
+            &auth,
+            &sw_headers("msg_1", ts, &junk),
+            body,
+            now + 3_600_000
+        ),
         Err(VerifyError::OutsideWindow(_))
     ));
     // The right signature after 8 well-formed entries is not looked at.
-    let many = format!("{} {good}", vec![junk.as_str(); 8].join(" "));
+    let many = format!("{} {good}", [junk.as_str(); 8].join(" "));
     assert_eq!(
         verify::verify(&auth, &sw_headers("msg_1", ts, &many), body, now).unwrap_err(),
         VerifyError::BadSignature

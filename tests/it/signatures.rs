@@ -2,7 +2,7 @@
 //! `reference/signature-vectors.json` (a copy of the shared reference), and
 //! mutations of each: through the public `verify::verify`, as the receivers call it.
 
-use cohort_bridge::config::{ResolvedAuth, SegmentBatches, Secret};
+use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches};
 use cohort_bridge::verify::{self, Headers, VerifyError};
 use serde_json::Value;
 use std::time::Duration;
