@@ -36,11 +36,11 @@ pub fn sign(secret: &Secret, ts: &str, body: &[u8]) -> String {
 
 /// The header alone, before the body is read: its timestamp (text and ms,
 /// inside the window) and the 32-byte signature.
-pub fn precheck<'h>(
-    headers: &'h dyn Headers,
+pub fn precheck(
+    headers: &dyn Headers,
     tolerance: Duration,
     now_ms: i64,
-) -> Result<(&'h str, i64, [u8; 32]), VerifyError> {
+) -> Result<(&str, i64, [u8; 32]), VerifyError> {
     let value = headers
         .get_str(HEADER)
         .ok_or(VerifyError::MissingHeader(HEADER))?;

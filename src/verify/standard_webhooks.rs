@@ -44,16 +44,19 @@ pub fn sign(secret: &Secret, id: &str, ts: &str, body: &[u8]) -> String {
     )
 }
 
+/// The `webhook-id`, the timestamp text and ms, and the candidate signatures.
+type Prechecked<'h> = (&'h str, &'h str, i64, Vec<[u8; 32]>);
+
 /// At most this many `v1,` entries are considered (rotation needs two or three).
 const MAX_ENTRIES: usize = 8;
 
 /// The headers alone, before the body is read: presence, the timestamp and
 /// its window, and up to [`MAX_ENTRIES`] well-formed `v1,` signatures.
-pub fn precheck<'h>(
-    headers: &'h dyn Headers,
+pub fn precheck(
+    headers: &dyn Headers,
     tolerance: Duration,
     now_ms: i64,
-) -> Result<(&'h str, &'h str, i64, Vec<[u8; 32]>), VerifyError> {
+) -> Result<Prechecked<'_>, VerifyError> {
     let id = headers
         .get_str("webhook-id")
         .ok_or(VerifyError::MissingHeader("webhook-id"))?;

@@ -44,7 +44,8 @@ async fn cost_of_the_worst_unauthenticated_request_per_receiver() {
     let many: Vec<&str> = std::iter::repeat_n(entry.as_str(), 30_000 / (entry.len() + 1)).collect();
     let many = many.join(" ");
     let now = (cohort_bridge::clock::now_ms() / 1000).to_string();
-    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         (
             "amplitude (header secret)",
             "/v1/webhooks/amplitude",
@@ -453,7 +454,7 @@ fn standard_webhooks_checks_the_window_first_and_only_a_few_entries() {
         Err(VerifyError::OutsideWindow(_))
     ));
     // The right signature after 8 well-formed entries is not looked at.
-    let many = format!("{} {good}", vec![junk.as_str(); 8].join(" "));
+    let many = format!("{} {good}", [junk.as_str(); 8].join(" "));
     assert_eq!(
         verify::verify(&auth, &sw_headers("msg_1", ts, &many), body, now).unwrap_err(),
         VerifyError::BadSignature
