@@ -60,9 +60,10 @@ pub struct Flusher {
 impl Flusher {
     pub fn new(settings: Arc<Settings>, store: Store, wake: Arc<Notify>) -> anyhow::Result<Self> {
         let ld = LdClient::new(&settings.launchdarkly, &settings.ld_token)?;
-        let throttle = Arc::new(Throttle::new(settings.launchdarkly.requests_per_second).with_max_pause(
-            Duration::from_secs(settings.launchdarkly.max_pause_seconds),
-        ));
+        let throttle = Arc::new(
+            Throttle::new(settings.launchdarkly.requests_per_second)
+                .with_max_pause(Duration::from_secs(settings.launchdarkly.max_pause_seconds)),
+        );
         let token = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         let leases = Leases::new(token, settings.lease_ttl, settings.redis.partitions);
         Ok(Flusher {

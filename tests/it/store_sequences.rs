@@ -53,7 +53,9 @@ async fn push(s: &Store, changes: Vec<Change>) {
         changes,
         snapshot: None,
     };
-    s.apply(SRC, &[DEST.into()], &p, params()).await.expect("apply");
+    s.apply(SRC, &[DEST.into()], &p, params())
+        .await
+        .expect("apply");
 }
 
 /// One page (the only one) of a full snapshot session at `version`.
@@ -71,7 +73,9 @@ async fn snapshot(s: &Store, session: &str, version: i64, members: &[&str]) {
             armed_only: false,
         }),
     };
-    s.apply(SRC, &[DEST.into()], &p, params()).await.expect("page");
+    s.apply(SRC, &[DEST.into()], &p, params())
+        .await
+        .expect("page");
 }
 
 async fn finalize(s: &Store) {
@@ -85,7 +89,11 @@ async fn finalize(s: &Store) {
 /// Members desired in, read from the want hash.
 async fn desired_in(redis: &RedisServer, prefix: &str) -> BTreeSet<String> {
     let k = Keys::new(prefix, 1);
-    let mut c = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let all: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(k.want(0, SRC, COHORT))
         .query_async(&mut c)
@@ -134,10 +142,17 @@ async fn overlapping_snapshot_sessions_are_all_finalized_last_writer_wins() {
         }
         assert_eq!(desired_in(&redis, &prefix).await, set(&["B"]), "{order}");
         // Nothing is left pending or queued.
-        assert!(s.pending_snapshots(&[0]).await.unwrap().is_empty(), "{order}");
+        assert!(
+            s.pending_snapshots(&[0]).await.unwrap().is_empty(),
+            "{order}"
+        );
         // A late, older "in" of a member no snapshot page listed is stale.
         push(&s, vec![change("D", true, 150), change("A", true, 150)]).await;
-        assert_eq!(desired_in(&redis, &prefix).await, set(&["B"]), "{order}: late");
+        assert_eq!(
+            desired_in(&redis, &prefix).await,
+            set(&["B"]),
+            "{order}: late"
+        );
     }
     // Y completes, then X, and X is finalized first by a flusher (any
     // order): same answer.
@@ -210,10 +225,19 @@ async fn the_shared_rate_pause_only_extends() {
     let redis = RedisServer::start_with(&["--appendonly", "no"]);
     let s = store(&redis, "pause");
     let base = cohort_bridge::clock::now_ms();
-    assert_eq!(s.share_rate_pause(base + 20_000).await.unwrap(), base + 20_000);
-    assert_eq!(s.share_rate_pause(base + 10_000).await.unwrap(), base + 20_000);
+    assert_eq!(
+        s.share_rate_pause(base + 20_000).await.unwrap(),
+        base + 20_000
+    );
+    assert_eq!(
+        s.share_rate_pause(base + 10_000).await.unwrap(),
+        base + 20_000
+    );
     assert_eq!(s.rate_pause().await.unwrap(), Some(base + 20_000));
-    assert_eq!(s.share_rate_pause(base + 30_000).await.unwrap(), base + 30_000);
+    assert_eq!(
+        s.share_rate_pause(base + 30_000).await.unwrap(),
+        base + 30_000
+    );
     assert_eq!(s.rate_pause().await.unwrap(), Some(base + 30_000));
     // An absurd value never wraps the key's expiry.
     s.share_rate_pause(i64::MAX).await.unwrap();
@@ -241,11 +265,22 @@ async fn finalization_frees_the_staging_set_with_unlink() {
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
     push(&s, vec![change("old", true, 1)]).await;
     snapshot(&s, "S", 10, &refs).await;
-    let mut c = redis.client().get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     finalize(&s).await;
     assert_eq!(command_calls(&mut c, "del").await, 0, "DEL on a big key");
-    assert!(command_calls(&mut c, "unlink").await >= 1, "UNLINK of the staging set");
+    assert!(
+        command_calls(&mut c, "unlink").await >= 1,
+        "UNLINK of the staging set"
+    );
     let k = Keys::new("unlink", 1);
     let exists: bool = redis::cmd("EXISTS")
         .arg(k.snapshot_members(0, SRC, COHORT, "S"))
@@ -291,7 +326,12 @@ async fn a_segment_deleted_in_launchdarkly_is_recreated_with_the_whole_membershi
     let (_redis, emu, mut cfg) = stack();
     cfg.set("server", "operator_token_env", "\"OPERATOR_TOKEN\"");
     let bridge = Bridge::start(&cfg).await;
-    amp(&bridge, "amplitude", &amplitude_body("c1", true, 1_000, "m1", &["u1", "u2"])).await;
+    amp(
+        &bridge,
+        "amplitude",
+        &amplitude_body("c1", true, 1_000, "m1", &["u1", "u2"]),
+    )
+    .await;
     let key = "amplitude-c1";
     eventually("u1 and u2 in LaunchDarkly", WAIT, || async {
         (emu.members("default", "production", key).await == Some(vec!["u1".into(), "u2".into()]))
@@ -299,7 +339,12 @@ async fn a_segment_deleted_in_launchdarkly_is_recreated_with_the_whole_membershi
     })
     .await;
     emu.delete_segment("default", "production", key).await;
-    amp(&bridge, "amplitude", &amplitude_body("c1", true, 2_000, "m2", &["u3"])).await;
+    amp(
+        &bridge,
+        "amplitude",
+        &amplitude_body("c1", true, 2_000, "m2", &["u3"]),
+    )
+    .await;
     eventually("the re-created segment holds everyone", WAIT, || async {
         (emu.members("default", "production", key).await
             == Some(vec!["u1".into(), "u2".into(), "u3".into()]))
@@ -321,13 +366,23 @@ async fn two_links_rendering_one_segment_key_the_second_is_blocked() {
         ));
     }
     let bridge = Bridge::start(&cfg).await;
-    amp(&bridge, "amp", &amplitude_body("eu-1234", true, 1_000, "m1", &["a1"])).await;
+    amp(
+        &bridge,
+        "amp",
+        &amplitude_body("eu-1234", true, 1_000, "m1", &["a1"]),
+    )
+    .await;
     eventually("amp's member in amp-eu-1234", WAIT, || async {
         (emu.members("default", "production", "amp-eu-1234").await == Some(vec!["a1".into()]))
             .then_some(())
     })
     .await;
-    amp(&bridge, "amp-eu", &amplitude_body("1234", true, 1_000, "m2", &["e1"])).await;
+    amp(
+        &bridge,
+        "amp-eu",
+        &amplitude_body("1234", true, 1_000, "m2", &["e1"]),
+    )
+    .await;
     let reason = eventually("the second link is blocked", WAIT, || async {
         let r = blocked_reason(&bridge, "production:amp-eu:1234").await;
         (!r.is_empty()).then_some(r)
@@ -339,11 +394,22 @@ async fn two_links_rendering_one_segment_key_the_second_is_blocked() {
         Some(vec!["a1".into()]),
         "the blocked link wrote nothing"
     );
-    assert!(blocked_reason(&bridge, "production:amp:eu-1234").await.is_empty());
+    assert!(blocked_reason(&bridge, "production:amp:eu-1234")
+        .await
+        .is_empty());
     // The segment the bridge made names its link.
-    let seg = emu.segment("default", "production", "amp-eu-1234").await.unwrap();
-    assert!(cohort_bridge::launchdarkly::carries_mark(&seg, "production:amp:eu-1234"), "{seg}");
-    assert!(!cohort_bridge::launchdarkly::carries_mark(&seg, "production:amp-eu:1234"));
+    let seg = emu
+        .segment("default", "production", "amp-eu-1234")
+        .await
+        .unwrap();
+    assert!(
+        cohort_bridge::launchdarkly::carries_mark(&seg, "production:amp:eu-1234"),
+        "{seg}"
+    );
+    assert!(!cohort_bridge::launchdarkly::carries_mark(
+        &seg,
+        "production:amp-eu:1234"
+    ));
     let (_, metrics) = bridge.get("/metrics").await;
     assert!(
         metrics.contains("cohort_bridge_links_blocked_total{reason=\"segment_key_conflict\"}"),
@@ -361,11 +427,23 @@ async fn a_segment_made_by_hand_is_not_adopted_unless_the_destination_says_so() 
     cfg.sources.push_str(
         "\n[destinations.adopting]\nproject = \"default\"\nenvironment = \"staging\"\nadopt_existing_segments = true\n\n[[sources]]\nid = \"amp2\"\nkind = \"amplitude\"\ndestinations = [\"adopting\"]\nauth = { scheme = \"header\", header = \"X-Cohort-Bridge-Token\", secret_env = \"AMPLITUDE_SECRET\" }\n",
     );
-    emu.create_segment_by_hand("default", "production", "amplitude-c7").await;
-    emu.create_segment_by_hand("default", "staging", "amp2-c7").await;
+    emu.create_segment_by_hand("default", "production", "amplitude-c7")
+        .await;
+    emu.create_segment_by_hand("default", "staging", "amp2-c7")
+        .await;
     let bridge = Bridge::start(&cfg).await;
-    amp(&bridge, "amplitude", &amplitude_body("c7", true, 1_000, "m1", &["u1"])).await;
-    amp(&bridge, "amp2", &amplitude_body("c7", true, 1_000, "m2", &["u1"])).await;
+    amp(
+        &bridge,
+        "amplitude",
+        &amplitude_body("c7", true, 1_000, "m1", &["u1"]),
+    )
+    .await;
+    amp(
+        &bridge,
+        "amp2",
+        &amplitude_body("c7", true, 1_000, "m2", &["u1"]),
+    )
+    .await;
     let reason = eventually("the unowned segment blocks its link", WAIT, || async {
         let r = blocked_reason(&bridge, "production:amplitude:c7").await;
         (!r.is_empty()).then_some(r)
@@ -383,7 +461,13 @@ async fn a_segment_made_by_hand_is_not_adopted_unless_the_destination_says_so() 
         "nothing written to the unowned segment"
     );
     // A segment made by hand carries no mark.
-    let seg = emu.segment("default", "production", "amplitude-c7").await.unwrap();
-    assert!(!cohort_bridge::launchdarkly::carries_mark(&seg, "production:amplitude:c7"));
+    let seg = emu
+        .segment("default", "production", "amplitude-c7")
+        .await
+        .unwrap();
+    assert!(!cohort_bridge::launchdarkly::carries_mark(
+        &seg,
+        "production:amplitude:c7"
+    ));
     bridge.stop().await;
 }
