@@ -15,6 +15,12 @@
 //! dead-lettered), no dirty set or due entry is left, and the outcome counters
 //! add up to what was accepted.
 //!
+//! Three partitions (the two cohorts in different ones, each with its own
+//! lease), two replicas (a lease lost mid-flush is rebalanced to the other
+//! replica; only that partition's requests are orphaned), and 429 pauses
+//! shared through Redis (the shared pause only ever extends) are modelled
+//! too. Overlapping snapshot sessions are covered by `store_sequences`.
+//!
 //! `PROPTEST_CASES` sets the number of cases (default 128). A failure shrinks to
 //! a short, readable list of operations.
 
@@ -35,6 +41,7 @@ const COHORTS: [&str; 2] = ["c0", "c1"];
 const MEMBERS: [&str; 4] = ["a", "b", "c", "d"];
 const NOW_MS: i64 = 1_000_000;
 const LEASE_TTL: Duration = Duration::from_secs(600);
+const PARTITIONS: u16 = 3;
 
 type Fail = TestCaseError;
 
@@ -83,7 +90,13 @@ enum Op {
     /// Requests in flight land at LaunchDarkly or not (bit mask `landed`),
     /// then another flusher takes the lease: every later acknowledgement,
     /// dead letter or claim under the old token must be refused.
-    LoseLease { landed: u8 },
+    /// Like `landed` above, for the requests of one partition (the one of
+    /// `cohort`): its lease is lost and rebalanced to the other replica
+    /// mid-flush; the other partition's lease and requests are untouched.
+    LoseLease { cohort: u8, landed: u8 },
+    /// A 429 pause until `secs` seconds past the case's base time is shared through Redis by
+    /// one of the replicas: the shared pause must only ever extend.
+    RatePause { secs: u8 },
 }
 
 #[derive(Clone)]
@@ -112,7 +125,10 @@ impl fmt::Debug for Op {
             Op::Timeout { req } => write!(f, "Timeout {{ req: {req} }}"),
             Op::Dropped { req } => write!(f, "Dropped {{ req: {req} }}"),
             Op::Reject { req, keys } => write!(f, "Reject {{ req: {req}, keys: {keys:#05b} }}"),
-            Op::LoseLease { landed } => write!(f, "LoseLease {{ landed: {landed:#06b} }}"),
+            Op::LoseLease { cohort, landed } => {
+                write!(f, "LoseLease {{ cohort: {cohort}, landed: {landed:#06b} }}")
+            }
+            Op::RatePause { secs } => write!(f, "RatePause {{ secs: {secs} }}"),
         }
     }
 }
@@ -145,7 +161,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4).prop_map(|req| Op::Timeout { req }),
         1 => (0u8..4).prop_map(|req| Op::Dropped { req }),
         1 => (0u8..4, 1u8..8).prop_map(|(req, keys)| Op::Reject { req, keys }),
-        1 => (0u8..16).prop_map(|landed| Op::LoseLease { landed }),
+        1 => (0u8..2, 0u8..16).prop_map(|(cohort, landed)| Op::LoseLease { cohort, landed }),
+        1 => (0u8..30).prop_map(|secs| Op::RatePause { secs }),
     ]
 }
 
@@ -200,8 +217,14 @@ struct Harness {
     raw: redis::aio::MultiplexedConnection,
     prefix: String,
     fan_out: [bool; 2],
-    token: String,
+    /// Per partition: the token of the replica holding its lease.
+    tokens: Vec<String>,
     leases_taken: u32,
+    /// The longest 429 pause shared so far (the shared pause's model).
+    pause: Option<i64>,
+    /// Wall-clock ms at the case's start: pauses lie after it (the key
+    /// expires a minute after its pause ends).
+    pause_base: i64,
     inflight: Vec<Req>,
     /// The emulated LaunchDarkly: link → included members.
     ld: BTreeMap<String, BTreeSet<String>>,
@@ -408,7 +431,7 @@ impl Harness {
         let p = self.p(cohort);
         let claim = self
             .store
-            .claim(p, &self.token, &link, max, NOW_MS + 30_000)
+            .claim(p, &self.tokens[p as usize], &link, max, NOW_MS + 30_000)
             .await
             .map_err(fail)?;
         let members = match claim {
@@ -437,7 +460,7 @@ impl Harness {
             cohort,
             link,
             members,
-            token: self.token.clone(),
+            token: self.tokens[p as usize].clone(),
             orphan: false,
         });
         Ok(true)
@@ -578,9 +601,13 @@ impl Harness {
                     }
                 }
             }
-            Op::LoseLease { landed } => {
+            Op::LoseLease { cohort, landed } => {
+                let p = self.p(*cohort as usize);
                 let mut landing = Vec::new();
                 for (i, r) in self.inflight.iter_mut().enumerate() {
+                    if self.keys.partition(SOURCE, COHORTS[r.cohort]) != p {
+                        continue;
+                    }
                     if !r.orphan && landed & (1 << (i % 8)) != 0 {
                         landing.push((r.link.clone(), r.members.clone()));
                     }
@@ -589,25 +616,28 @@ impl Harness {
                 for (link, members) in landing {
                     self.land(&link, &members);
                 }
-                let p = self.p(0);
                 let released = self
                     .store
-                    .renew_lease(p, &self.token, Duration::ZERO)
+                    .renew_lease(p, &self.tokens[p as usize], Duration::ZERO)
                     .await
                     .map_err(fail)?;
                 prop_assert!(released, "the lease was not held");
                 self.leases_taken += 1;
-                let old =
-                    std::mem::replace(&mut self.token, format!("flusher-{}", self.leases_taken));
+                // Rebalanced to the other replica.
+                let replica = if self.leases_taken % 2 == 1 { "b" } else { "a" };
+                let old = std::mem::replace(
+                    &mut self.tokens[p as usize],
+                    format!("replica-{replica}-{}", self.leases_taken),
+                );
                 let got = self
                     .store
-                    .try_acquire_lease(p, &self.token, LEASE_TTL)
+                    .try_acquire_lease(p, &self.tokens[p as usize], LEASE_TTL)
                     .await
                     .map_err(fail)?;
                 prop_assert!(got, "the new flusher could not take the free lease");
                 // The old flusher can no longer claim.
                 let before = self.snapshot().await?;
-                let link = self.link(0, DESTS[0]);
+                let link = self.link(*cohort as usize, DESTS[0]);
                 let c = self
                     .store
                     .claim(p, &old, &link, 3, NOW_MS + 30_000)
@@ -616,6 +646,15 @@ impl Harness {
                 prop_assert_eq!(c, Claim::LeaseLost);
                 let after = self.snapshot().await?;
                 prop_assert!(before == after, "a refused claim changed Redis");
+            }
+            Op::RatePause { secs } => {
+                let until = self.pause_base + i64::from(*secs) * 1000;
+                let kept = self.store.share_rate_pause(until).await.map_err(fail)?;
+                let model = self.pause.map_or(until, |p| p.max(until));
+                self.pause = Some(model);
+                prop_assert_eq!(kept, model, "the shared pause only extends");
+                let read = self.store.rate_pause().await.map_err(fail)?;
+                prop_assert_eq!(read, Some(model), "the shared pause read back");
             }
         }
         Ok(())
@@ -766,8 +805,9 @@ async fn run_case(url: &str, case: Case) -> Result<(), Fail> {
     let cfg = RedisConfig {
         url: url.to_string(),
         key_prefix: prefix.clone(),
-        // One partition: both cohorts share a lease and a due set.
-        partitions: 1,
+        // Three partitions: c0 and c1 land in different ones (1 and 0),
+        // each with its own lease and due set.
+        partitions: PARTITIONS,
         ..RedisConfig::default()
     };
     let store = Store::connect(&cfg).map_err(fail)?;
@@ -777,25 +817,29 @@ async fn run_case(url: &str, case: Case) -> Result<(), Fail> {
         .await
         .map_err(fail)?;
     let mut h = Harness {
-        keys: Keys::new(&prefix, 1),
+        keys: Keys::new(&prefix, PARTITIONS),
         store,
         raw,
         prefix,
         fan_out: case.fan_out,
-        token: "flusher-0".into(),
+        tokens: (0..PARTITIONS).map(|p| format!("replica-a-p{p}")).collect(),
         leases_taken: 0,
+        pause: None,
+        pause_base: cohort_bridge::clock::now_ms() + 60_000,
         inflight: Vec::new(),
         ld: BTreeMap::new(),
         model: Model::default(),
         counts: Counts::default(),
     };
-    let p = h.p(0);
-    let got = h
-        .store
-        .try_acquire_lease(p, &h.token, LEASE_TTL)
-        .await
-        .map_err(fail)?;
-    prop_assert!(got, "the first lease");
+    for p in 0..PARTITIONS {
+        let got = h
+            .store
+            .try_acquire_lease(p, &h.tokens[p as usize], LEASE_TTL)
+            .await
+            .map_err(fail)?;
+        prop_assert!(got, "the first lease of partition {}", p);
+    }
+    prop_assert!(h.p(0) != h.p(1), "the cohorts share a partition");
     for op in &case.ops {
         h.step(op).await?;
         h.check_invariants().await?;
