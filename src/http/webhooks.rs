@@ -32,6 +32,8 @@ pub struct Summary {
     pub superseded: u64,
     pub cancelled: u64,
     pub skipped_without_key: u64,
+    /// Members whose key is too long or holds a control character.
+    pub skipped_invalid_key: u64,
     pub duplicate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
@@ -162,7 +164,12 @@ async fn handle(
     }
     let now = now_ms();
     let verified = crate::verify::verify(&source.auth, req.headers(), &body, now)?;
-    let parsed = sources::parse(source, &verified, now).map_err(|e| ApiError::Invalid(e.0))?;
+    let mut parsed =
+        sources::parse(source, &verified, now).map_err(|e| ApiError::Invalid(e.0))?;
+    let skew_ms = (settings.server.max_future_skew_seconds as i64).saturating_mul(1000);
+    sources::check_future_versions(source.kind, &parsed, now, skew_ms)
+        .map_err(|e| ApiError::Invalid(e.0))?;
+    sources::drop_invalid_keys(&mut parsed, settings.server.max_key_bytes);
     let params = ApplyParams {
         now_ms: now,
         dedupe_ttl_ms: settings.redis.dedupe_ttl_seconds * 1000,
@@ -171,6 +178,7 @@ async fn handle(
     };
     let mut summary = Summary {
         skipped_without_key: parsed.skipped_without_key,
+        skipped_invalid_key: parsed.skipped_invalid_key,
         note: parsed.note,
         ..Summary::default()
     };
@@ -245,6 +253,11 @@ async fn handle(
             &source.id,
             "skipped_without_key",
             summary.skipped_without_key,
+        );
+        m::changes(
+            &source.id,
+            "skipped_invalid_key",
+            summary.skipped_invalid_key,
         );
     }
     if wake {
