@@ -426,7 +426,7 @@ pub(super) fn check_rate(p: &mut Problems, key: &str, rps: f64) -> bool {
     if !ok {
         p.add(
             key,
-            format!("must be a number between 0.000001 and 1000000000, got {rps}"),
+            format!("must be a positive number between 0.000001 and 1000000000, got {rps}"),
         );
     }
     ok
