@@ -12,6 +12,7 @@ mod emulator_api;
 mod fast_paths;
 mod faults;
 mod fixtures;
+mod hardening;
 mod mixpanel;
 mod model;
 mod operator;
