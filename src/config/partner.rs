@@ -6,7 +6,8 @@
 
 use super::raw::{PartnerConfig, SourceConfig};
 use super::validate::{
-    check_id, check_rate, check_token_length, read_secrets, Destination, Problems, ResolvedAuth, SecretSource, Source,
+    check_id, check_rate, check_token_length, read_secrets, Destination, Problems, ResolvedAuth,
+    SecretSource, Source,
 };
 use super::Secret;
 use crate::sources::manifest::{Manifest, BUILTIN};

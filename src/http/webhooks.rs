@@ -164,8 +164,7 @@ async fn handle(
     }
     let now = now_ms();
     let verified = crate::verify::verify(&source.auth, req.headers(), &body, now)?;
-    let mut parsed =
-        sources::parse(source, &verified, now).map_err(|e| ApiError::Invalid(e.0))?;
+    let mut parsed = sources::parse(source, &verified, now).map_err(|e| ApiError::Invalid(e.0))?;
     let skew_ms = (settings.server.max_future_skew_seconds as i64).saturating_mul(1000);
     sources::check_future_versions(source.kind, &parsed, now, skew_ms)
         .map_err(|e| ApiError::Invalid(e.0))?;

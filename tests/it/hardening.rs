@@ -7,7 +7,6 @@ use crate::support::{stack, Bridge, TestConfig};
 use cohort_bridge::clock::now_ms;
 use cohort_bridge::config::{self, MapSecrets};
 
-
 /// A far-future `computed_time` is a 400 naming the field, and nothing is
 /// stored: the same member pushed now afterwards is accepted, not stale.
 #[tokio::test]
@@ -79,7 +78,13 @@ async fn max_key_bytes_applies_to_amplitude() {
     let bridge = Bridge::start(&cfg).await;
     let now_s = now_ms() / 1000;
     let (status, body) = bridge
-        .amplitude(&amplitude_body("c1", true, now_s, "m1", &["short", "much-too-long"]))
+        .amplitude(&amplitude_body(
+            "c1",
+            true,
+            now_s,
+            "m1",
+            &["short", "much-too-long"],
+        ))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 1, "{body}");
@@ -190,7 +195,10 @@ fn tiny_or_huge_rates_are_configuration_errors_not_panics() {
             file.display().to_string()
         );
         let p = problems(&cfg, &[]);
-        assert!(has(&p, "partner.tokens[0].requests_per_second"), "{rps}: {p:?}");
+        assert!(
+            has(&p, "partner.tokens[0].requests_per_second"),
+            "{rps}: {p:?}"
+        );
     }
 }
 
@@ -205,7 +213,7 @@ fn a_secret_file_readable_by_others_gets_a_warning() {
     cfg.set(
         "launchdarkly",
         "api_token_file",
-        &format!("{:?}", file.display().to_string()),
+        format!("{:?}", file.display().to_string()),
     );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let s = config::from_toml_str(&cfg.toml(), &TestConfig::secrets()).unwrap();

@@ -871,15 +871,21 @@ auth = { scheme = "header", header = "X-T", secret_env = "P_TOKEN" }
 #[tokio::test]
 async fn a_token_limited_to_staging_cannot_write_production() {
     let (redis, emu, mut cfg, files) = partner_stack("");
-    std::fs::write(files.dir.path().join("staging"), "partner-token-staging-only\n").unwrap();
+    std::fs::write(
+        files.dir.path().join("staging"),
+        "partner-token-staging-only\n",
+    )
+    .unwrap();
     cfg.sources.push_str(&format!(
         "\n[[partner.tokens]]\nsecret_file = {:?}\nintegrations = [\"*\"]\nenvironments = [{STAGING:?}]\n",
         files.path("staging")
     ));
     let bridge = Bridge::start(&cfg).await;
     let body = |env: &str, member: &str| {
-        serde_json::to_vec(&json!({"environmentId": env, "cohortId": "c-env", "cohortName": "n",
-            "contextKind": "user", "listData": {"add": [{"id": member}]}}))
+        serde_json::to_vec(
+            &json!({"environmentId": env, "cohortId": "c-env", "cohortName": "n",
+            "contextKind": "user", "listData": {"add": [{"id": member}]}}),
+        )
         .unwrap()
     };
     let token = Some("partner-token-staging-only");
@@ -887,9 +893,18 @@ async fn a_token_limited_to_staging_cannot_write_production() {
     assert_eq!(status, 403, "{answer}");
     assert_eq!(answer["code"], "forbidden", "{answer}");
     assert_eq!(redis.want_value(&cfg.prefix, "prod-member").await, None);
-    let (status, answer) = post(&bridge, "rudderstack", &body(STAGING, "stage-member"), token).await;
+    let (status, answer) = post(
+        &bridge,
+        "rudderstack",
+        &body(STAGING, "stage-member"),
+        token,
+    )
+    .await;
     assert_eq!(status, 204, "{answer}");
-    assert!(redis.want_value(&cfg.prefix, "stage-member").await.is_some());
+    assert!(redis
+        .want_value(&cfg.prefix, "stage-member")
+        .await
+        .is_some());
     drop(emu);
     bridge.stop().await;
 }
@@ -900,13 +915,20 @@ async fn a_token_limited_to_staging_cannot_write_production() {
 async fn too_many_cohorts_in_one_body_is_a_400() {
     let (redis, _emu, cfg, _files) = partner_stack("max_cohorts_per_request = 2");
     let bridge = Bridge::start(&cfg).await;
-    let member = |u: &str, c: &str| json!({"userId": u, "cohortId": c, "cohortName": c, "value": true});
+    let member =
+        |u: &str, c: &str| json!({"userId": u, "cohortId": c, "cohortName": c, "value": true});
     let body = json!({"environmentId": PROD, "batch": [
         member("a", "c1"), member("b", "c2"), member("c", "c3"),
     ]});
     let (status, resp) = post_json(&bridge, "amplitude", &body).await;
     assert_eq!(status, 400, "{resp}");
-    assert!(resp["message"].as_str().unwrap_or_default().contains("max_cohorts_per_request"), "{resp}");
+    assert!(
+        resp["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_cohorts_per_request"),
+        "{resp}"
+    );
     assert!(data_keys(&redis, &cfg.prefix).is_empty());
     let body = json!({"environmentId": PROD, "batch": [member("a", "c1"), member("b", "c2")]});
     let (status, resp) = post_json(&bridge, "amplitude", &body).await;
