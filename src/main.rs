@@ -123,6 +123,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(s) => {
+                for (key, msg) in &s.warnings {
+                    println!("warning: {key}: {msg}");
+                }
                 println!(
                     "configuration OK: {} source(s), {} destination(s), {} partition(s)",
                     s.sources.len(),

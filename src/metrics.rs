@@ -3,7 +3,7 @@
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
 //! | `cohort_bridge_pushes_total` | counter | `source`, `outcome` | requests to a receiver: `accepted`, `duplicate`, `ignored`, `unauthorized`, `invalid`, `too_large`, `unavailable` |
-//! | `cohort_bridge_changes_total` | counter | `source`, `outcome` | membership changes: `accepted` counts every change newer than what was stored; each has one final outcome: `stale`, `skipped_without_key` on arrival; `unchanged`, `cancelled` (flip back), `superseded` before a write; `written` and `dead_lettered` after one (see `store::ApplyOutcome`) |
+//! | `cohort_bridge_changes_total` | counter | `source`, `outcome` | membership changes: `accepted` counts every change newer than what was stored; each has one final outcome: `stale`, `skipped_without_key`, `skipped_invalid_key` (longer than `server.max_key_bytes` or holding a control character) on arrival; `unchanged`, `cancelled` (flip back), `superseded` before a write; `written` and `dead_lettered` after one (see `store::ApplyOutcome`) |
 //! | `cohort_bridge_ld_requests_total` | counter | `operation`, `status` | LaunchDarkly attempts, by HTTP status or `timeout` / `transport` / `not_sent` |
 //! | `cohort_bridge_ld_request_seconds` | histogram | `operation` | LaunchDarkly request duration |
 //! | `cohort_bridge_flush_lag_seconds` | histogram | | from a link's due time to its acknowledged write (depends on `flush.max_delay_ms` and the rate) |

@@ -6,7 +6,8 @@
 
 use super::raw::{PartnerConfig, SourceConfig};
 use super::validate::{
-    check_id, read_secrets, Destination, Problems, ResolvedAuth, SecretSource, Source,
+    check_id, check_rate, check_token_length, read_secrets, Destination, Problems, ResolvedAuth,
+    SecretSource, Source,
 };
 use super::Secret;
 use crate::sources::manifest::{Manifest, BUILTIN};
@@ -28,6 +29,8 @@ pub struct PartnerToken {
     pub integrations: Option<BTreeSet<String>>,
     /// `None`: no limit.
     pub requests_per_second: Option<f64>,
+    /// The client-side IDs this token may write; `None`: every one.
+    pub environments: Option<BTreeSet<String>>,
 }
 
 impl PartnerToken {
@@ -35,6 +38,13 @@ impl PartnerToken {
         self.integrations
             .as_ref()
             .is_none_or(|set| set.contains(integration_key))
+    }
+
+    /// Whether the token may write the environment with this client-side ID.
+    pub fn allows_environment(&self, client_id: &str) -> bool {
+        self.environments
+            .as_ref()
+            .is_none_or(|set| set.contains(client_id))
     }
 }
 
@@ -48,6 +58,8 @@ pub struct PartnerSettings {
     pub tokens: Vec<PartnerToken>,
     /// `partner-<integrationKey>` → the derived source (auth is the tokens').
     pub sources: BTreeMap<String, Arc<Source>>,
+    /// More distinct cohorts than this in one body is a 400.
+    pub max_cohorts_per_request: usize,
 }
 
 /// Where a manifest's text came from, to name it in errors.
@@ -204,6 +216,25 @@ pub(super) fn validate(
             "secret_env",
             "secret_file",
         );
+        for (j, s) in secrets.iter().enumerate() {
+            check_token_length(p, &format!("{cfg_key}.secret[{j}]"), s);
+        }
+        if let Some(envs) = &t.environments {
+            if envs.is_empty() {
+                p.add(
+                    format!("{cfg_key}.environments"),
+                    "must list client-side IDs (or be left out for every environment)",
+                );
+            }
+            for (j, e) in envs.iter().enumerate() {
+                if !raw.environments.contains_key(e) {
+                    p.add(
+                        format!("{cfg_key}.environments[{j}]"),
+                        format!("unknown client-side ID {e:?} (not in [partner.environments])"),
+                    );
+                }
+            }
+        }
         if t.integrations.is_empty() {
             p.add(
                 format!("{cfg_key}.integrations"),
@@ -222,18 +253,14 @@ pub(super) fn validate(
                 );
             }
         }
-        if let Some(rps) = t.requests_per_second {
-            if !(rps.is_finite() && rps > 0.0) {
-                p.add(
-                    format!("{cfg_key}.requests_per_second"),
-                    format!("must be a positive number, got {rps}"),
-                );
-            }
-        }
+        let rps = t
+            .requests_per_second
+            .filter(|&rps| check_rate(p, &format!("{cfg_key}.requests_per_second"), rps));
         tokens.push(PartnerToken {
             secrets,
             integrations: (!all).then(|| t.integrations.iter().cloned().collect()),
-            requests_per_second: t.requests_per_second.filter(|r| r.is_finite() && *r > 0.0),
+            requests_per_second: rps,
+            environments: t.environments.as_ref().map(|e| e.iter().cloned().collect()),
         });
     }
     if !tokens.is_empty() && environments.is_empty() {
@@ -241,6 +268,10 @@ pub(super) fn validate(
             "partner.environments",
             "must map at least one client-side ID to a destination when partner tokens are configured",
         );
+    }
+
+    if raw.max_cohorts_per_request == 0 {
+        p.add("partner.max_cohorts_per_request", "must be at least 1");
     }
 
     let mut derived = BTreeMap::new();
@@ -272,5 +303,6 @@ pub(super) fn validate(
         environments,
         tokens,
         sources: derived,
+        max_cohorts_per_request: raw.max_cohorts_per_request,
     }
 }

@@ -33,6 +33,12 @@ pub struct ServerConfig {
     pub operator_token_env: Option<String>,
     /// A request body must arrive within this many ms, else 408.
     pub body_read_timeout_ms: u64,
+    /// A change whose version is more than this far ahead of the bridge's
+    /// clock makes its push a 400 (a far-future version would pin a member).
+    pub max_future_skew_seconds: u64,
+    /// Member keys longer than this (bytes), or holding a control character,
+    /// are skipped and counted as `skipped_invalid_key`.
+    pub max_key_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +49,8 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             operator_token_env: None,
             body_read_timeout_ms: 10_000,
+            max_future_skew_seconds: 300,
+            max_key_bytes: 1024,
         }
     }
 }
@@ -285,7 +293,7 @@ pub struct AuthConfig {
 
 /// `[partner]`: LaunchDarkly's partner endpoint,
 /// `POST /api/v2/segment-targets/{integrationKey}` (see `sources::manifest`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartnerConfig {
     /// Directories whose `*.json` integration-framework manifests with a
@@ -301,6 +309,20 @@ pub struct PartnerConfig {
     /// Integration key → regex replacing its manifest's `arrayInclusion.matcher`
     /// (tealium's matches both actions as written, so it never removes).
     pub array_inclusion_matchers: BTreeMap<String, String>,
+    /// More distinct cohorts than this in one body is a 400.
+    pub max_cohorts_per_request: usize,
+}
+
+impl Default for PartnerConfig {
+    fn default() -> Self {
+        Self {
+            manifest_dirs: Vec::new(),
+            environments: BTreeMap::new(),
+            tokens: Vec::new(),
+            array_inclusion_matchers: BTreeMap::new(),
+            max_cohorts_per_request: 1000,
+        }
+    }
 }
 
 /// `[[partner.tokens]]`: one caller token (several secrets for rotation).
@@ -317,4 +339,7 @@ pub struct PartnerTokenConfig {
     /// the endpoint answers 429 with `X-Ratelimit-Reset`, as LaunchDarkly does.
     #[serde(default)]
     pub requests_per_second: Option<f64>,
+    /// The client-side IDs this token may write; absent: every one.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
 }

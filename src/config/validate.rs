@@ -166,6 +166,9 @@ pub struct Settings {
     pub operator_token: Option<Secret>,
     /// `[partner]`: manifests, environments, tokens and the derived sources.
     pub partner: super::partner::PartnerSettings,
+    /// Problems that do not stop the bridge (a secret file readable by
+    /// others), each naming its key; logged at load, printed by check-config.
+    pub warnings: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -206,6 +209,18 @@ impl Settings {
             .operator_token_env
             .as_ref()
             .and_then(|name| read_env(env, &mut p, "server.operator_token_env", name));
+        if let Some(t) = &operator_token {
+            check_token_length(&mut p, "server.operator_token_env", t);
+        }
+        if raw.server.max_key_bytes == 0 {
+            p.add("server.max_key_bytes", "must be greater than 0");
+        }
+        if raw.server.max_future_skew_seconds > 10 * 365 * 24 * 3600 {
+            p.add(
+                "server.max_future_skew_seconds",
+                "must be at most ten years (315360000)",
+            );
+        }
 
         validate_redis(&raw.redis, &mut p);
         validate_launchdarkly(&raw.launchdarkly, &mut p);
@@ -375,6 +390,9 @@ impl Settings {
         if !p.0.is_empty() {
             return Err(ConfigError { problems: p.0 });
         }
+        for (key, msg) in &p.1 {
+            tracing::warn!(key = %key, "{msg}");
+        }
         Ok(Settings {
             listen: listen.expect("checked above"),
             server: raw.server,
@@ -387,16 +405,86 @@ impl Settings {
             sources,
             operator_token,
             partner,
+            warnings: p.1,
         })
     }
 }
 
+/// Errors (`.0`) and warnings (`.1`), each naming its key.
 #[derive(Default)]
-pub(super) struct Problems(pub(super) Vec<(String, String)>);
+pub(super) struct Problems(
+    pub(super) Vec<(String, String)>,
+    pub(super) Vec<(String, String)>,
+);
 
 impl Problems {
     pub(super) fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
         self.0.push((key.into(), msg.into()));
+    }
+    pub(super) fn warn(&mut self, key: impl Into<String>, msg: impl Into<String>) {
+        self.1.push((key.into(), msg.into()));
+    }
+}
+
+/// Bearer tokens shorter than this are configuration errors (guessable).
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+pub(super) fn check_token_length(p: &mut Problems, key: &str, token: &Secret) {
+    if token.expose().len() < MIN_TOKEN_BYTES {
+        p.add(
+            key,
+            format!("the token is shorter than {MIN_TOKEN_BYTES} bytes; use a long random value"),
+        );
+    }
+}
+
+/// A requests-per-second setting that governor can turn into a quota:
+/// positive, finite, and with a period between 1 ns and about 11.6 days.
+pub(super) fn check_rate(p: &mut Problems, key: &str, rps: f64) -> bool {
+    let ok = rps.is_finite()
+        && (1e-6..=1e9).contains(&rps)
+        && Duration::try_from_secs_f64(1.0 / rps).is_ok_and(|d| !d.is_zero());
+    if !ok {
+        p.add(
+            key,
+            format!("must be a positive number between 0.000001 and 1000000000, got {rps}"),
+        );
+    }
+    ok
+}
+
+/// Whether a URL's host is a loopback address (127.0.0.0/8, ::1, localhost).
+fn loopback_host(url: &str) -> bool {
+    let Ok(uri) = url.parse::<actix_web::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// Warns when a secret file is readable by its group or by others.
+fn check_file_mode(p: &mut Problems, key: &str, path: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                p.warn(
+                    key,
+                    format!(
+                        "secret file {path} is accessible by group or others (mode {:o}); chmod 600 it",
+                        mode & 0o777
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -490,18 +578,23 @@ fn validate_cluster(r: &RedisConfig, p: &mut Problems) {
 }
 
 fn validate_launchdarkly(l: &LaunchDarklyConfig, p: &mut Problems) {
-    if !(l.base_url.starts_with("http://") || l.base_url.starts_with("https://")) {
+    if l.base_url.starts_with("http://") {
+        if !loopback_host(&l.base_url) {
+            p.add(
+                "launchdarkly.base_url",
+                format!(
+                    "{:?} must be https (http is allowed only for a loopback address: 127.0.0.0/8, ::1, localhost)",
+                    l.base_url
+                ),
+            );
+        }
+    } else if !l.base_url.starts_with("https://") {
         p.add(
             "launchdarkly.base_url",
-            format!("{:?} must be an http(s) URL", l.base_url),
+            format!("{:?} must be an https URL", l.base_url),
         );
     }
-    if !(l.requests_per_second.is_finite() && l.requests_per_second > 0.0) {
-        p.add(
-            "launchdarkly.requests_per_second",
-            "must be a positive number",
-        );
-    }
+    check_rate(p, "launchdarkly.requests_per_second", l.requests_per_second);
     if l.max_keys_per_request == 0 || l.max_keys_per_request > 100_000 {
         p.add(
             "launchdarkly.max_keys_per_request",
@@ -554,6 +647,7 @@ fn read_env(env: &dyn SecretSource, p: &mut Problems, key: &str, name: &str) -> 
 }
 
 fn read_file(env: &dyn SecretSource, p: &mut Problems, key: &str, path: &str) -> Option<Secret> {
+    check_file_mode(p, key, path);
     match env.file(path) {
         Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
         Ok(_) => {

@@ -39,6 +39,8 @@ pub enum PartnerError {
     Unauthorized,
     #[error("this access token may not sync segments for the integration {0:?}")]
     Forbidden(String),
+    #[error("this access token may not write the environment {0:?}")]
+    ForbiddenEnvironment(String),
     #[error("unknown integration key {0:?}")]
     UnknownIntegration(String),
     #[error("{0}")]
@@ -57,7 +59,7 @@ impl PartnerError {
     pub fn code(&self) -> &'static str {
         match self {
             PartnerError::Unauthorized => "unauthorized",
-            PartnerError::Forbidden(_) => "forbidden",
+            PartnerError::Forbidden(_) | PartnerError::ForbiddenEnvironment(_) => "forbidden",
             PartnerError::UnknownIntegration(_) => "not_found",
             PartnerError::Invalid(_) => "invalid_request",
             PartnerError::TooLarge { .. } => "payload_too_large",
@@ -70,7 +72,9 @@ impl PartnerError {
     /// The `outcome` label of `cohort_bridge_pushes_total`.
     fn outcome(&self) -> &'static str {
         match self {
-            PartnerError::Unauthorized | PartnerError::Forbidden(_) => "unauthorized",
+            PartnerError::Unauthorized
+            | PartnerError::Forbidden(_)
+            | PartnerError::ForbiddenEnvironment(_) => "unauthorized",
             PartnerError::TooLarge { .. } => "too_large",
             PartnerError::Unavailable(_) => "unavailable",
             PartnerError::RateLimited { .. } => "rate_limited",
@@ -96,7 +100,9 @@ impl ResponseError for PartnerError {
     fn status_code(&self) -> StatusCode {
         match self {
             PartnerError::Unauthorized => StatusCode::UNAUTHORIZED,
-            PartnerError::Forbidden(_) => StatusCode::FORBIDDEN,
+            PartnerError::Forbidden(_) | PartnerError::ForbiddenEnvironment(_) => {
+                StatusCode::FORBIDDEN
+            }
             PartnerError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
             PartnerError::Invalid(_) => StatusCode::BAD_REQUEST,
             PartnerError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -133,7 +139,7 @@ impl PartnerLimits {
                 .iter()
                 .map(|t| {
                     let rps = t.requests_per_second?;
-                    let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rps))?;
+                    let quota = Quota::with_period(Duration::try_from_secs_f64(1.0 / rps).ok()?)?;
                     Some(RateLimiter::direct(quota))
                 })
                 .collect(),
@@ -200,13 +206,17 @@ pub async fn receive(
         m::push(
             id,
             match &result {
-                Ok(()) => "accepted",
+                Ok(_) => "accepted",
                 Err(e) => e.outcome(),
             },
         );
     }
     match result {
-        Ok(()) => Ok(HttpResponse::NoContent().finish()),
+        Ok(0) => Ok(HttpResponse::NoContent().finish()),
+        // LaunchDarkly answers 204 without a body; the count goes in a header.
+        Ok(n) => Ok(HttpResponse::NoContent()
+            .insert_header(("X-Skipped-Invalid-Key", n.to_string()))
+            .finish()),
         Err(e) => {
             match &e {
                 PartnerError::Unavailable(err) => {
@@ -228,26 +238,51 @@ async fn handle(
     partner: &PartnerSettings,
     key: &str,
     manifest: Option<Arc<Manifest>>,
-) -> Result<(), PartnerError> {
+) -> Result<u64, PartnerError> {
     let tokens = authenticate(req.headers(), &partner.tokens);
     if tokens.is_empty() {
         return Err(PartnerError::Unauthorized);
     }
     let manifest = manifest.ok_or_else(|| PartnerError::UnknownIntegration(key.to_string()))?;
-    let Some((index, _)) = tokens.iter().find(|(_, t)| t.allows(key)) else {
+    let allowed: Vec<&(usize, &PartnerToken)> =
+        tokens.iter().filter(|(_, t)| t.allows(key)).collect();
+    let Some(&&(index, _)) = allowed.first() else {
         return Err(PartnerError::Forbidden(key.to_string()));
     };
     state
         .partner_limits
-        .check(*index)
+        .check(index)
         .map_err(|wait| PartnerError::RateLimited { wait })?;
     let settings = &state.settings;
     // The token was checked above, before any byte of the body is read.
     let body = read_body(req, payload, &settings.server).await?;
     let now = now_ms();
-    let request = manifest
+    let mut request = manifest
         .parse(&body, now)
         .map_err(|e| PartnerError::Invalid(e.0))?;
+    if !allowed
+        .iter()
+        .any(|(_, t)| t.allows_environment(&request.environment_id))
+    {
+        return Err(PartnerError::ForbiddenEnvironment(
+            request.environment_id.clone(),
+        ));
+    }
+    let cohorts = request.parsed.pushes.len();
+    if cohorts > partner.max_cohorts_per_request {
+        return Err(PartnerError::Invalid(format!(
+            "the body carries {cohorts} distinct cohorts; at most {} are accepted per request (partner.max_cohorts_per_request)",
+            partner.max_cohorts_per_request
+        )));
+    }
+    crate::sources::check_future_versions(
+        crate::sources::SourceKind::Partner,
+        &request.parsed,
+        now,
+        (settings.server.max_future_skew_seconds as i64).saturating_mul(1000),
+    )
+    .map_err(|e| PartnerError::Invalid(e.0))?;
+    crate::sources::drop_invalid_keys(&mut request.parsed, settings.server.max_key_bytes);
 
     let names = partner
         .environments
@@ -313,8 +348,13 @@ async fn handle(
         "skipped_without_key",
         request.parsed.skipped_without_key,
     );
+    m::changes(
+        &source_id,
+        "skipped_invalid_key",
+        request.parsed.skipped_invalid_key,
+    );
     if wake {
         state.wake.notify_one();
     }
-    Ok(())
+    Ok(request.parsed.skipped_invalid_key)
 }

@@ -32,6 +32,8 @@ pub struct Summary {
     pub superseded: u64,
     pub cancelled: u64,
     pub skipped_without_key: u64,
+    /// Members whose key is too long or holds a control character.
+    pub skipped_invalid_key: u64,
     pub duplicate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
@@ -254,7 +256,13 @@ async fn handle(
     };
     *action = echo;
     let checked = checked?;
-    let parsed = checked.parsed;
+    let mut parsed = checked.parsed;
+    // Nothing of a push with a version from the future is stored; invalid
+    // member keys are skipped and counted.
+    let skew_ms = (settings.server.max_future_skew_seconds as i64).saturating_mul(1000);
+    sources::check_future_versions(source.kind, &parsed, now, skew_ms)
+        .map_err(|e| ApiError::Invalid(e.0))?;
+    sources::drop_invalid_keys(&mut parsed, settings.server.max_key_bytes);
     if let Some((first, cohort)) = &checked.first_event {
         let store = &state.store;
         let ttl = settings.redis.dedupe_ttl_seconds * 1000;
@@ -317,6 +325,7 @@ async fn apply(
     };
     let mut summary = Summary {
         skipped_without_key: parsed.skipped_without_key,
+        skipped_invalid_key: parsed.skipped_invalid_key,
         note: parsed.note,
         ..Summary::default()
     };
@@ -391,6 +400,11 @@ async fn apply(
             &source.id,
             "skipped_without_key",
             summary.skipped_without_key,
+        );
+        m::changes(
+            &source.id,
+            "skipped_invalid_key",
+            summary.skipped_invalid_key,
         );
     }
     if wake {

@@ -145,6 +145,9 @@ pub struct Parsed {
     pub arm_snapshot: Vec<(String, Option<String>)>,
     /// Members without the configured key field: counted, not stored.
     pub skipped_without_key: u64,
+    /// Members whose key is longer than `max_key_bytes` or holds a control
+    /// character: counted, not stored ([`drop_invalid_keys`]).
+    pub skipped_invalid_key: u64,
     /// Set when the request was understood but carries nothing to apply.
     pub note: Option<&'static str>,
 }
@@ -169,6 +172,70 @@ impl ParseError {
     pub(crate) fn json(err: serde_json::Error) -> Self {
         ParseError(format!("body is not the expected JSON: {err}"))
     }
+}
+
+impl SourceKind {
+    /// The body field (or header) a change's version comes from, to name it
+    /// when a version is too far in the future.
+    pub fn version_field(self) -> &'static str {
+        match self {
+            SourceKind::Amplitude => "computed_time",
+            SourceKind::Heap => "the signature's timestamp (t=)",
+            SourceKind::Partner => "the arrival time",
+            SourceKind::Segment => "timestamp",
+            SourceKind::Mixpanel => "the arrival time",
+            SourceKind::StandardWebhooks => "version (or the envelope's timestamp)",
+        }
+    }
+}
+
+/// Refuses a request any of whose versions is more than `max_skew_ms` ahead
+/// of `now_ms`: a far-future version would pin a member forever (an older
+/// version never overrides a newer one). Nothing of such a request is stored.
+pub fn check_future_versions(
+    kind: SourceKind,
+    parsed: &Parsed,
+    now_ms: i64,
+    max_skew_ms: i64,
+) -> Result<(), ParseError> {
+    let limit = now_ms.saturating_add(max_skew_ms);
+    let newest = parsed
+        .pushes
+        .iter()
+        .flat_map(|p| {
+            p.changes
+                .iter()
+                .map(|c| c.version_ms)
+                .chain(p.snapshot.as_ref().map(|s| s.version_ms))
+        })
+        .max();
+    match newest {
+        Some(v) if v > limit => Err(ParseError(format!(
+            "{} is {} s in the future (more than the {} s server.max_future_skew_seconds allows)",
+            kind.version_field(),
+            (v - now_ms) / 1000,
+            max_skew_ms / 1000
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a member key may be sent to LaunchDarkly: at most `max_bytes`
+/// bytes and no control character.
+pub fn valid_key(key: &str, max_bytes: usize) -> bool {
+    key.len() <= max_bytes && !key.chars().any(char::is_control)
+}
+
+/// Removes the changes whose key is not [`valid_key`], counting them in
+/// `skipped_invalid_key`; the same for every source kind.
+pub fn drop_invalid_keys(parsed: &mut Parsed, max_bytes: usize) {
+    let mut dropped = 0u64;
+    for push in &mut parsed.pushes {
+        let before = push.changes.len();
+        push.changes.retain(|c| valid_key(&c.key, max_bytes));
+        dropped += (before - push.changes.len()) as u64;
+    }
+    parsed.skipped_invalid_key += dropped;
 }
 
 /// Parses a verified body with the source's kind. `now_ms` is the version of

@@ -13,6 +13,7 @@ mod fast_paths;
 mod faults;
 mod fixtures;
 mod fuzz;
+mod hardening;
 mod ingress_security;
 mod mixpanel;
 mod model;

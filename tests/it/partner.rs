@@ -865,3 +865,73 @@ auth = { scheme = "header", header = "X-T", secret_env = "P_TOKEN" }
     let p = check(&files.toml(""), "");
     assert!(has(&p, "partner.manifest_dirs[0]", "broken.json"), "{p:?}");
 }
+
+/// A token listing `environments` may write only those: another is a 403
+/// with a JSON error, and nothing is stored.
+#[tokio::test]
+async fn a_token_limited_to_staging_cannot_write_production() {
+    let (redis, emu, mut cfg, files) = partner_stack("");
+    std::fs::write(
+        files.dir.path().join("staging"),
+        "partner-token-staging-only\n",
+    )
+    .unwrap();
+    cfg.sources.push_str(&format!(
+        "\n[[partner.tokens]]\nsecret_file = {:?}\nintegrations = [\"*\"]\nenvironments = [{STAGING:?}]\n",
+        files.path("staging")
+    ));
+    let bridge = Bridge::start(&cfg).await;
+    let body = |env: &str, member: &str| {
+        serde_json::to_vec(
+            &json!({"environmentId": env, "cohortId": "c-env", "cohortName": "n",
+            "contextKind": "user", "listData": {"add": [{"id": member}]}}),
+        )
+        .unwrap()
+    };
+    let token = Some("partner-token-staging-only");
+    let (status, answer) = post(&bridge, "rudderstack", &body(PROD, "prod-member"), token).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+    assert_eq!(redis.want_value(&cfg.prefix, "prod-member").await, None);
+    let (status, answer) = post(
+        &bridge,
+        "rudderstack",
+        &body(STAGING, "stage-member"),
+        token,
+    )
+    .await;
+    assert_eq!(status, 204, "{answer}");
+    assert!(redis
+        .want_value(&cfg.prefix, "stage-member")
+        .await
+        .is_some());
+    drop(emu);
+    bridge.stop().await;
+}
+
+/// More distinct cohorts than `partner.max_cohorts_per_request` is a 400
+/// and nothing is stored; as many as the limit is accepted.
+#[tokio::test]
+async fn too_many_cohorts_in_one_body_is_a_400() {
+    let (redis, _emu, cfg, _files) = partner_stack("max_cohorts_per_request = 2");
+    let bridge = Bridge::start(&cfg).await;
+    let member =
+        |u: &str, c: &str| json!({"userId": u, "cohortId": c, "cohortName": c, "value": true});
+    let body = json!({"environmentId": PROD, "batch": [
+        member("a", "c1"), member("b", "c2"), member("c", "c3"),
+    ]});
+    let (status, resp) = post_json(&bridge, "amplitude", &body).await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_cohorts_per_request"),
+        "{resp}"
+    );
+    assert!(data_keys(&redis, &cfg.prefix).is_empty());
+    let body = json!({"environmentId": PROD, "batch": [member("a", "c1"), member("b", "c2")]});
+    let (status, resp) = post_json(&bridge, "amplitude", &body).await;
+    assert_eq!(status, 204, "{resp}");
+    bridge.stop().await;
+}

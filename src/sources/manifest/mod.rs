@@ -30,6 +30,7 @@ use super::{Change, ParseError, Parsed, Push};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// The built-in manifests, vendored from LaunchDarkly's integration-framework
 /// repository unchanged: (integration key, manifest JSON).
@@ -349,6 +350,7 @@ impl Manifest {
 
         let mp = &p.member_array_parser;
         let mut pushes: Vec<Push> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut skipped = 0u64;
         for (m, at, include) in members {
             let Some(key) = member_id(m.pointer(&mp.member_id_path)) else {
@@ -372,9 +374,11 @@ impl Manifest {
                 include,
                 version_ms: now_ms,
             };
-            match pushes.iter_mut().find(|p| p.cohort_id == id) {
-                Some(push) => push.changes.push(change),
+            // Cohort id → its push: linear in the members, however many cohorts.
+            match index.get(&id) {
+                Some(&i) => pushes[i].changes.push(change),
                 None => {
+                    index.insert(id.clone(), pushes.len());
                     let name = if id == cohort_id {
                         own_name.unwrap_or_else(|| cohort_name.clone())
                     } else {
@@ -407,6 +411,7 @@ impl Manifest {
             parsed: Parsed {
                 pushes,
                 skipped_without_key: skipped,
+                skipped_invalid_key: 0,
                 note: None,
                 arm_snapshot: Vec::new(),
             },
