@@ -60,7 +60,8 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
     fleet
         .cfg
         .set("launchdarkly", "request_timeout_ms", "1000")
-        .set("flush", "lease_ttl_ms", "3000");
+        .set("flush", "lease_ttl_ms", "3000")
+        .set("flush", "concurrency", "16");
     let mut fleet = fleet.start(1).await;
     let prefix = fleet.cfg.prefix.clone();
     let client = fleet.redis.client();
