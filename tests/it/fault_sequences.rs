@@ -271,3 +271,72 @@ async fn shutdown_stops_a_split_at_the_next_request() {
         fleet.logs()
     );
 }
+
+/// Item 1: a claim that draws only members gone from the cohort sends
+/// nothing (an empty batch refused with a 400 used to panic at `keys[0]`,
+/// and a panicking flush cleared every link's in-flight mark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_vanished_members_sends_nothing_and_does_not_panic() {
+    let (redis, emu, cfg) = stack();
+    let bridge = Bridge::start(&cfg).await;
+    let first = users("e", 2);
+    push(&bridge, "eb", true, 1_000, &first).await;
+    eventually("the segment exists", WAIT, || async {
+        (included(&emu, "eb").await == Some(set(&first))).then_some(())
+    })
+    .await;
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let want: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{{{}:*}}:want:amplitude:eb", cfg.prefix))
+        .query_async(&mut c)
+        .await
+        .expect("keys");
+    let tag = want[0].split(":want:").next().expect("tag").to_string();
+    let link = "production:amplitude:eb";
+    emu.fault(json!({"kind": "status", "status": 400, "route": "contexts",
+        "message": "the request has no changes"}))
+    .await;
+    let _: () = ::redis::pipe()
+        .cmd("SADD")
+        .arg(format!("{tag}:dirty:{link}"))
+        .arg("ghost")
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{tag}:due"))
+        .arg(0)
+        .arg(link)
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .expect("inject a vanished member");
+    eventually("the vanished member was dropped", WAIT, || async {
+        let n: i64 = ::redis::cmd("SCARD")
+            .arg(format!("{tag}:dirty:{link}"))
+            .query_async(&mut c.clone())
+            .await
+            .ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    emu.clear_faults().await;
+    let next = users("f", 3);
+    push(&bridge, "eb", true, 2_000, &next).await;
+    let mut all = set(&first);
+    all.extend(next.iter().cloned());
+    eventually("the next change reaches LaunchDarkly", WAIT, || async {
+        (included(&emu, "eb").await == Some(all.clone())).then_some(())
+    })
+    .await;
+    let empty: Vec<Value> = emu
+        .membership_requests()
+        .await
+        .into_iter()
+        .filter(|r| keys_of(r) == 0)
+        .collect();
+    assert!(empty.is_empty(), "empty requests sent: {empty:?}");
+    bridge.stop().await;
+}
