@@ -340,3 +340,90 @@ async fn a_claim_of_vanished_members_sends_nothing_and_does_not_panic() {
     assert!(empty.is_empty(), "empty requests sent: {empty:?}");
     bridge.stop().await;
 }
+
+/// Item 7: lease renewal goes on while a long sweep runs (it used to wait
+/// for the sweep, in the same loop, and a big enough cohort stopped all
+/// flushing once the leases ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_while_a_long_sweep_runs() {
+    let mut fleet = Fleet::new();
+    fleet
+        .cfg
+        .set("launchdarkly", "request_timeout_ms", "400")
+        .set("flush", "lease_ttl_ms", "2400")
+        .set("flush", "sweep_interval_seconds", "1");
+    let fleet = fleet.start(1).await;
+    let seed = users("big", 1);
+    let (s, b) = fleet.amplitude(0, "big", true, 1_000, "big-1", &seed).await;
+    assert_eq!(s, 200, "{b}");
+    eventually("the segment exists", WAIT, || async {
+        (included(&fleet.emu, "big").await == Some(set(&seed))).then_some(())
+    })
+    .await;
+    // A large cohort, written straight into Redis: a copy of the member's
+    // entry under a million names (the sweep scans them all, removes none).
+    let mut c = fleet
+        .redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let want: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{{{}:*}}:want:amplitude:big", fleet.cfg.prefix))
+        .query_async(&mut c)
+        .await
+        .expect("keys");
+    let want = want[0].clone();
+    let tag = want.split(":want:").next().expect("tag").to_string();
+    let value: String = ::redis::cmd("HGET")
+        .arg(&want)
+        .arg("big0")
+        .query_async(&mut c)
+        .await
+        .expect("member");
+    for chunk in 0..100 {
+        let mut cmd = ::redis::cmd("HSET");
+        cmd.arg(&want);
+        for i in 0..10_000 {
+            cmd.arg(format!("x{chunk}-{i}")).arg(&value);
+        }
+        let _: i64 = cmd.query_async(&mut c).await.expect("hset");
+    }
+    let count = |what: &str| fleet.bridges[0].logs().matches(what).count();
+    let started = count("Sweep started.");
+    eventually("a sweep of the large cohort starts", WAIT, || async {
+        (count("Sweep started.") > started).then_some(())
+    })
+    .await;
+    // The sweep under way is number `sweeping`; it must not be over yet when
+    // the lease is seen renewed.
+    let sweeping = count("Sweep started.");
+    let pttl = |c: ::redis::aio::MultiplexedConnection| {
+        let key = format!("{tag}:lease");
+        async move {
+            let mut c = c;
+            ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async::<i64>(&mut c)
+                .await
+                .unwrap_or(-1)
+        }
+    };
+    let mut last = pttl(c.clone()).await;
+    eventually("the lease is renewed", WAIT, || {
+        let c = c.clone();
+        let prev = last;
+        let fut = pttl(c);
+        async move {
+            let now = fut.await;
+            (now > prev).then_some(now)
+        }
+    })
+    .await;
+    last = pttl(c.clone()).await;
+    let finished = count("Sweep finished.");
+    assert!(
+        finished < sweeping,
+        "the lease was renewed only after sweep {sweeping} ended ({finished} finished, pttl {last})"
+    );
+}
