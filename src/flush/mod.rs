@@ -183,10 +183,8 @@ async fn retry_soon(ctx: &Ctx, p: u16, link: &LinkId) {
     let _ = ctx.store.reschedule(p, link, at).await;
 }
 
-type Done = Result<
-    (tokio::task::Id, (LinkId, anyhow::Result<link::Flushed>)),
-    tokio::task::JoinError,
->;
+type Done =
+    Result<(tokio::task::Id, (LinkId, anyhow::Result<link::Flushed>)), tokio::task::JoinError>;
 
 fn finish(
     inflight: &mut HashMap<LinkId, u16>,

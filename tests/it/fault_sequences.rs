@@ -85,7 +85,9 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
         .fault(json!({"kind": "rate_limited", "reset_in_ms": 8000, "route": "contexts"}))
         .await;
     let trigger = users("trigger", 1);
-    let (s, b) = fleet.amplitude(0, "h0", true, 2_000, "h0-t", &trigger).await;
+    let (s, b) = fleet
+        .amplitude(0, "h0", true, 2_000, "h0-t", &trigger)
+        .await;
     assert_eq!(s, 200, "{b}");
     eventually("the 429 was served", WAIT, || async {
         let reqs = fleet.emu.membership_requests().await;
@@ -182,8 +184,10 @@ async fn a_body_level_400_blocks_the_link_instead_of_dead_lettering_it() {
         (included(&emu, "bl").await == Some(set(&first))).then_some(())
     })
     .await;
-    emu.fault(json!({"kind": "status", "status": 400, "route": "contexts", "count": 1000,
-        "message": "this operation only supports big segments"}))
+    emu.fault(
+        json!({"kind": "status", "status": 400, "route": "contexts", "count": 1000,
+        "message": "this operation only supports big segments"}),
+    )
     .await;
     let more = users("b", 64);
     push(&bridge, "bl", true, 2_000, &more).await;
@@ -233,7 +237,10 @@ async fn one_poison_key_costs_logarithmic_requests() {
     let sent = emu.membership_requests().await.len();
     let c = 3usize;
     let bound = c * (n as f64).log2() as usize + c;
-    assert!(sent <= bound, "{sent} requests for one poison key in {n} (bound {bound})");
+    assert!(
+        sent <= bound,
+        "{sent} requests for one poison key in {n} (bound {bound})"
+    );
     bridge.stop().await;
 }
 
@@ -246,15 +253,14 @@ async fn shutdown_stops_a_split_at_the_next_request() {
     let mut fleet = fleet.start(1).await;
     let members = users("k", 64);
     // Every key is refused (each refusal names its key): a long split.
-    fleet
-        .emu
-        .configure(json!({ "reject_keys": members }))
-        .await;
+    fleet.emu.configure(json!({ "reject_keys": members })).await;
     fleet
         .emu
         .fault(json!({"kind": "latency", "ms": 150, "route": "contexts", "count": 10000}))
         .await;
-    let (s, b) = fleet.amplitude(0, "sp", true, 1_000, "sp-1", &members).await;
+    let (s, b) = fleet
+        .amplitude(0, "sp", true, 1_000, "sp-1", &members)
+        .await;
     assert_eq!(s, 200, "{b}");
     eventually("the split is under way", WAIT, || async {
         (fleet.emu.membership_requests().await.len() >= 3).then_some(())
@@ -299,7 +305,7 @@ async fn a_claim_of_vanished_members_sends_nothing_and_does_not_panic() {
     let link = "production:amplitude:eb";
     emu.fault(json!({"kind": "status", "status": 400, "route": "contexts",
         "message": "the request has no changes"}))
-    .await;
+        .await;
     let _: () = ::redis::pipe()
         .cmd("SADD")
         .arg(format!("{tag}:dirty:{link}"))

@@ -65,7 +65,10 @@ impl Fleet {
             .expect("bridge reachable");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The lease holders' tokens, per partition key present in Redis.
