@@ -429,11 +429,20 @@ async fn a_rejected_batch_is_split_and_only_the_rejected_key_is_dead_lettered() 
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let dead_keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{}:*}}:dead:*", cfg.prefix))
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    // Either half may go first: wait for the dead letter too.
+    let dead_keys: Vec<String> = eventually("the bad key is dead-lettered", WAIT, || {
+        let mut c = c.clone();
+        let pattern = format!("{{{}:*}}:dead:*", cfg.prefix);
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            (!keys.is_empty()).then_some(keys)
+        }
+    })
+    .await;
     assert_eq!(dead_keys.len(), 1, "{dead_keys:?}");
     let dead: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&dead_keys[0])
