@@ -276,6 +276,8 @@ async fn housekeeping(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
 async fn sweep(ctx: &Ctx, partitions: &[u16]) {
     let cutoff = now_ms() - (ctx.settings.redis.tombstone_retention_seconds as i64) * 1000;
     let mut removed = 0;
+    let mut chunks = 0u64;
+    tracing::info!(partitions = partitions.len(), "Sweep started.");
     for &p in partitions {
         let Ok(cohorts) = ctx.store.cohorts(p).await else {
             continue;
@@ -288,6 +290,7 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
                 .await
             {
                 removed += n;
+                chunks += 1;
                 if next == "0" || ctx.stopping() {
                     break;
                 }
@@ -299,6 +302,7 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
     if removed > 0 {
         tracing::info!(removed, "Swept tombstones past retention.");
     }
+    tracing::info!(chunks, "Sweep finished.");
     let interval = ctx.settings.flush.resync_interval_seconds as i64 * 1000;
     if interval > 0 {
         resync_due(ctx, partitions, interval).await;

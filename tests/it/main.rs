@@ -10,6 +10,7 @@ mod crash;
 mod durability;
 mod emulator_api;
 mod fast_paths;
+mod fault_sequences;
 mod faults;
 mod fixtures;
 mod fuzz;

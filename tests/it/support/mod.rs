@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod cluster;
 pub mod emulator;
+pub mod fleet;
 pub mod native;
 pub mod process;
 pub mod redis;
