@@ -39,6 +39,8 @@ pub struct ServerConfig {
     /// Member keys longer than this (bytes), or holding a control character,
     /// are skipped and counted as `skipped_invalid_key`.
     pub max_key_bytes: usize,
+    /// Serve `/metrics` only on this address (unset: on `listen`).
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 10_000,
             max_future_skew_seconds: 300,
             max_key_bytes: 1024,
+            metrics_listen: None,
         }
     }
 }

@@ -155,6 +155,8 @@ pub struct Source {
 pub struct Settings {
     pub server: ServerConfig,
     pub listen: SocketAddr,
+    /// `server.metrics_listen`: `/metrics` is served only there when set.
+    pub metrics_listen: Option<SocketAddr>,
     pub redis: RedisConfig,
     pub launchdarkly: LaunchDarklyConfig,
     pub ld_token: Secret,
@@ -387,6 +389,22 @@ impl Settings {
         let partner =
             super::partner::validate(&raw.partner, &destinations, &raw.sources, env, &mut p);
 
+        let metrics_listen = match raw
+            .server
+            .metrics_listen
+            .as_deref()
+            .map(str::parse::<SocketAddr>)
+        {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                p.add(
+                    "server.metrics_listen",
+                    format!("{:?} is not an address: {e}", raw.server.metrics_listen),
+                );
+                None
+            }
+        };
         if !p.0.is_empty() {
             return Err(ConfigError { problems: p.0 });
         }
@@ -395,6 +413,7 @@ impl Settings {
         }
         Ok(Settings {
             listen: listen.expect("checked above"),
+            metrics_listen,
             server: raw.server,
             redis: raw.redis,
             ld_token: ld_token.expect("checked above"),

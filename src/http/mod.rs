@@ -59,6 +59,8 @@ const SMALL_PUSH: usize = 64;
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    /// `server.metrics_listen`: its port and the server answering `/metrics` there.
+    metrics: Option<(u16, actix_web::dev::Server)>,
     flusher: Flusher,
     shutting_down: Arc<AtomicBool>,
 }
@@ -88,6 +90,37 @@ impl Application {
         let flag = shutting_down.clone();
         let partner_limits = Arc::new(partner::PartnerLimits::new(&settings.partner.tokens));
         let shared_settings = settings.clone();
+        let separate_metrics = settings.metrics_listen.is_some();
+        let metrics_server = match settings.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (server.metrics_listen): {e}")
+                })?;
+                let port = listener.local_addr()?.port();
+                let handle = metrics.clone();
+                let server = HttpServer::new(move || {
+                    let handle = handle.clone();
+                    App::new()
+                        .route(
+                            "/metrics",
+                            web::get().to(move || {
+                                let handle = handle.clone();
+                                async move { ops::render_metrics(&handle) }
+                            }),
+                        )
+                        .default_service(web::to(|| async {
+                            Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
+                        }))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(settings.server.shutdown_grace_seconds)
+                .listen(listener)?
+                .run();
+                Some((port, server))
+            }
+        };
         let server = HttpServer::new(move || {
             // Runs on each worker thread: its own Redis connection is driven
             // by the worker's runtime. (The URL was checked above; should
@@ -103,7 +136,7 @@ impl Application {
                 shutting_down: flag.clone(),
                 metrics: metrics.clone(),
             });
-            App::new()
+            let app = App::new()
                 .app_data(data)
                 .route("/v1/webhooks/{source}", web::post().to(webhooks::receive))
                 .route(
@@ -112,11 +145,16 @@ impl Application {
                 )
                 .route("/healthz", web::get().to(ops::healthz))
                 .route("/readyz", web::get().to(ops::readyz))
-                .route("/metrics", web::get().to(ops::metrics))
-                .configure(operator::configure)
-                .default_service(web::to(|| async {
-                    Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
-                }))
+                .configure(operator::configure);
+            // With server.metrics_listen, /metrics is only on that listener.
+            let app = if separate_metrics {
+                app
+            } else {
+                app.route("/metrics", web::get().to(ops::metrics))
+            };
+            app.default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
+            }))
         })
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_grace_seconds)
@@ -125,6 +163,7 @@ impl Application {
         Ok(Application {
             port,
             server,
+            metrics: metrics_server,
             flusher,
             shutting_down,
         })
@@ -134,12 +173,18 @@ impl Application {
         self.port
     }
 
+    /// The port of `server.metrics_listen`, when set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
+    }
+
     /// Runs the server and the flusher until the handle is triggered or one
     /// of them stops; then shuts both down gracefully.
     pub async fn run(self, shutdown: ShutdownHandle) -> anyhow::Result<()> {
         let rx = shutdown.0.subscribe();
         let server_handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
+        let metrics_server = self.metrics.map(|(_, s)| (s.handle(), tokio::spawn(s)));
         let mut flusher = tokio::spawn(self.flusher.run(rx.clone()));
         let mut rx2 = rx.clone();
         let shutting_down = self.shutting_down.clone();
@@ -155,6 +200,10 @@ impl Application {
         shutting_down.store(true, Ordering::SeqCst);
         shutdown.shutdown();
         server_handle.stop(true).await;
+        if let Some((handle, task)) = metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         if !server.is_finished() {
             let _ = server.await;
         }

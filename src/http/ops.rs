@@ -43,7 +43,12 @@ pub fn evicts(policy: &str) -> bool {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    render_metrics(&state.metrics)
+}
+
+/// The Prometheus text, on the main listener or on `server.metrics_listen`.
+pub fn render_metrics(handle: &metrics_exporter_prometheus::PrometheusHandle) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(handle.render())
 }

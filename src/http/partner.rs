@@ -14,7 +14,7 @@
 //! Answers mimic LaunchDarkly's: 204 without a body on success, errors as
 //! `{"code", "message"}` (not the native receivers' `{"error": {...}}`).
 
-use super::webhooks::read_body;
+use super::webhooks::{read_body, OFF_LOOP_BYTES};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::config::{PartnerSettings, PartnerToken};
@@ -255,11 +255,17 @@ async fn handle(
         .map_err(|wait| PartnerError::RateLimited { wait })?;
     let settings = &state.settings;
     // The token was checked above, before any byte of the body is read.
-    let body = read_body(req, payload, &settings.server).await?;
+    let body = read_body(req, payload, &settings.server).await?.freeze();
     let now = now_ms();
-    let mut request = manifest
-        .parse(&body, now)
-        .map_err(|e| PartnerError::Invalid(e.0))?;
+    // As in /v1/webhooks: a big body is parsed on the blocking pool.
+    let parsed = if body.len() > OFF_LOOP_BYTES {
+        web::block(move || manifest.parse(&body, now))
+            .await
+            .map_err(|e| PartnerError::Invalid(format!("could not parse the body: {e}")))?
+    } else {
+        manifest.parse(&body, now)
+    };
+    let mut request = parsed.map_err(|e| PartnerError::Invalid(e.0))?;
     if !allowed
         .iter()
         .any(|(_, t)| t.allows_environment(&request.environment_id))

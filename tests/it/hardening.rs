@@ -228,3 +228,36 @@ fn a_secret_file_readable_by_others_gets_a_warning() {
     let s = config::from_toml_str(&cfg.toml(), &TestConfig::secrets()).unwrap();
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 }
+
+/// `server.metrics_listen`: `/metrics` only on that listener (the main one
+/// answers 404), and nothing else there.
+#[tokio::test]
+async fn metrics_can_be_served_on_a_separate_listener() {
+    use cohort_bridge::http::Application;
+    let (_redis, _emu, mut cfg) = stack();
+    cfg.set("server", "metrics_listen", "\"127.0.0.1:0\"");
+    let app = Application::build(cfg.settings()).expect("build");
+    let main = format!("http://127.0.0.1:{}", app.port());
+    let metrics = format!(
+        "http://127.0.0.1:{}",
+        app.metrics_port().expect("metrics port")
+    );
+    let handle = Application::shutdown_handle();
+    let task = tokio::spawn(app.run(handle.clone()));
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = &http;
+        async move {
+            let resp = http.get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = get(format!("{metrics}/metrics")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cohort_bridge_"), "{body}");
+    assert_eq!(get(format!("{main}/metrics")).await.0, 404);
+    assert_eq!(get(format!("{main}/healthz")).await.0, 200);
+    assert_eq!(get(format!("{metrics}/healthz")).await.0, 404);
+    handle.shutdown();
+    task.await.unwrap().unwrap();
+}

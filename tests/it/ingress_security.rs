@@ -388,16 +388,29 @@ async fn raw_request(base: &str, head: &str, body: &[u8]) -> String {
     let mut buf = vec![0u8; 4096];
     let mut out = Vec::new();
     // The answer's head and small JSON body arrive together or in a few reads.
-    loop {
-        let n = s.read(&mut buf).await.unwrap_or(0);
-        if n == 0 {
-            break;
+    let read = async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+                break;
+            }
         }
-        out.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&out);
-        if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
-            break;
-        }
+    };
+    // A generous bound of the client's own, far above any server timeout in
+    // these tests: a server that never answers fails the test, not hangs it.
+    if tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .is_err()
+    {
+        return format!(
+            "no answer within 60 s; received so far: {:?}",
+            String::from_utf8_lossy(&out)
+        );
     }
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -935,3 +935,174 @@ async fn too_many_cohorts_in_one_body_is_a_400() {
     assert_eq!(status, 204, "{resp}");
     bridge.stop().await;
 }
+
+/// Every kind not covered in hardening.rs (Segment, Mixpanel, Standard
+/// Webhooks, the partner endpoint) skips a key one byte over
+/// `server.max_key_bytes` (default 1,024) and one with a control character:
+/// counted in the answer (partner: `X-Skipped-Invalid-Key`) and the metrics,
+/// and never sent to LaunchDarkly, which gets only the good key.
+#[tokio::test]
+async fn invalid_member_keys_are_skipped_for_every_kind() {
+    use crate::support::native;
+    let (_redis, emu, mut cfg, _files) = partner_stack("");
+    native::add_sources(&mut cfg);
+    let bridge = native::start(&cfg).await;
+    let keys = |kind: &str| {
+        let good = format!("{kind}-good");
+        let long = format!("{kind}-{}", "x".repeat(1025 - kind.len() - 1));
+        assert_eq!(long.len(), 1025);
+        [good, long, format!("{kind}-bad\u{7}key")]
+    };
+    let ts = "2026-01-01T00:00:00Z";
+    let mut good = Vec::new();
+    for source in [
+        "segment",
+        "mixpanel",
+        "standard-webhooks",
+        "partner-segment-audiences",
+    ] {
+        let k = keys(source);
+        let m: Vec<&str> = k.iter().map(String::as_str).collect();
+        let skipped = match source {
+            "segment" => {
+                let batch: Vec<Value> = m
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| native::segment_identify("vips", u, true, &format!("m{i}"), ts))
+                    .collect();
+                let (status, body) =
+                    native::segment(&bridge, &serde_json::to_vec(&batch).unwrap()).await;
+                assert_eq!(status, 200, "{body}");
+                body["skipped_invalid_key"].as_u64()
+            }
+            "mixpanel" => {
+                let body = native::mixpanel_body("add_members", 7, "s1", 1, 1, &m);
+                let (status, body) = native::mixpanel(&bridge, &body).await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["status"], "success", "{body}");
+                // Mixpanel's envelope has no counts: the metric carries it.
+                assert_eq!(body.get("skipped_invalid_key"), None, "{body}");
+                Some(2)
+            }
+            "standard-webhooks" => {
+                let body = json!({"cohort_id": "beta", "add": m, "version": 1_000});
+                let (status, body) = native::standard_webhooks(&bridge, "msg-1", &body).await;
+                assert_eq!(status, 200, "{body}");
+                body["skipped_invalid_key"].as_u64()
+            }
+            _ => {
+                let body = &bodies("segment-audiences", PROD, "aud_1", &m, &[])[0];
+                let resp = bridge
+                    .http
+                    .post(format!(
+                        "{}/api/v2/segment-targets/segment-audiences",
+                        bridge.base
+                    ))
+                    .header("Authorization", TOKEN_OLD)
+                    .json(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 204);
+                let header = resp.headers().get("X-Skipped-Invalid-Key");
+                header.and_then(|v| v.to_str().ok()?.parse().ok())
+            }
+        };
+        assert_eq!(skipped, Some(2), "{source}: the answer's count");
+        good.push(k[0].clone());
+    }
+    let (_, metrics) = bridge.get("/metrics").await;
+    for source in [
+        "segment",
+        "mixpanel",
+        "standard-webhooks",
+        "partner-segment-audiences",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("cohort_bridge_changes_total")
+                    && l.contains(&format!("source=\"{source}\""))
+                    && l.contains("outcome=\"skipped_invalid_key\"")
+                    && l.ends_with(" 2")),
+            "{source}: {metrics}"
+        );
+    }
+    good.sort();
+    let included = || async {
+        let mut all: Vec<String> = segment_members(&emu)
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        all.sort();
+        all
+    };
+    eventually(
+        "the good keys in LaunchDarkly",
+        Duration::from_secs(30),
+        || async { (included().await == good).then_some(()) },
+    )
+    .await;
+    let sent = serde_json::to_string(&emu.membership_requests().await).unwrap();
+    assert!(
+        !sent.contains("xxxxxxxx") && !sent.contains("bad"),
+        "{sent}"
+    );
+    bridge.stop().await;
+}
+
+/// A body above 64 KiB is parsed on the blocking pool; its answer is the
+/// same as a small body's: 204 with the invalid-key count, and the same 400.
+#[tokio::test]
+async fn a_big_partner_body_gets_the_same_answer_as_a_small_one() {
+    let (_redis, _emu, cfg, _files) = partner_stack("");
+    let bridge = Bridge::start(&cfg).await;
+    let answer = |body: Value| {
+        let bridge = &bridge;
+        async move {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let resp = bridge
+                .http
+                .post(format!(
+                    "{}/api/v2/segment-targets/segment-audiences",
+                    bridge.base
+                ))
+                .header("Authorization", TOKEN_OLD)
+                .header("Content-Type", "application/json")
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let skipped = resp
+                .headers()
+                .get("X-Skipped-Invalid-Key")
+                .map(|v| v.to_str().unwrap().to_string());
+            (bytes.len(), status, skipped, resp.text().await.unwrap())
+        }
+    };
+    let mut errors = Vec::new();
+    for (size, n) in [("small", 3), ("big", 4000)] {
+        let ids: Vec<String> = (0..n).map(|i| format!("{size}-member-{i}")).collect();
+        let mut m: Vec<&str> = ids.iter().map(String::as_str).collect();
+        m.push("bad\nkey");
+        let good = bodies("segment-audiences", PROD, &format!("aud-{size}"), &m, &[]).remove(0);
+        let (len, status, skipped, text) = answer(good.clone()).await;
+        assert_eq!(len > 64 * 1024, size == "big", "{size}: {len} bytes");
+        assert_eq!(
+            (status, skipped.as_deref(), text.as_str()),
+            (204, Some("1"), ""),
+            "{size}"
+        );
+        let mut bad = good;
+        bad.as_object_mut().unwrap().remove("environmentId");
+        let (_, status, _, text) = answer(bad).await;
+        assert_eq!(status, 400, "{size}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["code"], "invalid_request", "{size}: {err}");
+        errors.push(err);
+    }
+    assert_eq!(errors[0], errors[1]);
+    bridge.stop().await;
+}
