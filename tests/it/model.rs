@@ -19,7 +19,20 @@
 //! lease), two replicas (a lease lost mid-flush is rebalanced to the other
 //! replica; only that partition's requests are orphaned), and 429 pauses
 //! shared through Redis (the shared pause only ever extends) are modelled
-//! too. Overlapping snapshot sessions are covered by `store_sequences`.
+//! too.
+//!
+//! Full snapshots too: pages of up to three sessions per cohort (one or two
+//! pages each, any version, any order, repeated pages), interleaved with each
+//! other and with pushes, and finalizations driven one session at a time or
+//! to the end. The model: a page is a push of its members "in" and stages
+//! them (while its session is not complete); the page that completes a
+//! session raises the cohort's snapshot floor to the session's start (its
+//! first page's version) and queues it (the first one pending, the others by
+//! start, then id); finalizing a session is "out at its start" for every
+//! member the cohort holds that is in none of its pages, by last writer wins
+//! with the tie rule. A member the cohort does not hold whose change is not
+//! newer than the floor is stale. The floor and whether a finalization is
+//! pending are checked after every step; the drain finalizes everything first.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 128). A failure shrinks to
 //! a short, readable list of operations.
@@ -522,7 +535,9 @@ impl Harness {
         session.pages.insert(snap.page);
         for c in changes {
             // Staged whether or not the change itself was stale.
-            session.staged.insert(MEMBERS[c.member as usize].to_string());
+            session
+                .staged
+                .insert(MEMBERS[c.member as usize].to_string());
         }
         if session.pages.len() as u32 >= snap.total_pages {
             session.done = true;
@@ -579,14 +594,9 @@ impl Harness {
             .map_err(fail)?;
         let mut removed = 0;
         let mut sessions = 0;
-        loop {
-            match self.finalize_model(cohort) {
-                Some(n) => {
-                    removed += n;
-                    sessions += 1;
-                }
-                None => break,
-            }
+        while let Some(n) = self.finalize_model(cohort) {
+            removed += n;
+            sessions += 1;
             if !all {
                 break;
             }
@@ -905,13 +915,21 @@ impl Harness {
             }
             // The snapshot floor and whether a finalization is pending.
             let p = self.p(cohort);
+            let meta =
+                self.keys
+                    .cohort_meta(p, SOURCE, self.link(cohort, DESTS[0]).cohort.as_str());
             let floor: Option<i64> = redis::cmd("HGET")
-                .arg(self.keys.cohort_meta(p, SOURCE, COHORTS[cohort]))
+                .arg(meta)
                 .arg("snapshot_floor")
                 .query_async(&mut self.raw)
                 .await
                 .map_err(fail)?;
-            prop_assert_eq!(floor, self.model.floor[cohort], "snapshot floor of cohort {}", cohort);
+            prop_assert_eq!(
+                floor,
+                self.model.floor[cohort],
+                "snapshot floor of cohort {}",
+                cohort
+            );
             let pending_snaps = self.store.pending_snapshots(&[p]).await.map_err(fail)?;
             prop_assert_eq!(
                 !pending_snaps.is_empty(),
