@@ -19,14 +19,27 @@
 //! lease), two replicas (a lease lost mid-flush is rebalanced to the other
 //! replica; only that partition's requests are orphaned), and 429 pauses
 //! shared through Redis (the shared pause only ever extends) are modelled
-//! too. Overlapping snapshot sessions are covered by `store_sequences`.
+//! too.
+//!
+//! Full snapshots too: pages of up to three sessions per cohort (one or two
+//! pages each, any version, any order, repeated pages), interleaved with each
+//! other and with pushes, and finalizations driven one session at a time or
+//! to the end. The model: a page is a push of its members "in" and stages
+//! them (while its session is not complete); the page that completes a
+//! session raises the cohort's snapshot floor to the session's start (its
+//! first page's version) and queues it (the first one pending, the others by
+//! start, then id); finalizing a session is "out at its start" for every
+//! member the cohort holds that is in none of its pages, by last writer wins
+//! with the tie rule. A member the cohort does not hold whose change is not
+//! newer than the floor is stale. The floor and whether a finalization is
+//! pending are checked after every step; the drain finalizes everything first.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 128). A failure shrinks to
 //! a short, readable list of operations.
 
 use crate::support::RedisServer;
 use cohort_bridge::config::RedisConfig;
-use cohort_bridge::sources::{Change, Push};
+use cohort_bridge::sources::{Change, Push, Snapshot};
 use cohort_bridge::store::{Ack, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -97,6 +110,20 @@ enum Op {
     /// A 429 pause until `secs` seconds past the case's base time is shared through Redis by
     /// one of the replicas: the shared pause must only ever extend.
     RatePause { secs: u8 },
+    /// One page of a full snapshot session of a cohort: `members` in at
+    /// `version`. Session `s` has `s % 2 + 1` pages (`page` is taken modulo
+    /// that); sessions of one cohort overlap freely with each other and with
+    /// pushes, and complete in any order.
+    SnapPage {
+        cohort: u8,
+        session: u8,
+        page: u8,
+        version: u8,
+        members: Vec<u8>,
+    },
+    /// The cohort's pending finalizations are driven: one session's worth
+    /// (`all: false`, the queue's head only) or until none is left.
+    Finalize { cohort: u8, all: bool },
 }
 
 #[derive(Clone)]
@@ -129,6 +156,24 @@ impl fmt::Debug for Op {
                 write!(f, "LoseLease {{ cohort: {cohort}, landed: {landed:#06b} }}")
             }
             Op::RatePause { secs } => write!(f, "RatePause {{ secs: {secs} }}"),
+            Op::SnapPage {
+                cohort,
+                session,
+                page,
+                version,
+                members,
+            } => {
+                let total = snap_total(*session);
+                let names: Vec<&str> = members.iter().map(|m| MEMBERS[*m as usize]).collect();
+                write!(
+                    f,
+                    "SnapPage {{ cohort: {cohort}, session: s{session}, page: {}/{total}, +{names:?}@{version} }}",
+                    snap_page(*session, *page)
+                )
+            }
+            Op::Finalize { cohort, all } => {
+                write!(f, "Finalize {{ cohort: {cohort}, all: {all} }}")
+            }
         }
     }
 }
@@ -142,6 +187,16 @@ impl fmt::Debug for Case {
         }
         Ok(())
     }
+}
+
+/// The number of pages of snapshot session `s`.
+fn snap_total(session: u8) -> u32 {
+    u32::from(session % 2) + 1
+}
+
+/// The 1-based page number an op's `page` picks in session `s`.
+fn snap_page(session: u8, page: u8) -> u32 {
+    u32::from(page) % snap_total(session) + 1
 }
 
 fn change() -> impl Strategy<Value = Ch> {
@@ -163,6 +218,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4, 1u8..8).prop_map(|(req, keys)| Op::Reject { req, keys }),
         1 => (0u8..2, 0u8..16).prop_map(|(cohort, landed)| Op::LoseLease { cohort, landed }),
         1 => (0u8..30).prop_map(|secs| Op::RatePause { secs }),
+        3 => (0u8..2, 0u8..3, 0u8..2, 0u8..6, prop::collection::vec(0..MEMBERS.len() as u8, 0..3))
+            .prop_map(|(cohort, session, page, version, members)| Op::SnapPage {
+                cohort,
+                session,
+                page,
+                version,
+                members,
+            }),
+        2 => (0u8..2, any::<bool>()).prop_map(|(cohort, all)| Op::Finalize { cohort, all }),
     ]
 }
 
@@ -209,6 +273,28 @@ struct Model {
     seen: HashMap<(usize, u8), ApplyOutcome>,
     /// (link, member) pairs LaunchDarkly rejected: never written again.
     dead: BTreeSet<(String, String)>,
+    /// Per cohort: snapshot session → its staging.
+    sessions: [BTreeMap<u8, Session>; 2],
+    /// Per cohort: completed sessions not finalized yet, the one being
+    /// finalized first (the store's pending entry), then the cohort's queue
+    /// in the order the store takes it (start version, then session id).
+    completed: [Vec<u8>; 2],
+    /// Per cohort: the snapshot floor, the start of the newest completed
+    /// session. A member the cohort does not hold whose change is not newer
+    /// is stale: it was in none of that snapshot's pages.
+    floor: [Option<i64>; 2],
+}
+
+/// A snapshot session of the model.
+#[derive(Default)]
+struct Session {
+    /// The version of its first page to arrive.
+    start: i64,
+    pages: BTreeSet<u32>,
+    /// Every member of any of its pages: the snapshot says nothing of them.
+    staged: BTreeSet<String>,
+    /// Every page arrived: later pages are plain changes.
+    done: bool,
 }
 
 struct Harness {
@@ -359,6 +445,7 @@ impl Harness {
         cohort: usize,
         delivery: Option<u8>,
         changes: &[Ch],
+        snapshot: Option<Snapshot>,
     ) -> Result<(), Fail> {
         let push = Push {
             cohort_id: COHORTS[cohort].into(),
@@ -372,7 +459,7 @@ impl Harness {
                     version_ms: i64::from(c.version),
                 })
                 .collect(),
-            snapshot: None,
+            snapshot: snapshot.clone(),
         };
         let out = self
             .store
@@ -390,6 +477,7 @@ impl Harness {
             return Ok(());
         }
         let (mut accepted, mut stale) = (0, 0);
+        let floor = self.model.floor[cohort];
         let state = &mut self.model.members[cohort];
         for c in changes {
             let m = MEMBERS[c.member as usize].to_string();
@@ -399,6 +487,10 @@ impl Harness {
                 Some((stored, d)) if v < *stored || (v == *stored && !*d && c.include) => {
                     stale += 1
                 }
+                // Not held, and not newer than the newest completed
+                // snapshot: in none of its pages, so that snapshot's
+                // implied "out" wins (the tie included).
+                None if floor.is_some_and(|f| v <= f) => stale += 1,
                 _ => {
                     accepted += 1;
                     state.insert(m, (v, c.include));
@@ -414,12 +506,120 @@ impl Harness {
         if let Some(d) = delivery {
             self.model.seen.insert((cohort, d), out);
         }
+        if let Some(snap) = snapshot {
+            self.stage(cohort, &snap, changes);
+        }
         let c = &mut self.counts;
         c.accepted += out.accepted;
         c.stale += out.stale;
         c.unchanged += out.unchanged;
         c.superseded += out.superseded;
         c.cancelled += out.cancelled;
+        Ok(())
+    }
+
+    /// The model of a page's staging (after the page was applied as a push):
+    /// a session not complete yet records the page and its members; the page
+    /// that completes it queues its finalization and raises the floor.
+    fn stage(&mut self, cohort: usize, snap: &Snapshot, changes: &[Ch]) {
+        let id: u8 = snap.session[1..].parse().expect("session s<n>");
+        let model = &mut self.model;
+        let fresh = !model.sessions[cohort].contains_key(&id);
+        let session = model.sessions[cohort].entry(id).or_default();
+        if session.done {
+            return;
+        }
+        if fresh {
+            session.start = snap.version_ms;
+        }
+        session.pages.insert(snap.page);
+        for c in changes {
+            // Staged whether or not the change itself was stale.
+            session
+                .staged
+                .insert(MEMBERS[c.member as usize].to_string());
+        }
+        if session.pages.len() as u32 >= snap.total_pages {
+            session.done = true;
+            let start = session.start;
+            model.floor[cohort] = Some(model.floor[cohort].map_or(start, |f| f.max(start)));
+            let completed = &mut model.completed[cohort];
+            completed.push(id);
+            let starts = &model.sessions[cohort];
+            if completed.len() > 1 {
+                // The queue: by start, then by session id (ZPOPMIN).
+                completed[1..].sort_by_key(|s| (starts[s].start, format!("s{s}")));
+            }
+        }
+    }
+
+    /// The model of one session's finalization: "out at its start" for every
+    /// member the cohort holds and none of its pages listed, merged by last
+    /// writer wins (the tie rule: "out" wins). Returns the members removed
+    /// (desired in before).
+    fn finalize_model(&mut self, cohort: usize) -> Option<u64> {
+        let completed = &mut self.model.completed[cohort];
+        if completed.is_empty() {
+            return None;
+        }
+        let id = completed.remove(0);
+        let session = &self.model.sessions[cohort][&id];
+        let start = session.start;
+        let mut removed = 0;
+        for (m, (version, desired)) in self.model.members[cohort].iter_mut() {
+            if session.staged.contains(m) || *version > start {
+                continue;
+            }
+            if *desired {
+                removed += 1;
+            }
+            *version = start;
+            *desired = false;
+        }
+        Some(removed)
+    }
+
+    async fn finalize(&mut self, cohort: usize, all: bool) -> Result<(), Fail> {
+        let done = self
+            .store
+            .finalize_snapshot(
+                SOURCE,
+                &self.dests(cohort),
+                COHORTS[cohort],
+                params(),
+                if all { None } else { Some(1) },
+                None,
+            )
+            .await
+            .map_err(fail)?;
+        let mut removed = 0;
+        let mut sessions = 0;
+        while let Some(n) = self.finalize_model(cohort) {
+            removed += n;
+            sessions += 1;
+            if !all {
+                break;
+            }
+        }
+        prop_assert!(!done.abandoned, "a finalization was abandoned: {:?}", done);
+        // One chunk is a whole session here (a few members, CHUNK of 500):
+        // one session's call ends unfinished when another one is queued.
+        let finished = all || self.model.completed[cohort].is_empty();
+        prop_assert_eq!(
+            (done.finished, done.outcome.accepted),
+            (finished, removed),
+            "finalization of {} session(s) of cohort {}: finished, removed ({:?})",
+            sessions,
+            cohort,
+            done
+        );
+        let o = done.outcome;
+        let c = &mut self.counts;
+        c.accepted += o.accepted;
+        c.stale += o.stale;
+        c.unchanged += o.unchanged;
+        c.superseded += o.superseded;
+        c.cancelled += o.cancelled;
         Ok(())
     }
 
@@ -554,7 +754,36 @@ impl Harness {
                 cohort,
                 delivery,
                 changes,
-            } => self.push(*cohort as usize, *delivery, changes).await?,
+            } => {
+                self.push(*cohort as usize, *delivery, changes, None)
+                    .await?
+            }
+            Op::SnapPage {
+                cohort,
+                session,
+                page,
+                version,
+                members,
+            } => {
+                let changes: Vec<Ch> = members
+                    .iter()
+                    .map(|&member| Ch {
+                        member,
+                        version: *version,
+                        include: true,
+                    })
+                    .collect();
+                let snap = Snapshot {
+                    session: format!("s{session}"),
+                    page: snap_page(*session, *page),
+                    total_pages: snap_total(*session),
+                    version_ms: i64::from(*version),
+                    armed_only: false,
+                };
+                self.push(*cohort as usize, None, &changes, Some(snap))
+                    .await?
+            }
+            Op::Finalize { cohort, all } => self.finalize(*cohort as usize, *all).await?,
             Op::Claim { cohort, link, max } => {
                 let cohort = *cohort as usize;
                 let links = self.links(cohort);
@@ -684,6 +913,31 @@ impl Harness {
                 );
                 pending += u64::from(w.pending);
             }
+            // The snapshot floor and whether a finalization is pending.
+            let p = self.p(cohort);
+            let meta =
+                self.keys
+                    .cohort_meta(p, SOURCE, self.link(cohort, DESTS[0]).cohort.as_str());
+            let floor: Option<i64> = redis::cmd("HGET")
+                .arg(meta)
+                .arg("snapshot_floor")
+                .query_async(&mut self.raw)
+                .await
+                .map_err(fail)?;
+            prop_assert_eq!(
+                floor,
+                self.model.floor[cohort],
+                "snapshot floor of cohort {}",
+                cohort
+            );
+            let pending_snaps = self.store.pending_snapshots(&[p]).await.map_err(fail)?;
+            prop_assert_eq!(
+                !pending_snaps.is_empty(),
+                !self.model.completed[cohort].is_empty(),
+                "a finalization pending for cohort {} ({:?})",
+                cohort,
+                pending_snaps
+            );
         }
         let c = self.counts;
         prop_assert_eq!(
@@ -699,6 +953,9 @@ impl Harness {
     /// Settles every request in flight, then claims, applies and acknowledges
     /// every link until nothing is dirty.
     async fn drain(&mut self) -> Result<(), Fail> {
+        for cohort in 0..2 {
+            self.finalize(cohort, true).await?;
+        }
         while let Some(r) = self.take(0) {
             if !r.orphan {
                 self.land(&r.link, &r.members);
