@@ -1,6 +1,7 @@
 //! `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
 use super::AppState;
+use crate::store::evicts;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -35,11 +36,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => tracing::debug!(error = %e, "Cannot read maxmemory-policy."),
     }
     HttpResponse::Ok().json(json!({"status": "ready"}))
-}
-
-/// Whether a `maxmemory-policy` may evict keys.
-pub fn evicts(policy: &str) -> bool {
-    policy.starts_with("allkeys-") || policy.starts_with("volatile-")
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
