@@ -10,7 +10,7 @@ use crate::launchdarkly::{
 };
 use crate::metrics as m;
 use crate::naming::{render, slug, TemplateVars};
-use crate::store::{Ack, Claim, LinkId};
+use crate::store::{Ack, AckedBatch, Claim, LinkId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -440,20 +440,17 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
         match verdict {
             Verdict::Success => {
                 let now = now_ms();
-                let ack = ctx
-                    .store
-                    .ack(
-                        p,
-                        ctx.leases.token(),
-                        &link,
-                        &batch,
-                        &source.destinations,
-                        now,
-                        settings.flush.max_delay_ms,
-                        max,
-                        full,
-                    )
-                    .await?;
+                let acked = AckedBatch {
+                    token: ctx.leases.token(),
+                    link: &link,
+                    sent: &batch,
+                    active_destinations: &source.destinations,
+                    now_ms: now,
+                    max_delay_ms: settings.flush.max_delay_ms,
+                    batch_size: max,
+                    claim_was_full: full,
+                };
+                let ack = ctx.store.ack(p, &acked).await?;
                 match ack {
                     Ack::LeaseLost => {
                         tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");

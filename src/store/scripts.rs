@@ -5,68 +5,37 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-pub static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/apply.lua")
-    ))
-});
-pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/claim.lua")
-    ))
-});
-pub static ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/ack.lua")
-    ))
-});
-pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/dead_letter.lua")
-    ))
-});
-pub static LEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
-pub static RATE_PAUSE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/rate_pause.lua")));
-pub static SWEEP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/sweep.lua")
-    ))
-});
+/// A script assembled from `scripts/<file>`s, in order.
+macro_rules! script {
+    ($($file:literal),+) => {
+        LazyLock::new(|| Script::new(concat!($(include_str!(concat!("scripts/", $file))),+)))
+    };
+}
 
+/// Folds one push into the want hash and the links' dirty sets.
+pub static APPLY: LazyLock<Script> = script!("member.lua", "apply.lua");
+/// Hands dirty members of a link to one request.
+pub static CLAIM: LazyLock<Script> = script!("member.lua", "claim.lua");
+/// Records what LaunchDarkly has after a 2xx.
+pub static ACK: LazyLock<Script> = script!("member.lua", "ack.lua");
+/// Sets members LaunchDarkly rejected aside.
+pub static DEAD_LETTER: LazyLock<Script> = script!("member.lua", "dead_letter.lua");
+/// Renews or releases a partition lease held by the caller.
+pub static LEASE: LazyLock<Script> = script!("lease.lua");
+/// Extends the shared 429 pause.
+pub static RATE_PAUSE: LazyLock<Script> = script!("rate_pause.lua");
+/// Removes one chunk of a cohort's old tombstones.
+pub static SWEEP: LazyLock<Script> = script!("member.lua", "sweep.lua");
 /// `apply.lua` preceded by `snapshot_page.lua`: a page of a full snapshot,
 /// staged and applied in one script.
-pub static APPLY_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/snapshot_page.lua"),
-        include_str!("scripts/apply.lua")
-    ))
-});
-pub static SNAPSHOT_FINALIZE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/snapshot_finalize.lua")
-    ))
-});
-pub static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/redrive.lua")
-    ))
-});
-pub static RESYNC: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("scripts/member.lua"),
-        include_str!("scripts/resync.lua")
-    ))
-});
+pub static APPLY_SNAPSHOT: LazyLock<Script> =
+    script!("member.lua", "snapshot_page.lua", "apply.lua");
+/// Works one chunk of a snapshot's finalization.
+pub static SNAPSHOT_FINALIZE: LazyLock<Script> = script!("member.lua", "snapshot_finalize.lua");
+/// Makes dead-lettered members of a link pending again.
+pub static REDRIVE: LazyLock<Script> = script!("member.lua", "redrive.lua");
+/// Marks a link's whole membership for re-sending.
+pub static RESYNC: LazyLock<Script> = script!("member.lua", "resync.lua");
 
 /// Every script, for loading at startup.
 pub fn all() -> [&'static Script; 11] {

@@ -29,7 +29,9 @@
 //!    (it was in none of that snapshot's pages).
 
 use super::scripts;
-use super::{int, ApplyOutcome, ApplyParams, LinkId, Store, StoreError};
+use super::apply::cohort_links;
+use super::reply::int;
+use super::{ApplyOutcome, ApplyParams, Store, StoreError};
 use crate::sources::Snapshot;
 use futures_util::future::try_join_all;
 use redis::ScriptInvocation;
@@ -132,14 +134,7 @@ impl Store {
     ) -> Result<Finalized, StoreError> {
         let k = &self.keys;
         let p = k.partition(source, cohort);
-        let links: Vec<LinkId> = destinations
-            .iter()
-            .map(|d| LinkId {
-                destination: d.clone(),
-                source: source.into(),
-                cohort: cohort.into(),
-            })
-            .collect();
+        let links = cohort_links(source, cohort, destinations);
         let mut done = Finalized::default();
         let mut chunks = 0;
         let Some(mut session) = self.pending_session(p, source, cohort).await? else {

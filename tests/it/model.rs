@@ -40,7 +40,7 @@
 use crate::support::RedisServer;
 use cohort_bridge::config::RedisConfig;
 use cohort_bridge::sources::{Change, Push, Snapshot};
-use cohort_bridge::store::{Ack, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store};
+use cohort_bridge::store::{Ack, AckedBatch, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -681,21 +681,18 @@ impl Harness {
         } else {
             None
         };
-        let ack = self
-            .store
-            .ack(
-                p,
-                &r.token,
-                &r.link,
-                members,
-                &self.dests(r.cohort),
-                NOW_MS,
-                1_000,
-                3,
-                false,
-            )
-            .await
-            .map_err(fail)?;
+        let dests = self.dests(r.cohort);
+        let acked = AckedBatch {
+            token: &r.token,
+            link: &r.link,
+            sent: members,
+            active_destinations: &dests,
+            now_ms: NOW_MS,
+            max_delay_ms: 1_000,
+            batch_size: 3,
+            claim_was_full: false,
+        };
+        let ack = self.store.ack(p, &acked).await.map_err(fail)?;
         match (ack, before) {
             (Ack::Done { written, .. }, None) => self.counts.written += written,
             (Ack::LeaseLost, Some(before)) => {

@@ -71,7 +71,8 @@ if #assigned > 0 then
   redis.call('HSET', KEYS[2], unpack(assigned))
   redis.call('SADD', KEYS[4], ARGV[6])
 end
-local applied, stale, unchanged, superseded, cancelled = 0, 0, 0, 0, 0
+local applied, stale = 0, 0
+local counts = {superseded = 0, cancelled = 0, unchanged = 0}
 local touched = {}
 -- Redis commands are batched (one HMGET, one HSET and one SADD/SREM per link
 -- for up to CHUNK members) rather than issued per member: a 1,000-member push
@@ -114,7 +115,8 @@ local written = {}    -- member -> true once in `order`
 local dirty_in = {}   -- per link: member -> true (SADD) / false (SREM), last decision wins
 for i = 1, n do dirty_in[i] = {} end
 -- The hot loop: the member helpers of member.lua are inlined here (a Lua
--- function call per member per helper is a measurable share of a big push).
+-- function call per member per helper is a measurable share of a big push),
+-- but for `settle`, called once per accepted change.
 local sub, find = string.sub, string.find
 for _, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
@@ -152,14 +154,7 @@ for _, run in ipairs(runs) do
           dirty_in[i][m] = false
         end
       end
-      if pending == '1' then superseded = superseded + 1 end
-      if dirty then
-        pending = '1'
-      else
-        if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
-        pending = '0'
-      end
-      cur[m] = packed_version .. pending .. d .. states
+      cur[m] = packed_version .. settle(counts, pending, dirty) .. d .. states
       if not written[m] then
         written[m] = true
         order[#order + 1] = m
@@ -211,7 +206,8 @@ if snapshot_floor_after and (not floor or tonumber(snapshot_floor_after) > floor
   redis.call('HSET', KEYS[2], 'snapshot_floor', snapshot_floor_after)
 end
 if seen_ttl > 0 then
-  local summary = applied .. ',' .. stale .. ',' .. unchanged .. ',' .. superseded .. ',' .. cancelled
+  local summary = applied .. ',' .. stale .. ',' .. counts.unchanged .. ',' .. counts.superseded
+    .. ',' .. counts.cancelled
   redis.call('SET', KEYS[5], summary, 'PX', seen_ttl)
 end
-return {0, applied, stale, unchanged, superseded, cancelled, due_now}
+return {0, applied, stale, counts.unchanged, counts.superseded, counts.cancelled, due_now}

@@ -74,3 +74,20 @@ local function needs_write(s, d)
   if s == 'd' then return false end
   return s ~= ((d == '1') and 'i' or 'o')
 end
+
+-- An accepted change's pending flag and outcome: `pending` is the member's
+-- flag before the change, `dirty` whether any link still needs a write for
+-- it. An earlier pending change it replaces counts as superseded; a change
+-- that needs no write counts as cancelled (it undid a pending change, a flip
+-- back) or unchanged (LaunchDarkly already has it). Adds to `counts`
+-- (superseded, cancelled, unchanged) and returns the new pending flag.
+local function settle(counts, pending, dirty)
+  if pending == '1' then counts.superseded = counts.superseded + 1 end
+  if dirty then return '1' end
+  if pending == '1' then
+    counts.cancelled = counts.cancelled + 1
+  else
+    counts.unchanged = counts.unchanged + 1
+  end
+  return '0'
+end

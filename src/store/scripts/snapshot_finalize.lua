@@ -83,7 +83,8 @@ end
 
 local res = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', tonumber(ARGV[3]))
 local entries = res[2]
-local removed, superseded, cancelled, unchanged = 0, 0, 0, 0
+local removed = 0
+local counts = {superseded = 0, cancelled = 0, unchanged = 0}
 local touched = {}
 for e = 1, #entries, 2 do
   local m = entries[e]
@@ -106,13 +107,7 @@ for e = 1, #entries, 2 do
         redis.call('SREM', KEYS[7 + i], m)
       end
     end
-    if pending == '1' then superseded = superseded + 1 end
-    if dirty then
-      pending = '1'
-    else
-      if pending == '1' then cancelled = cancelled + 1 else unchanged = unchanged + 1 end
-      pending = '0'
-    end
+    pending = settle(counts, pending, dirty)
     redis.call('HSET', KEYS[2], m, pack_member(start_text, pending, '0', states))
   end
 end
@@ -127,9 +122,9 @@ end
 if res[1] == '0' then
   -- UNLINK: the staging set can hold a whole cohort; free it off the main thread.
   redis.call('UNLINK', KEYS[3])
-  return {next_session(), removed, superseded, cancelled, unchanged}
+  return {next_session(), removed, counts.superseded, counts.cancelled, counts.unchanged}
 end
 redis.call('HSET', KEYS[1], ARGV[1], start_text .. '|' .. res[1] .. '|' .. ARGV[4] .. '|' .. session)
 redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[7]))
 redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[7]))
-return {1, removed, superseded, cancelled, unchanged}
+return {1, removed, counts.superseded, counts.cancelled, counts.unchanged}

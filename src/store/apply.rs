@@ -1,0 +1,150 @@
+//! Applying one push: the atomic step behind every receiver's 2xx
+//! (`apply.lua`, with `snapshot_page.lua` in front for a snapshot page).
+
+use super::reply::{int, text};
+use super::{scripts, LinkId, Store, StoreError};
+use crate::sources::Push;
+use redis::Value;
+
+
+/// What one push did, change by change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyOutcome {
+    /// The delivery id was seen before: nothing was applied this time.
+    pub duplicate: bool,
+    /// Changes newer than what was stored (each later written, superseded or cancelled).
+    pub accepted: u64,
+    /// Changes older than what was stored: no effect.
+    pub stale: u64,
+    /// Accepted changes that LaunchDarkly already reflects: nothing to write.
+    pub unchanged: u64,
+    /// Earlier pending changes that these replaced before they were written.
+    pub superseded: u64,
+    /// Accepted changes that undid a pending change (a flip back): nothing to write.
+    pub cancelled: u64,
+    /// A link became due at once (a full batch waits): wake the flusher.
+    /// Otherwise its next poll (`flush.poll_interval_ms`) finds the work.
+    #[serde(skip)]
+    pub due_now: bool,
+}
+
+
+/// Per-push settings the apply script needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyParams {
+    pub now_ms: i64,
+    pub dedupe_ttl_ms: u64,
+    pub max_delay_ms: u64,
+    pub batch: usize,
+}
+
+/// The links of one cohort: one per destination of its source.
+pub(super) fn cohort_links(source: &str, cohort: &str, destinations: &[String]) -> Vec<LinkId> {
+    destinations
+        .iter()
+        .map(|d| LinkId {
+            destination: d.clone(),
+            source: source.into(),
+            cohort: cohort.into(),
+        })
+        .collect()
+}
+
+impl Store {
+
+    /// Applies one push (one cohort) to every link of the source, atomically.
+    pub async fn apply(
+        &self,
+        source: &str,
+        destinations: &[String],
+        push: &Push,
+        params: ApplyParams,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let k = &self.keys;
+        let p = k.partition(source, &push.cohort_id);
+        let cohort = push.cohort_id.as_str();
+        let links = cohort_links(source, cohort, destinations);
+        let seen_ttl = if push.delivery_id.is_some() {
+            params.dedupe_ttl_ms
+        } else {
+            0
+        };
+        // A snapshot page runs snapshot_page.lua first, in the same script.
+        let mut inv = match push.snapshot {
+            Some(_) => scripts::APPLY_SNAPSHOT.prepare_invoke(),
+            None => scripts::APPLY.prepare_invoke(),
+        };
+        inv.key(k.want(p, source, cohort))
+            .key(k.cohort_meta(p, source, cohort))
+            .key(k.due(p))
+            .key(k.cohorts(p))
+            .key(k.seen(
+                p,
+                source,
+                cohort,
+                push.delivery_id.as_deref().unwrap_or("-"),
+            ));
+        for l in &links {
+            inv.key(k.dirty(p, l));
+        }
+        inv.arg(params.now_ms)
+            .arg(seen_ttl)
+            .arg(params.max_delay_ms)
+            .arg(params.batch)
+            .arg(push.cohort_name.as_deref().unwrap_or(""))
+            .arg(format!("{source}:{cohort}"))
+            .arg(links.len());
+        for d in destinations {
+            inv.arg(d);
+        }
+        for l in &links {
+            inv.arg(l.to_string());
+        }
+        // Runs of changes sharing a version and a direction (see apply.lua):
+        // a push's changes usually form one or two runs, so each member costs
+        // one argument instead of three.
+        for run in push
+            .changes
+            .chunk_by(|a, b| a.version_ms == b.version_ms && a.include == b.include)
+        {
+            inv.arg(run[0].version_ms)
+                .arg(if run[0].include { "1" } else { "0" })
+                .arg(run.len());
+            for c in run {
+                inv.arg(&c.key);
+            }
+        }
+        if let Some(snap) = &push.snapshot {
+            self.stage_args(&mut inv, p, source, cohort, snap);
+        }
+        let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
+        let first = reply.first().map(int).transpose()?.unwrap_or(-1);
+        if first == 1 {
+            let prior = reply.get(1).map(text).transpose()?.unwrap_or_default();
+            let n: Vec<u64> = prior.split(',').filter_map(|x| x.parse().ok()).collect();
+            let get = |i: usize| n.get(i).copied().unwrap_or(0);
+            return Ok(ApplyOutcome {
+                duplicate: true,
+                accepted: get(0),
+                stale: get(1),
+                unchanged: get(2),
+                superseded: get(3),
+                cancelled: get(4),
+                due_now: false,
+            });
+        }
+        let n: Vec<i64> = reply.iter().map(int).collect::<Result<_, _>>()?;
+        if n.len() != 7 {
+            return Err(StoreError::Reply(format!("apply returned {n:?}")));
+        }
+        Ok(ApplyOutcome {
+            duplicate: false,
+            accepted: n[1] as u64,
+            stale: n[2] as u64,
+            unchanged: n[3] as u64,
+            superseded: n[4] as u64,
+            cancelled: n[5] as u64,
+            due_now: n[6] == 1,
+        })
+    }
+}

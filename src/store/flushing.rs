@@ -1,0 +1,348 @@
+//! What the flusher asks of the store: due links, claims, acknowledgements,
+//! dead letters, failures and the link's meta hash.
+
+use super::reply::{int, text};
+use super::{scripts, LinkId, Store, StoreError};
+use futures_util::future::try_join_all;
+use redis::{ScriptInvocation, Value};
+use std::collections::HashMap;
+
+
+/// Members handed to one request: (key, desired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "claimed members stay unknown until acknowledged"]
+pub enum Claim {
+    LeaseLost,
+    Empty,
+    Members(Vec<(String, bool)>),
+}
+
+
+/// What one acknowledgement records ([`Store::ack`]): a batch LaunchDarkly
+/// answered 2xx for, sent under the lease `token`.
+#[derive(Debug, Clone, Copy)]
+pub struct AckedBatch<'a> {
+    /// The flusher's lease token (the ack is refused if the lease is lost).
+    pub token: &'a str,
+    /// The link written.
+    pub link: &'a LinkId,
+    /// The members sent, with the desired state each was sent as.
+    pub sent: &'a [(String, bool)],
+    /// The source's configured destinations (for "written" accounting).
+    pub active_destinations: &'a [String],
+    /// When the answer came.
+    pub now_ms: i64,
+    /// `flush.max_delay_ms`: when members still dirty make the link due again.
+    pub max_delay_ms: u64,
+    /// `launchdarkly.max_keys_per_request`: a full batch makes the link due now.
+    pub batch_size: usize,
+    /// The claim filled a whole batch: more members are probably waiting.
+    pub claim_was_full: bool,
+}
+
+/// Result of an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    LeaseLost,
+    Done { written: u64, still_dirty: u64 },
+}
+
+impl Store {
+
+    /// Links due by `now_ms` in the given partitions, oldest first, with their due time.
+    pub async fn due_links(
+        &self,
+        partitions: &[u16],
+        now_ms: i64,
+        per_partition: usize,
+    ) -> Result<Vec<(u16, LinkId, i64)>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One command per partition, concurrently on the multiplexed
+        // connection: in a cluster the partitions live on different nodes.
+        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&p| {
+            let mut c = self.conn();
+            let cmd = redis::cmd("ZRANGE")
+                .arg(self.keys.due(p))
+                .arg("-inf")
+                .arg(now_ms)
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(per_partition)
+                .arg("WITHSCORES")
+                .clone();
+            async move { cmd.query_async(&mut c).await }
+        }))
+        .await?;
+        let mut out = Vec::new();
+        for (&p, links) in partitions.iter().zip(replies) {
+            for (id, score) in links {
+                if let Some(l) = LinkId::parse(&id) {
+                    out.push((p, l, score as i64));
+                }
+            }
+        }
+        out.sort_by_key(|(_, _, at)| *at);
+        Ok(out)
+    }
+
+
+    /// The earliest due time across the partitions, if any link is waiting.
+    pub async fn next_due(&self, partitions: &[u16]) -> Result<Option<i64>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(None);
+        }
+        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&p| {
+            let mut c = self.conn();
+            let cmd = redis::cmd("ZRANGE")
+                .arg(self.keys.due(p))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .clone();
+            async move { cmd.query_async(&mut c).await }
+        }))
+        .await?;
+        Ok(replies.into_iter().flatten().map(|(_, s)| s as i64).min())
+    }
+
+
+    /// Marks up to `max` dirty members unknown and returns them with their desired state.
+    pub async fn claim(
+        &self,
+        p: u16,
+        token: &str,
+        link: &LinkId,
+        max: usize,
+        hold_until_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let k = &self.keys;
+        let reply: Vec<Value> = scripts::CLAIM
+            .key(k.lease(p))
+            .key(k.dirty(p, link))
+            .key(k.want(p, &link.source, &link.cohort))
+            .key(k.cohort_meta(p, &link.source, &link.cohort))
+            .key(k.due(p))
+            .arg(token)
+            .arg(max)
+            .arg(&link.destination)
+            .arg(link.to_string())
+            .arg(hold_until_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match reply.first().map(int).transpose()? {
+            Some(-1) => Ok(Claim::LeaseLost),
+            Some(0) => Ok(Claim::Empty),
+            Some(1) => {
+                let mut members = Vec::with_capacity(reply.len() / 2);
+                for pair in reply[1..].chunks(2) {
+                    if let [m, d] = pair {
+                        members.push((text(m)?, text(d)? == "1"));
+                    }
+                }
+                Ok(Claim::Members(members))
+            }
+            other => Err(StoreError::Reply(format!("claim returned {other:?}"))),
+        }
+    }
+
+
+    /// Records an acknowledged write of a batch to the link (`ack.lua`).
+    pub async fn ack(&self, p: u16, batch: &AckedBatch<'_>) -> Result<Ack, StoreError> {
+        let link = batch.link;
+        let mut inv = scripts::ACK.prepare_invoke();
+        self.claimed_link_keys(&mut inv, p, link);
+        let k = &self.keys;
+        inv.key(k.due(p))
+            .key(k.link_meta(p, link))
+            .arg(batch.token)
+            .arg(batch.now_ms)
+            .arg(&link.destination)
+            .arg(link.to_string())
+            .arg(batch.max_delay_ms)
+            .arg(batch.batch_size)
+            .arg(if batch.claim_was_full { "1" } else { "0" })
+            .arg(batch.active_destinations.len());
+        for d in batch.active_destinations {
+            inv.arg(d);
+        }
+        for (m, include) in batch.sent {
+            inv.arg(m).arg(if *include { "1" } else { "0" });
+        }
+        let reply: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        match reply.as_slice() {
+            [-1] => Ok(Ack::LeaseLost),
+            [w, r] => Ok(Ack::Done {
+                written: *w as u64,
+                still_dirty: *r as u64,
+            }),
+            other => Err(StoreError::Reply(format!("ack returned {other:?}"))),
+        }
+    }
+
+    /// KEYS[1..4] of the scripts that settle claimed members (`ack.lua`,
+    /// `dead_letter.lua`): the partition lease, the cohort's want hash, the
+    /// link's dirty set and the cohort meta hash.
+    fn claimed_link_keys(&self, inv: &mut ScriptInvocation<'_>, p: u16, link: &LinkId) {
+        let k = &self.keys;
+        inv.key(k.lease(p))
+            .key(k.want(p, &link.source, &link.cohort))
+            .key(k.dirty(p, link))
+            .key(k.cohort_meta(p, &link.source, &link.cohort));
+    }
+
+    /// Moves members LaunchDarkly rejected to the link's dead letters.
+    /// Returns how many pending changes ended there, or `None` if the lease was lost.
+    pub async fn dead_letter(
+        &self,
+        p: u16,
+        token: &str,
+        link: &LinkId,
+        members: &[String],
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut inv = scripts::DEAD_LETTER.prepare_invoke();
+        self.claimed_link_keys(&mut inv, p, link);
+        let k = &self.keys;
+        inv.key(k.dead(p, link))
+            .key(k.link_meta(p, link))
+            .arg(token)
+            .arg(&link.destination)
+            .arg(now_ms)
+            .arg(reason);
+        for m in members {
+            inv.arg(m);
+        }
+        let r: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok((r >= 0).then_some(r as u64))
+    }
+
+
+    /// Records a failed attempt and when to try the link again. New pushes
+    /// make a link due sooner, so the flusher also honours `retry_at_ms`.
+    pub async fn record_failure(
+        &self,
+        p: u16,
+        link: &LinkId,
+        error: &str,
+        blocked: Option<&str>,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(k.link_meta(p, link))
+            .arg("last_error")
+            .arg(error)
+            .arg("blocked")
+            .arg(blocked.unwrap_or(""))
+            .arg("retry_at_ms")
+            .arg(retry_at_ms)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(k.link_meta(p, link))
+            .arg("failures")
+            .arg(1)
+            .ignore()
+            .cmd("ZADD")
+            .arg(k.due(p))
+            .arg(retry_at_ms)
+            .arg(link.to_string())
+            .ignore();
+        let () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+
+    /// The link's meta hash (segment created, key, counters, errors).
+    pub async fn link_meta(
+        &self,
+        p: u16,
+        link: &LinkId,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(self.keys.link_meta(p, link))
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+
+    /// Makes the link due at `at_ms` (e.g. not before its recorded retry time).
+    pub async fn reschedule(&self, p: u16, link: &LinkId, at_ms: i64) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.keys.due(p))
+            .arg(at_ms)
+            .arg(link.to_string())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+
+    /// Sets fields of the link's meta hash.
+    pub async fn set_link_meta(
+        &self,
+        p: u16,
+        link: &LinkId,
+        fields: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.link_meta(p, link));
+        for (f, v) in fields {
+            cmd.arg(*f).arg(*v);
+        }
+        let _: i64 = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+
+    /// The cohort's name as last pushed.
+    pub async fn cohort_name(
+        &self,
+        p: u16,
+        source: &str,
+        cohort: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(redis::cmd("HGET")
+            .arg(self.keys.cohort_meta(p, source, cohort))
+            .arg("name")
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+
+    /// Members of one link waiting for LaunchDarkly (its dirty set's size).
+    pub async fn dirty_len(&self, p: u16, link: &LinkId) -> Result<u64, StoreError> {
+        Ok(redis::cmd("SCARD")
+            .arg(self.keys.dirty(p, link))
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+
+    /// Members of the link still waiting for LaunchDarkly, summed over due links.
+    pub async fn backlog(&self, partitions: &[u16]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for &p in partitions {
+            let links: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.due(p))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await?;
+            if links.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for l in links.iter().filter_map(|l| LinkId::parse(l)) {
+                pipe.cmd("SCARD").arg(self.keys.dirty(p, &l));
+            }
+            let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+            total += counts.iter().sum::<u64>();
+        }
+        Ok(total)
+    }
+}
