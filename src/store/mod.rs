@@ -33,7 +33,7 @@
 //! - `sweep`: the tombstone sweeper.
 //! - `inspect`: what operators see and do (links, dead letters, redrive, resync).
 //! - `health`: readiness and the memory policy.
-//! - `member`: the member value encoding, read from Rust.
+//! - `member_value`: the member value encoding, read from Rust.
 //! - `reply`: decoding replies; [`StoreError`].
 //! - `connection`: one multiplexed connection, single Redis or Cluster.
 
@@ -43,7 +43,7 @@ mod connection;
 mod flushing;
 mod health;
 pub mod keys;
-mod member;
+mod member_value;
 mod inspect;
 mod replicas;
 mod reply;
@@ -56,7 +56,7 @@ pub use batches::BatchClaim;
 pub use flushing::{Ack, AckedBatch, Claim};
 pub use health::evicts;
 pub use keys::{Keys, LinkId};
-pub use member::MemberValue;
+pub use member_value::MemberValue;
 pub use inspect::{DeadLetter, LinkStatus};
 pub use reply::StoreError;
 

@@ -1,7 +1,6 @@
 //! What the benchmark-driven optimizations must not change: a cohort whose
 //! changes all flipped back costs LaunchDarkly nothing (not even its
-//! segment's creation), and member values in the earlier decimal format are
-//! still read after the switch to base-36 versions.
+//! segment's creation).
 
 use crate::support::bridge::amplitude_body;
 use crate::support::{eventually, stack, Bridge, RedisServer};
@@ -86,66 +85,5 @@ async fn a_cohort_whose_changes_all_flipped_back_gets_no_segment_and_no_request(
         .filter(|r| r.to_string().contains("flip"))
         .collect();
     assert!(touching_flip.is_empty(), "{touching_flip:?}");
-    bridge.stop().await;
-}
-
-#[tokio::test]
-async fn member_values_in_the_earlier_decimal_format_are_still_read() {
-    let (redis, emu, cfg) = stack();
-    let bridge = Bridge::start(&cfg).await;
-    let (_, r) = bridge
-        .amplitude(&amplitude_body("legacy", true, 1000, "l1", &["old"]))
-        .await;
-    assert_eq!(r["accepted"], 1);
-    eventually("the member reaches LaunchDarkly", WAIT, || async {
-        (emu.members("default", "production", "amplitude-legacy")
-            .await
-            == Some(vec!["old".to_string()]))
-        .then_some(())
-    })
-    .await;
-    // Rewrite the stored value as an earlier release wrote it: decimal ms, '|'.
-    let mut c = redis_conn(&redis).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{}:*}}:want:amplitude:legacy", cfg.prefix))
-        .query_async(&mut c)
-        .await
-        .expect("KEYS");
-    let key = keys.first().expect("the cohort's want hash");
-    let value: String = redis::cmd("HGET")
-        .arg(key)
-        .arg("old")
-        .query_async(&mut c)
-        .await
-        .expect("HGET");
-    let (version, rest) = value.split_once('!').expect("base-36 version");
-    assert_eq!(i64::from_str_radix(version, 36), Ok(1_000_000), "{value}");
-    let legacy = format!("1000000|{rest}");
-    let _: i64 = redis::cmd("HSET")
-        .arg(key)
-        .arg("old")
-        .arg(&legacy)
-        .query_async(&mut c)
-        .await
-        .expect("HSET");
-    // An older change is still recognised as stale, a newer one applies.
-    let (_, r) = bridge
-        .amplitude(&amplitude_body("legacy", false, 999, "l2", &["old"]))
-        .await;
-    assert_eq!(
-        (r["stale"].clone(), r["accepted"].clone()),
-        (json!(1), json!(0))
-    );
-    let (_, r) = bridge
-        .amplitude(&amplitude_body("legacy", false, 1001, "l3", &["old"]))
-        .await;
-    assert_eq!(r["accepted"], 1);
-    eventually("the removal reaches LaunchDarkly", WAIT, || async {
-        (emu.members("default", "production", "amplitude-legacy")
-            .await
-            == Some(vec![]))
-        .then_some(())
-    })
-    .await;
     bridge.stop().await;
 }

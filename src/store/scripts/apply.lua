@@ -1,8 +1,7 @@
 -- apply.lua: fold one push of one cohort into Redis, atomically, in one round trip.
 --
 -- Member values in the want hash are "<version>!<pending><desired><states>":
---   version  the change's order (ms, integer, base 36: 8 characters; values
---            written by earlier releases as "<decimal ms>|..." are still read)
+--   version  the change's order (ms, an integer in [0, 2^53), base 36: 8 characters)
 --   pending  '1' while this member's last change still awaits a LaunchDarkly write
 --   desired  '1' in the segment, '0' out
 --   states   one char per link slot, what that link's LaunchDarkly has:
@@ -120,17 +119,16 @@ for i = 1, n do dirty_in[i] = {} end
 local sub, find = string.sub, string.find
 for _, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
-  local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!" (or "<dec>|")
+  local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!"
   local want_state = (d == '1') and 'i' or 'o'
   for k = run[1], run[2] do
     local m = ARGV[k]
     local v = cur[m]
     local pending, states, fresh = '0', '', true
     if v then
-      local sep, base = find(v, '!', 1, true), 36
-      if not sep then sep, base = find(v, '|', 1, true), 10 end
+      local sep = find(v, '!', 1, true)
       -- loses_to (member.lua), inlined: older, or an "in" tying an "out".
-      local sv = tonumber(sub(v, 1, sep - 1), base)
+      local sv = tonumber(sub(v, 1, sep - 1), 36)
       if vnum < sv or (vnum == sv and d == '1' and sub(v, sep + 2, sep + 2) == '0') then
         fresh = false
       else

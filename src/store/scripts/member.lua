@@ -34,25 +34,22 @@ local function to_b36(n)
   return s
 end
 
--- Splits a member value into version (a number), pending, desired and link
--- states. Reads both encodings: '!' after a base-36 version (written now),
--- '|' after a decimal one (written by earlier releases, still valid).
+-- Splits a member value into version (a number), pending, desired and link states.
 local function unpack_member(v)
-  local sep, base = string.find(v, '!', 1, true), 36
-  if not sep then sep, base = string.find(v, '|', 1, true), 10 end
-  return tonumber(string.sub(v, 1, sep - 1), base), string.sub(v, sep + 1, sep + 1),
+  local sep = string.find(v, '!', 1, true)
+  return tonumber(string.sub(v, 1, sep - 1), 36), string.sub(v, sep + 1, sep + 1),
          string.sub(v, sep + 2, sep + 2), string.sub(v, sep + 3)
 end
 
--- Packs a member value; `version` is a number (or its decimal text).
--- Base 36 keeps a one-link value at 12 bytes, inside Redis's 16-byte
--- allocation class; a negative or fractional version keeps the decimal form.
+-- Packs a member value; `version` is a number (or its decimal text), an
+-- integer in [0, 2^53): the receivers refuse any other version. Base 36 keeps
+-- a one-link value at 12 bytes, inside Redis's 16-byte allocation class.
 local function pack_member(version, pending, desired, states)
   local n = tonumber(version)
-  if n >= 0 and n == math.floor(n) and n < 9007199254740992 then
-    return to_b36(n) .. '!' .. pending .. desired .. states
+  if not (n and n >= 0 and n == math.floor(n) and n < 9007199254740992) then
+    error('member version out of range: ' .. tostring(version))
   end
-  return tostring(version) .. '|' .. pending .. desired .. states
+  return to_b36(n) .. '!' .. pending .. desired .. states
 end
 
 -- The state of 1-based slot `slot`; slots past the end read as 'o' (never sent).
