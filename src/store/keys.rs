@@ -50,12 +50,12 @@ impl Keys {
         }
     }
 
-    /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
     /// How many partitions the deployment has.
     pub fn partitions(&self) -> u16 {
         self.partitions
     }
 
+    /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
     pub fn partition(&self, source: &str, cohort: &str) -> u16 {
         let mut h = crc32fast::Hasher::new();
         h.update(source.as_bytes());
@@ -68,7 +68,8 @@ impl Keys {
         format!("{{{}:{}}}", self.prefix, p)
     }
 
-    /// Hash: member key → `<version>|<pending><desired><link states>` (see `apply.lua`).
+    /// Hash: member key → `<base-36 version>!<pending><desired><link states>`
+    /// (see `apply.lua`, and [`super::MemberValue`] to read one from Rust).
     pub fn want(&self, p: u16, source: &str, cohort: &str) -> String {
         format!("{}:want:{source}:{cohort}", self.tag(p))
     }

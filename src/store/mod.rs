@@ -97,9 +97,4 @@ impl Store {
     fn conn(&self) -> Connection {
         self.conn.clone()
     }
-
-    /// Whether the store talks to a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.conn.is_cluster()
-    }
 }

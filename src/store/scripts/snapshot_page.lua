@@ -8,8 +8,8 @@
 -- KEYS[#-3] staging members set   KEYS[#-2] staging meta hash
 -- KEYS[#-1] pending finalizations hash of the partition
 -- KEYS[#]   the cohort's queue of completed sessions waiting to be finalized
--- ARGV[#-5] cohort ref "<source>:<cohort>"   ARGV[#-4] page   ARGV[#-3] total pages
--- ARGV[#-2] start version (ms; kept from the session's first page)
+-- ARGV[#-6] cohort ref "<source>:<cohort>"   ARGV[#-5] page   ARGV[#-4] total pages
+-- ARGV[#-3] start version (ms; kept from the session's first page)
 -- ARGV[#-2] staging TTL (ms)                  ARGV[#-1] session id
 -- ARGV[#]   '1' to stage only if the cohort is armed (Heap drain), else '0'
 -- Armed cohorts: the cohort meta hash (apply.lua's KEYS[2]) holds
