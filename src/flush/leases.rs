@@ -15,7 +15,7 @@
 //! The next owner therefore cannot write a member before an older write of
 //! it has landed.
 
-use crate::store::Store;
+use crate::store::{Partition, Store};
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -34,26 +34,26 @@ pub struct Leases {
 #[derive(Debug, Default)]
 struct State {
     /// Partition → until when the lease is certainly valid.
-    held: BTreeMap<u16, Instant>,
+    held: BTreeMap<Partition, Instant>,
     /// Held partitions being given up: no new claims or requests.
-    draining: BTreeSet<u16>,
+    draining: BTreeSet<Partition>,
     /// Requests in flight per partition.
-    active: HashMap<u16, usize>,
+    active: HashMap<Partition, usize>,
     /// When the last request of a partition ended.
-    last_end: HashMap<u16, Instant>,
+    last_end: HashMap<Partition, Instant>,
 }
 
 impl State {
-    fn valid(&self, p: u16, margin: Duration, now: Instant) -> bool {
-        !self.draining.contains(&p) && self.held.get(&p).is_some_and(|u| *u > now + margin)
+    fn valid(&self, partition: Partition, margin: Duration, now: Instant) -> bool {
+        !self.draining.contains(&partition) && self.held.get(&partition).is_some_and(|u| *u > now + margin)
     }
 
     /// True once a draining partition may be released.
-    fn quiet(&self, p: u16, request_timeout: Duration, now: Instant) -> bool {
-        self.active.get(&p).copied().unwrap_or(0) == 0
+    fn quiet(&self, partition: Partition, request_timeout: Duration, now: Instant) -> bool {
+        self.active.get(&partition).copied().unwrap_or(0) == 0
             && self
                 .last_end
-                .get(&p)
+                .get(&partition)
                 .is_none_or(|end| now >= *end + request_timeout)
     }
 }
@@ -62,7 +62,7 @@ impl State {
 #[must_use]
 pub struct RequestGuard<'a> {
     leases: &'a Leases,
-    p: u16,
+    partition: Partition,
     settled: bool,
 }
 
@@ -77,14 +77,14 @@ impl RequestGuard<'_> {
 impl Drop for RequestGuard<'_> {
     fn drop(&mut self) {
         let mut s = self.leases.lock();
-        if let Some(n) = s.active.get_mut(&self.p) {
+        if let Some(n) = s.active.get_mut(&self.partition) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                s.active.remove(&self.p);
+                s.active.remove(&self.partition);
             }
         }
         if !self.settled {
-            s.last_end.insert(self.p, Instant::now());
+            s.last_end.insert(self.partition, Instant::now());
         }
     }
 }
@@ -110,35 +110,35 @@ impl Leases {
 
     /// Partitions whose lease is valid for at least `margin` more (and that
     /// are not being given up).
-    pub fn usable(&self, margin: Duration) -> Vec<u16> {
+    pub fn usable(&self, margin: Duration) -> Vec<Partition> {
         let now = Instant::now();
         let s = self.lock();
         s.held
             .keys()
             .copied()
-            .filter(|p| s.valid(*p, margin, now))
+            .filter(|partition| s.valid(*partition, margin, now))
             .collect()
     }
 
     /// True if the partition's lease is valid for at least `margin` more and
     /// the partition is not being given up.
-    pub fn valid_for(&self, p: u16, margin: Duration) -> bool {
-        self.lock().valid(p, margin, Instant::now())
+    pub fn valid_for(&self, partition: Partition, margin: Duration) -> bool {
+        self.lock().valid(partition, margin, Instant::now())
     }
 
     /// Call just before sending a request: `Some` if the lease outlives the
     /// request timeout (and the partition is not being given up); the
     /// partition is then not released before the guard is dropped plus the
     /// request timeout.
-    pub fn begin_request(&self, p: u16) -> Option<RequestGuard<'_>> {
+    pub fn begin_request(&self, partition: Partition) -> Option<RequestGuard<'_>> {
         let mut s = self.lock();
-        if !s.valid(p, self.request_timeout, Instant::now()) {
+        if !s.valid(partition, self.request_timeout, Instant::now()) {
             return None;
         }
-        *s.active.entry(p).or_insert(0) += 1;
+        *s.active.entry(partition).or_insert(0) += 1;
         Some(RequestGuard {
             leases: self,
-            p,
+            partition,
             settled: false,
         })
     }
@@ -152,22 +152,22 @@ impl Leases {
     /// Renews every held lease (drained ones too).
     /// Cheap and never waits behind anything but Redis: run it on its own.
     async fn renew(&self, store: &Store) -> anyhow::Result<()> {
-        let held: Vec<u16> = self.lock().held.keys().copied().collect();
-        for p in held {
+        let held: Vec<Partition> = self.lock().held.keys().copied().collect();
+        for partition in held {
             let start = Instant::now();
-            let renewed = store.renew_lease(p, &self.token, self.ttl).await?;
+            let renewed = store.renew_lease(partition, &self.token, self.ttl).await?;
             let mut s = self.lock();
             if renewed {
-                if s.held.contains_key(&p) {
-                    s.held.insert(p, start + self.ttl);
+                if s.held.contains_key(&partition) {
+                    s.held.insert(partition, start + self.ttl);
                 }
             } else {
                 tracing::warn!(
-                    partition = p,
+                    partition,
                     "Lost a partition lease; another replica holds it."
                 );
-                s.held.remove(&p);
-                s.draining.remove(&p);
+                s.held.remove(&partition);
+                s.draining.remove(&partition);
             }
         }
         Ok(())
@@ -186,68 +186,68 @@ impl Leases {
             {
                 let mut s = self.lock();
                 while count < share {
-                    let Some(p) = s.draining.pop_first() else {
+                    let Some(partition) = s.draining.pop_first() else {
                         break;
                     };
                     count += 1;
-                    tracing::info!(partition = p, "Keeping a partition it was giving up.");
+                    tracing::info!(partition, "Keeping a partition it was giving up.");
                 }
             }
-            let mut free: Vec<u16> = {
+            let mut free: Vec<Partition> = {
                 let s = self.lock();
                 (0..self.partitions)
-                    .filter(|p| !s.held.contains_key(p))
+                    .filter(|partition| !s.held.contains_key(partition))
                     .collect()
             };
             free.shuffle(&mut rand::thread_rng());
-            for p in free {
+            for partition in free {
                 if count >= share {
                     break;
                 }
                 let start = Instant::now();
-                if store.try_acquire_lease(p, &self.token, self.ttl).await? {
-                    self.lock().held.insert(p, start + self.ttl);
+                if store.try_acquire_lease(partition, &self.token, self.ttl).await? {
+                    self.lock().held.insert(partition, start + self.ttl);
                     count += 1;
                 }
             }
         } else if count > share {
             let mut s = self.lock();
-            let extra: Vec<u16> = s
+            let extra: Vec<Partition> = s
                 .held
                 .keys()
                 .rev()
-                .filter(|p| !s.draining.contains(p))
+                .filter(|partition| !s.draining.contains(partition))
                 .take(count - share)
                 .copied()
                 .collect();
-            for p in extra {
+            for partition in extra {
                 tracing::info!(
-                    partition = p,
+                    partition,
                     "Giving up a partition once its requests have ended."
                 );
-                s.draining.insert(p);
+                s.draining.insert(partition);
             }
         }
 
         let now = Instant::now();
-        let release: Vec<u16> = {
+        let release: Vec<Partition> = {
             let mut s = self.lock();
-            let done: Vec<u16> = s
+            let done: Vec<Partition> = s
                 .draining
                 .iter()
                 .copied()
-                .filter(|p| s.quiet(*p, self.request_timeout, now))
+                .filter(|partition| s.quiet(*partition, self.request_timeout, now))
                 .collect();
-            for p in &done {
-                s.draining.remove(p);
-                s.held.remove(p);
-                s.last_end.remove(p);
+            for partition in &done {
+                s.draining.remove(partition);
+                s.held.remove(partition);
+                s.last_end.remove(partition);
             }
             done
         };
-        for p in release {
-            store.renew_lease(p, &self.token, Duration::ZERO).await?;
-            tracing::info!(partition = p, "Released a partition to a new replica.");
+        for partition in release {
+            store.renew_lease(partition, &self.token, Duration::ZERO).await?;
+            tracing::info!(partition, "Released a partition to a new replica.");
         }
         metrics::gauge!(crate::metrics::LEASES_HELD).set(self.count() as f64);
         Ok(live)
@@ -255,26 +255,26 @@ impl Leases {
 
     /// Releases every lease but those in `keep` (graceful shutdown), so
     /// another replica takes over at once; the kept ones expire in their time.
-    pub async fn release_all(&self, store: &Store, keep: &BTreeSet<u16>) {
-        let held: Vec<u16> = {
+    pub async fn release_all(&self, store: &Store, keep: &BTreeSet<Partition>) {
+        let held: Vec<Partition> = {
             let mut s = self.lock();
             let now = Instant::now();
             // A partition whose requests may still land is kept too.
-            let busy: Vec<u16> = s
+            let busy: Vec<Partition> = s
                 .held
                 .keys()
                 .copied()
-                .filter(|p| !s.quiet(*p, self.request_timeout, now))
+                .filter(|partition| !s.quiet(*partition, self.request_timeout, now))
                 .collect();
             s.draining.clear();
             std::mem::take(&mut s.held)
                 .into_keys()
-                .filter(|p| !keep.contains(p) && !busy.contains(p))
+                .filter(|partition| !keep.contains(partition) && !busy.contains(partition))
                 .collect()
         };
-        for p in held {
-            if let Err(e) = store.renew_lease(p, &self.token, Duration::ZERO).await {
-                tracing::warn!(partition = p, error = %e, "Could not release a lease; it will expire.");
+        for partition in held {
+            if let Err(e) = store.renew_lease(partition, &self.token, Duration::ZERO).await {
+                tracing::warn!(partition, error = %e, "Could not release a lease; it will expire.");
             }
         }
         let _ = store.leave(&self.token).await;

@@ -2,7 +2,7 @@
 //! members, send it, and record the answer.
 
 use super::backoff::{full_jitter, pause_jitter};
-use super::Ctx;
+use super::FlushContext;
 use crate::config::{Destination, Source};
 use crate::launchdarkly::{
     carries_mark, classify, ownership_mark, Attempt, MembershipUpdate, NewSegment, Operation,
@@ -10,7 +10,7 @@ use crate::launchdarkly::{
 };
 use crate::metrics as m;
 use crate::naming::{render, slug, TemplateVars};
-use crate::store::{Ack, AckedBatch, Claim, LinkId};
+use crate::store::{Ack, AckedBatch, Claim, LinkId, Partition};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn status_label(a: &Attempt) -> String {
 /// outlives the request timeout (or the partition is being given up). The
 /// lease is checked only then, right before the request leaves, and the
 /// partition is not released while the request may still land.
-async fn send<F, Fut>(ctx: &Ctx, p: u16, op: Operation, f: F) -> Option<(Attempt, Verdict)>
+async fn send<F, Fut>(ctx: &FlushContext, partition: Partition, op: Operation, f: F) -> Option<(Attempt, Verdict)>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
@@ -52,7 +52,7 @@ where
     ctx.throttle
         .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
         .await;
-    let mut guard = ctx.leases.begin_request(p)?;
+    let mut guard = ctx.leases.begin_request(partition)?;
     let started = Instant::now();
     let attempt = f().await;
     let label = match op {
@@ -84,14 +84,14 @@ where
 /// claimed members stay unknown and dirty; make the link due again now
 /// (whoever holds the partition next sends them) instead of at the claim's
 /// hold time.
-async fn abandon(ctx: &Ctx, p: u16, link: &LinkId) -> anyhow::Result<Flushed> {
-    tracing::info!(link = %link, partition = p, "Lease too short for another request (or the partition is being handed over); the flush stops before sending.");
-    ctx.store.reschedule(p, link, now_ms()).await?;
+async fn abandon(ctx: &FlushContext, partition: Partition, link: &LinkId) -> anyhow::Result<Flushed> {
+    tracing::info!(link = %link, partition, "Lease too short for another request (or the partition is being handed over); the flush stops before sending.");
+    ctx.store.reschedule(partition, link, now_ms()).await?;
     Ok(Flushed::Deferred)
 }
 
 /// Handles every verdict but success: schedules the retry and records why.
-async fn defer(ctx: &Ctx, p: u16, link: &LinkId, verdict: Verdict) -> anyhow::Result<Flushed> {
+async fn defer(ctx: &FlushContext, partition: Partition, link: &LinkId, verdict: Verdict) -> anyhow::Result<Flushed> {
     let now = now_ms();
     let lcfg = &ctx.settings.launchdarkly;
     let attempt = ctx.bump_attempts(link);
@@ -149,26 +149,22 @@ async fn defer(ctx: &Ctx, p: u16, link: &LinkId, verdict: Verdict) -> anyhow::Re
         Verdict::Success | Verdict::AlreadyExists => unreachable!("success is not deferred"),
     };
     ctx.store
-        .record_failure(p, link, &error, blocked.as_deref(), retry_at)
+        .record_failure(partition, link, &error, blocked.as_deref(), retry_at)
         .await?;
     Ok(Flushed::Deferred)
 }
 
-struct Target {
-    segment_key: String,
-}
-
 /// Blocks the link with `reason` (its first word is the metric's label):
 /// nothing is written; its changes wait.
-async fn block(ctx: &Ctx, p: u16, link: &LinkId, reason: String) -> anyhow::Result<Flushed> {
-    defer(ctx, p, link, Verdict::Block { reason }).await
+async fn block(ctx: &FlushContext, partition: Partition, link: &LinkId, reason: String) -> anyhow::Result<Flushed> {
+    defer(ctx, partition, link, Verdict::Block { reason }).await
 }
 
 /// Claims the segment key for the link (one link per project, environment
 /// and key); `Some(flushed)` when another link holds it and this one is blocked.
 async fn claim_key(
-    ctx: &Ctx,
-    p: u16,
+    ctx: &FlushContext,
+    partition: Partition,
     link: &LinkId,
     dest: &Destination,
     key: &str,
@@ -184,43 +180,42 @@ async fn claim_key(
                 "segment_key_conflict (segment {key:?} in {}/{} belongs to link {owner}; give one of them its own segment_key)",
                 dest.project, dest.environment
             );
-            Ok(Some(block(ctx, p, link, reason).await?))
+            Ok(Some(block(ctx, partition, link, reason).await?))
         }
     }
 }
 
-/// Creates the segment on the link's first flush; returns its key.
+/// Creates the segment on the link's first flush; returns its key
+/// (`Err(flushed)` when the flush ends here).
 ///
 /// The key is claimed for the link first. On a 409 the existing segment is
 /// adopted only if it carries this link's mark (`ownership_mark`) or the
 /// destination sets `adopt_existing_segments`. A segment re-created after it
 /// was lost (a 404) gets the link's whole membership again (a resync).
 async fn ensure_segment(
-    ctx: &Ctx,
-    p: u16,
+    ctx: &FlushContext,
+    partition: Partition,
     link: &LinkId,
     dest: &Destination,
     meta: &HashMap<String, String>,
-) -> anyhow::Result<Result<Target, Flushed>> {
+) -> anyhow::Result<Result<String, Flushed>> {
     if meta.get("created").map(String::as_str) == Some("1") {
         if let Some(key) = meta.get("segment_key").filter(|k| !k.is_empty()) {
             // Links created before keys were claimed claim theirs once.
             if meta.get("segment_claimed").map(String::as_str) != Some("1") {
-                if let Some(done) = claim_key(ctx, p, link, dest, key).await? {
+                if let Some(done) = claim_key(ctx, partition, link, dest, key).await? {
                     return Ok(Err(done));
                 }
                 ctx.store
-                    .set_link_meta(p, link, &[("segment_claimed", "1")])
+                    .set_link_meta(partition, link, &[("segment_claimed", "1")])
                     .await?;
             }
-            return Ok(Ok(Target {
-                segment_key: key.clone(),
-            }));
+            return Ok(Ok(key.clone()));
         }
     }
     let cohort_name = ctx
         .store
-        .cohort_name(p, &link.source, &link.cohort)
+        .cohort_name(partition, &link.source, &link.cohort)
         .await?
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| link.cohort.clone());
@@ -231,7 +226,7 @@ async fn ensure_segment(
         destination: &dest.name,
     };
     let key = slug(&render(&dest.segment_key, &vars));
-    if let Some(done) = claim_key(ctx, p, link, dest, &key).await? {
+    if let Some(done) = claim_key(ctx, partition, link, dest, &key).await? {
         return Ok(Err(done));
     }
     let name = render(&dest.segment_name, &vars);
@@ -251,19 +246,19 @@ async fn ensure_segment(
         unbounded: true,
         unbounded_context_kind: &dest.context_kind,
     };
-    let Some((_, verdict)) = send(ctx, p, Operation::CreateSegment, || {
+    let Some((_, verdict)) = send(ctx, partition, Operation::CreateSegment, || {
         ctx.ld
             .create_segment(&dest.project, &dest.environment, &body)
     })
     .await
     else {
-        return Ok(Err(abandon(ctx, p, link).await?));
+        return Ok(Err(abandon(ctx, partition, link).await?));
     };
     match verdict {
         Verdict::Success => {}
         Verdict::AlreadyExists => {
             let mut found = None;
-            let Some((_, verdict)) = send(ctx, p, Operation::GetSegment, || async {
+            let Some((_, verdict)) = send(ctx, partition, Operation::GetSegment, || async {
                 let (attempt, json) = ctx
                     .ld
                     .get_segment(&dest.project, &dest.environment, &key)
@@ -273,7 +268,7 @@ async fn ensure_segment(
             })
             .await
             else {
-                return Ok(Err(abandon(ctx, p, link).await?));
+                return Ok(Err(abandon(ctx, partition, link).await?));
             };
             match (verdict, found) {
                 (Verdict::Success, Some(seg)) => {
@@ -282,7 +277,7 @@ async fn ensure_segment(
                             "segment_exists_unowned (segment {key:?} in {}/{} exists without this link's mark; set adopt_existing_segments = true to adopt it)",
                             dest.project, dest.environment
                         );
-                        return Ok(Err(block(ctx, p, link, reason).await?));
+                        return Ok(Err(block(ctx, partition, link, reason).await?));
                     }
                     tracing::info!(link = %link, segment = %key, "Adopting the existing segment.");
                 }
@@ -292,12 +287,12 @@ async fn ensure_segment(
                         reason,
                         in_doubt: false,
                     };
-                    return Ok(Err(defer(ctx, p, link, v).await?));
+                    return Ok(Err(defer(ctx, partition, link, v).await?));
                 }
-                (other, _) => return Ok(Err(defer(ctx, p, link, other).await?)),
+                (other, _) => return Ok(Err(defer(ctx, partition, link, other).await?)),
             }
         }
-        other => return Ok(Err(defer(ctx, p, link, other).await?)),
+        other => return Ok(Err(defer(ctx, partition, link, other).await?)),
     }
     // A segment lost in LaunchDarkly (404) and now made again holds none of
     // the members recorded as written: send the whole membership again.
@@ -308,7 +303,7 @@ async fn ensure_segment(
     let created = now_ms().to_string();
     ctx.store
         .set_link_meta(
-            p,
+            partition,
             link,
             &[
                 ("created", "1"),
@@ -321,11 +316,11 @@ async fn ensure_segment(
         )
         .await?;
     tracing::info!(link = %link, segment = %key, project = %dest.project, environment = %dest.environment, "Segment ready.");
-    Ok(Ok(Target { segment_key: key }))
+    Ok(Ok(key))
 }
 
 /// Flushes one batch of one link.
-pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyhow::Result<Flushed> {
+pub async fn flush(ctx: Arc<FlushContext>, partition: Partition, link: LinkId, due_at_ms: i64) -> anyhow::Result<Flushed> {
     let settings = &ctx.settings;
     let configured = settings.source(&link.source).and_then(|s: &Arc<Source>| {
         s.destinations
@@ -338,27 +333,27 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
         let reason = "link is not in the configuration (source or destination removed)";
         let retry = now_ms() + settings.launchdarkly.blocked_retry_ms as i64;
         ctx.store
-            .record_failure(p, &link, reason, Some(reason), retry)
+            .record_failure(partition, &link, reason, Some(reason), retry)
             .await?;
         return Ok(Flushed::Deferred);
     };
 
-    let meta = ctx.store.link_meta(p, &link).await?;
+    let meta = ctx.store.link_meta(partition, &link).await?;
     // A failing or blocked link keeps its backoff even when new pushes make it due sooner.
     let retry_at = meta
         .get("retry_at_ms")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0);
     if retry_at > now_ms() {
-        ctx.store.reschedule(p, &link, retry_at).await?;
+        ctx.store.reschedule(partition, &link, retry_at).await?;
         return Ok(Flushed::Deferred);
     }
     let max = settings.launchdarkly.max_keys_per_request;
     let margin = settings.request_timeout() + Duration::from_millis(500);
-    let claim = |ctx: Arc<super::Ctx>, link: LinkId| async move {
+    let claim = |ctx: Arc<super::FlushContext>, link: LinkId| async move {
         let hold_until = now_ms() + ctx.settings.lease_ttl.as_millis() as i64;
         ctx.store
-            .claim(p, ctx.leases.token(), &link, max, hold_until)
+            .claim(partition, ctx.leases.token(), &link, max, hold_until)
             .await
     };
     // A link whose changes all flipped back before its first flush costs
@@ -367,8 +362,8 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
     // case a push made it dirty meanwhile, its batch is the one sent below.
     let created = meta.get("created").map(String::as_str) == Some("1");
     let mut claimed = None;
-    if !created && ctx.store.dirty_len(p, &link).await? == 0 {
-        if !ctx.leases.valid_for(p, margin) {
+    if !created && ctx.store.dirty_len(partition, &link).await? == 0 {
+        if !ctx.leases.valid_for(partition, margin) {
             return Ok(Flushed::Deferred);
         }
         match claim(ctx.clone(), link.clone()).await? {
@@ -377,7 +372,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
             Claim::Members(m) => claimed = Some(m),
         }
     }
-    let target = match ensure_segment(&ctx, p, &link, &dest, &meta).await? {
+    let segment_key = match ensure_segment(&ctx, partition, &link, &dest, &meta).await? {
         Ok(t) => t,
         Err(done) => return Ok(done),
     };
@@ -385,7 +380,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
     let members = match claimed {
         Some(m) => m,
         None => {
-            if !ctx.leases.valid_for(p, margin) {
+            if !ctx.leases.valid_for(partition, margin) {
                 return Ok(Flushed::Deferred);
             }
             match claim(ctx.clone(), link.clone()).await? {
@@ -398,7 +393,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
     if members.is_empty() {
         // Every member drawn had vanished from the cohort (the claim dropped
         // them from the dirty set): nothing to send; look again soon.
-        ctx.store.reschedule(p, &link, now_ms()).await?;
+        ctx.store.reschedule(partition, &link, now_ms()).await?;
         return Ok(Flushed::Written(0));
     }
     let full = members.len() >= max;
@@ -424,17 +419,17 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
             tracing::info!(link = %link, "Shutting down: the rest of this batch stays dirty.");
             return Ok(Flushed::Deferred);
         }
-        if !ctx.leases.valid_for(p, margin) {
-            return abandon(&ctx, p, &link).await;
+        if !ctx.leases.valid_for(partition, margin) {
+            return abandon(&ctx, partition, &link).await;
         }
         let body = MembershipUpdate::from_members(&batch);
-        let Some((_, verdict)) = send(&ctx, p, Operation::UpdateMembership, || {
+        let Some((_, verdict)) = send(&ctx, partition, Operation::UpdateMembership, || {
             ctx.ld
-                .update_membership(&dest.project, &dest.environment, &target.segment_key, &body)
+                .update_membership(&dest.project, &dest.environment, &segment_key, &body)
         })
         .await
         else {
-            return abandon(&ctx, p, &link).await;
+            return abandon(&ctx, partition, &link).await;
         };
         sent_any = true;
         match verdict {
@@ -450,7 +445,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                     batch_size: max,
                     claim_was_full: full,
                 };
-                let ack = ctx.store.ack(p, &acked).await?;
+                let ack = ctx.store.ack(partition, &acked).await?;
                 match ack {
                     Ack::LeaseLost => {
                         tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");
@@ -472,7 +467,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                 if whole_request_refused(&batch, &message, pair, &left_refusal) =>
             {
                 tracing::error!(link = %link, keys = batch.len(), %message, "LaunchDarkly refused the request itself, not a key; blocking the link.");
-                return defer(&ctx, p, &link, Verdict::Block { reason: message }).await;
+                return defer(&ctx, partition, &link, Verdict::Block { reason: message }).await;
             }
             Verdict::Rejected { message } if batch.len() > 1 => {
                 if let Some((i, false)) = pair {
@@ -497,7 +492,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                 tracing::error!(link = %link, key = %keys.join(","), %message, "LaunchDarkly rejected a key; moved to dead letters.");
                 if let Some(n) = ctx
                     .store
-                    .dead_letter(p, ctx.leases.token(), &link, &keys, &message, now_ms())
+                    .dead_letter(partition, ctx.leases.token(), &link, &keys, &message, now_ms())
                     .await?
                 {
                     m::changes(&link.source, "dead_lettered", n);
@@ -507,11 +502,11 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                 // The segment may have been deleted in LaunchDarkly: create it again next time.
                 // Once re-created it gets the whole membership (segment_lost).
                 ctx.store
-                    .set_link_meta(p, &link, &[("created", ""), ("segment_lost", "1")])
+                    .set_link_meta(partition, &link, &[("created", ""), ("segment_lost", "1")])
                     .await?;
-                return defer(&ctx, p, &link, Verdict::Block { reason }).await;
+                return defer(&ctx, partition, &link, Verdict::Block { reason }).await;
             }
-            other => return defer(&ctx, p, &link, other).await,
+            other => return defer(&ctx, partition, &link, other).await,
         }
     }
     Ok(Flushed::Written(written))

@@ -16,7 +16,7 @@ pub use leases::Leases;
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::launchdarkly::{LdClient, Throttle};
-use crate::store::{LinkId, Store};
+use crate::store::{LinkId, Partition, Store};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 /// What every link flush needs.
-pub struct Ctx {
+pub struct FlushContext {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub ld: LdClient,
@@ -36,7 +36,7 @@ pub struct Ctx {
     stopping: AtomicBool,
 }
 
-impl Ctx {
+impl FlushContext {
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -60,7 +60,7 @@ impl Ctx {
 
 /// The background worker of one replica.
 pub struct Flusher {
-    ctx: Arc<Ctx>,
+    ctx: Arc<FlushContext>,
     wake: Arc<Notify>,
 }
 
@@ -79,7 +79,7 @@ impl Flusher {
             settings.redis.partitions,
         );
         Ok(Flusher {
-            ctx: Arc::new(Ctx {
+            ctx: Arc::new(FlushContext {
                 settings,
                 store,
                 ld,
@@ -101,11 +101,11 @@ impl Flusher {
         let concurrency = ctx.settings.flush.concurrency;
         let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
-        let mut inflight: HashMap<LinkId, u16> = HashMap::new();
+        let mut inflight: HashMap<LinkId, Partition> = HashMap::new();
         let mut tasks: JoinSet<(LinkId, anyhow::Result<link::Flushed>)> = JoinSet::new();
         // Which link each task flushes, so a panicking task frees only its own.
         let mut ids: HashMap<tokio::task::Id, LinkId> = HashMap::new();
-        let mut redis_trouble = Once::default();
+        let mut redis_trouble = TroubleLog::default();
 
         while !*shutdown.borrow() {
             let usable = ctx.leases.usable(margin);
@@ -115,18 +115,18 @@ impl Flusher {
                 match ctx.store.due_links(&usable, now, concurrency * 2).await {
                     Ok(due) => {
                         redis_trouble.clear("Reading due links works again.");
-                        for (p, l, at) in due {
+                        for (partition, l, at) in due {
                             if inflight.len() >= concurrency {
                                 break;
                             }
                             if !inflight.contains_key(&l) {
-                                inflight.insert(l.clone(), p);
+                                inflight.insert(l.clone(), partition);
                                 let c = ctx.clone();
                                 let task = l.clone();
                                 let handle = tasks.spawn(async move {
-                                    let r = link::flush(c.clone(), p, l.clone(), at).await;
+                                    let r = link::flush(c.clone(), partition, l.clone(), at).await;
                                     if r.is_err() {
-                                        retry_soon(&c, p, &l).await;
+                                        retry_soon(&c, partition, &l).await;
                                     }
                                     (l, r)
                                 });
@@ -179,18 +179,18 @@ impl Flusher {
 /// flusher that crashed). Waits out the request timeout first: the failure
 /// may have followed a request whose outcome is unknown. If Redis is still
 /// down this fails too, and the claim's hold stands.
-async fn retry_soon(ctx: &Ctx, p: u16, link: &LinkId) {
+async fn retry_soon(ctx: &FlushContext, partition: Partition, link: &LinkId) {
     let delay = ctx.settings.request_timeout()
         + Duration::from_millis(ctx.settings.launchdarkly.backoff_max_ms);
     let at = now_ms() + delay.as_millis() as i64;
-    let _ = ctx.store.reschedule(p, link, at).await;
+    let _ = ctx.store.reschedule(partition, link, at).await;
 }
 
 type Done =
     Result<(tokio::task::Id, (LinkId, anyhow::Result<link::Flushed>)), tokio::task::JoinError>;
 
 fn finish(
-    inflight: &mut HashMap<LinkId, u16>,
+    inflight: &mut HashMap<LinkId, Partition>,
     ids: &mut HashMap<tokio::task::Id, LinkId>,
     done: Done,
 ) {
@@ -215,14 +215,14 @@ fn finish(
 }
 
 /// How often leases are renewed.
-fn lease_period(ctx: &Ctx) -> Duration {
+fn lease_period(ctx: &FlushContext) -> Duration {
     (ctx.settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
 
 /// Leases, heartbeat and the rate split, on their own task: nothing else
 /// runs here, so renewal never waits behind housekeeping.
-async fn keep_leases(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let mut trouble = Once::default();
+async fn keep_leases(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>) {
+    let mut trouble = TroubleLog::default();
     let every = lease_period(&ctx);
     loop {
         match ctx.leases.maintain(&ctx.store, now_ms()).await {
@@ -245,7 +245,7 @@ async fn keep_leases(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
 
 /// Backlog gauge, snapshot resumption, the tombstone sweeper and periodic
 /// resyncs: each works in short Redis calls and yields between them.
-async fn housekeeping(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+async fn housekeeping(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>) {
     let every = lease_period(&ctx);
     let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
     let mut last_sweep = tokio::time::Instant::now();
@@ -273,20 +273,20 @@ async fn housekeeping(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Removes tombstones older than the retention window, a chunk at a time.
-async fn sweep(ctx: &Ctx, partitions: &[u16]) {
+async fn sweep(ctx: &FlushContext, partitions: &[Partition]) {
     let cutoff = now_ms() - (ctx.settings.redis.tombstone_retention_seconds as i64) * 1000;
     let mut removed = 0;
     let mut chunks = 0u64;
     tracing::info!(partitions = partitions.len(), "Sweep started.");
-    for &p in partitions {
-        let Ok(cohorts) = ctx.store.cohorts(p).await else {
+    for &partition in partitions {
+        let Ok(cohorts) = ctx.store.cohorts(partition).await else {
             continue;
         };
         for c in cohorts {
             let mut cursor = "0".to_string();
             while let Ok(Some((next, n))) = ctx
                 .store
-                .sweep_chunk(p, ctx.leases.token(), &c, &cursor, cutoff)
+                .sweep_chunk(partition, ctx.leases.token(), &c, &cursor, cutoff)
                 .await
             {
                 removed += n;
@@ -311,10 +311,10 @@ async fn sweep(ctx: &Ctx, partitions: &[u16]) {
 
 /// Periodic drift repair: rewrites each link whose last full resync (or, if
 /// it never had one, its segment's creation) is older than `interval_ms`.
-async fn resync_due(ctx: &Ctx, partitions: &[u16], interval_ms: i64) {
+async fn resync_due(ctx: &FlushContext, partitions: &[Partition], interval_ms: i64) {
     let now = now_ms();
-    for &p in partitions {
-        let Ok(links) = ctx.store.links_in(p).await else {
+    for &partition in partitions {
+        let Ok(links) = ctx.store.links_in(partition).await else {
             continue;
         };
         for link in links {
@@ -346,7 +346,7 @@ const RESUME_ORPHANED_AFTER: Duration = Duration::from_secs(10);
 
 /// Resumes snapshot finalizations that no receiver is driving (the bridge
 /// that applied the last page died midway): see `store::snapshot`.
-async fn resume_snapshots(ctx: &Ctx, partitions: &[u16]) {
+async fn resume_snapshots(ctx: &FlushContext, partitions: &[Partition]) {
     let Ok(pending) = ctx.store.pending_snapshots(partitions).await else {
         return;
     };
@@ -397,9 +397,9 @@ async fn resume_snapshots(ctx: &Ctx, partitions: &[u16]) {
 
 /// Logs a repeated failure once per outage, and its end.
 #[derive(Default)]
-struct Once(bool);
+struct TroubleLog(bool);
 
-impl Once {
+impl TroubleLog {
     fn warn(&mut self, error: &dyn std::fmt::Display, message: &'static str) {
         if !std::mem::replace(&mut self.0, true) {
             tracing::warn!(%error, "{message}");

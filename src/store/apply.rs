@@ -61,7 +61,7 @@ impl Store {
         params: ApplyParams,
     ) -> Result<ApplyOutcome, StoreError> {
         let k = &self.keys;
-        let p = k.partition(source, &push.cohort_id);
+        let partition = k.partition(source, &push.cohort_id);
         let cohort = push.cohort_id.as_str();
         let links = cohort_links(source, cohort, destinations);
         let seen_ttl = if push.delivery_id.is_some() {
@@ -74,18 +74,18 @@ impl Store {
             Some(_) => scripts::APPLY_SNAPSHOT.prepare_invoke(),
             None => scripts::APPLY.prepare_invoke(),
         };
-        inv.key(k.want(p, source, cohort))
-            .key(k.cohort_meta(p, source, cohort))
-            .key(k.due(p))
-            .key(k.cohorts(p))
+        inv.key(k.want(partition, source, cohort))
+            .key(k.cohort_meta(partition, source, cohort))
+            .key(k.due(partition))
+            .key(k.cohorts(partition))
             .key(k.seen(
-                p,
+                partition,
                 source,
                 cohort,
                 push.delivery_id.as_deref().unwrap_or("-"),
             ));
         for l in &links {
-            inv.key(k.dirty(p, l));
+            inv.key(k.dirty(partition, l));
         }
         inv.arg(params.now_ms)
             .arg(seen_ttl)
@@ -115,7 +115,7 @@ impl Store {
             }
         }
         if let Some(snap) = &push.snapshot {
-            self.stage_args(&mut inv, p, source, cohort, snap);
+            self.stage_args(&mut inv, partition, source, cohort, snap);
         }
         let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
         let first = reply.first().map(int).transpose()?.unwrap_or(-1);

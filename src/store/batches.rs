@@ -48,8 +48,8 @@ pub enum BatchClaim {
 
 impl Store {
     fn batch_key(&self, source: &str, first_id: &str) -> String {
-        let p = self.keys.partition(source, first_id);
-        self.keys.batch_seen(p, source, first_id)
+        let partition = self.keys.partition(source, first_id);
+        self.keys.batch_seen(partition, source, first_id)
     }
 
     /// Claims the batch whose element 0 has `first_id` (see the module docs).

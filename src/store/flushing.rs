@@ -2,7 +2,7 @@
 //! dead letters, failures and the link's meta hash.
 
 use super::reply::{int, text};
-use super::{scripts, LinkId, Store, StoreError};
+use super::{scripts, LinkId, Partition, Store, StoreError};
 use futures_util::future::try_join_all;
 use redis::{ScriptInvocation, Value};
 use std::collections::HashMap;
@@ -52,19 +52,19 @@ impl Store {
     /// Links due by `now_ms` in the given partitions, oldest first, with their due time.
     pub async fn due_links(
         &self,
-        partitions: &[u16],
+        partitions: &[Partition],
         now_ms: i64,
         per_partition: usize,
-    ) -> Result<Vec<(u16, LinkId, i64)>, StoreError> {
+    ) -> Result<Vec<(Partition, LinkId, i64)>, StoreError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
         // One command per partition, concurrently on the multiplexed
         // connection: in a cluster the partitions live on different nodes.
-        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&p| {
+        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&partition| {
             let mut c = self.conn();
             let cmd = redis::cmd("ZRANGE")
-                .arg(self.keys.due(p))
+                .arg(self.keys.due(partition))
                 .arg("-inf")
                 .arg(now_ms)
                 .arg("BYSCORE")
@@ -77,10 +77,10 @@ impl Store {
         }))
         .await?;
         let mut out = Vec::new();
-        for (&p, links) in partitions.iter().zip(replies) {
+        for (&partition, links) in partitions.iter().zip(replies) {
             for (id, score) in links {
                 if let Some(l) = LinkId::parse(&id) {
-                    out.push((p, l, score as i64));
+                    out.push((partition, l, score as i64));
                 }
             }
         }
@@ -90,14 +90,14 @@ impl Store {
 
 
     /// The earliest due time across the partitions, if any link is waiting.
-    pub async fn next_due(&self, partitions: &[u16]) -> Result<Option<i64>, StoreError> {
+    pub async fn next_due(&self, partitions: &[Partition]) -> Result<Option<i64>, StoreError> {
         if partitions.is_empty() {
             return Ok(None);
         }
-        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&p| {
+        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&partition| {
             let mut c = self.conn();
             let cmd = redis::cmd("ZRANGE")
-                .arg(self.keys.due(p))
+                .arg(self.keys.due(partition))
                 .arg(0)
                 .arg(0)
                 .arg("WITHSCORES")
@@ -112,7 +112,7 @@ impl Store {
     /// Marks up to `max` dirty members unknown and returns them with their desired state.
     pub async fn claim(
         &self,
-        p: u16,
+        partition: Partition,
         token: &str,
         link: &LinkId,
         max: usize,
@@ -120,11 +120,11 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         let k = &self.keys;
         let reply: Vec<Value> = scripts::CLAIM
-            .key(k.lease(p))
-            .key(k.dirty(p, link))
-            .key(k.want(p, &link.source, &link.cohort))
-            .key(k.cohort_meta(p, &link.source, &link.cohort))
-            .key(k.due(p))
+            .key(k.lease(partition))
+            .key(k.dirty(partition, link))
+            .key(k.want(partition, &link.source, &link.cohort))
+            .key(k.cohort_meta(partition, &link.source, &link.cohort))
+            .key(k.due(partition))
             .arg(token)
             .arg(max)
             .arg(&link.destination)
@@ -150,13 +150,13 @@ impl Store {
 
 
     /// Records an acknowledged write of a batch to the link (`ack.lua`).
-    pub async fn ack(&self, p: u16, batch: &AckedBatch<'_>) -> Result<Ack, StoreError> {
+    pub async fn ack(&self, partition: Partition, batch: &AckedBatch<'_>) -> Result<Ack, StoreError> {
         let link = batch.link;
         let mut inv = scripts::ACK.prepare_invoke();
-        self.claimed_link_keys(&mut inv, p, link);
+        self.claimed_link_keys(&mut inv, partition, link);
         let k = &self.keys;
-        inv.key(k.due(p))
-            .key(k.link_meta(p, link))
+        inv.key(k.due(partition))
+            .key(k.link_meta(partition, link))
             .arg(batch.token)
             .arg(batch.now_ms)
             .arg(&link.destination)
@@ -185,19 +185,19 @@ impl Store {
     /// KEYS[1..4] of the scripts that settle claimed members (`ack.lua`,
     /// `dead_letter.lua`): the partition lease, the cohort's want hash, the
     /// link's dirty set and the cohort meta hash.
-    fn claimed_link_keys(&self, inv: &mut ScriptInvocation<'_>, p: u16, link: &LinkId) {
+    fn claimed_link_keys(&self, inv: &mut ScriptInvocation<'_>, partition: Partition, link: &LinkId) {
         let k = &self.keys;
-        inv.key(k.lease(p))
-            .key(k.want(p, &link.source, &link.cohort))
-            .key(k.dirty(p, link))
-            .key(k.cohort_meta(p, &link.source, &link.cohort));
+        inv.key(k.lease(partition))
+            .key(k.want(partition, &link.source, &link.cohort))
+            .key(k.dirty(partition, link))
+            .key(k.cohort_meta(partition, &link.source, &link.cohort));
     }
 
     /// Moves members LaunchDarkly rejected to the link's dead letters.
     /// Returns how many pending changes ended there, or `None` if the lease was lost.
     pub async fn dead_letter(
         &self,
-        p: u16,
+        partition: Partition,
         token: &str,
         link: &LinkId,
         members: &[String],
@@ -205,10 +205,10 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
         let mut inv = scripts::DEAD_LETTER.prepare_invoke();
-        self.claimed_link_keys(&mut inv, p, link);
+        self.claimed_link_keys(&mut inv, partition, link);
         let k = &self.keys;
-        inv.key(k.dead(p, link))
-            .key(k.link_meta(p, link))
+        inv.key(k.dead(partition, link))
+            .key(k.link_meta(partition, link))
             .arg(token)
             .arg(&link.destination)
             .arg(now_ms)
@@ -225,7 +225,7 @@ impl Store {
     /// make a link due sooner, so the flusher also honours `retry_at_ms`.
     pub async fn record_failure(
         &self,
-        p: u16,
+        partition: Partition,
         link: &LinkId,
         error: &str,
         blocked: Option<&str>,
@@ -234,7 +234,7 @@ impl Store {
         let k = &self.keys;
         let mut pipe = redis::pipe();
         pipe.cmd("HSET")
-            .arg(k.link_meta(p, link))
+            .arg(k.link_meta(partition, link))
             .arg("last_error")
             .arg(error)
             .arg("blocked")
@@ -243,12 +243,12 @@ impl Store {
             .arg(retry_at_ms)
             .ignore()
             .cmd("HINCRBY")
-            .arg(k.link_meta(p, link))
+            .arg(k.link_meta(partition, link))
             .arg("failures")
             .arg(1)
             .ignore()
             .cmd("ZADD")
-            .arg(k.due(p))
+            .arg(k.due(partition))
             .arg(retry_at_ms)
             .arg(link.to_string())
             .ignore();
@@ -260,20 +260,20 @@ impl Store {
     /// The link's meta hash (segment created, key, counters, errors).
     pub async fn link_meta(
         &self,
-        p: u16,
+        partition: Partition,
         link: &LinkId,
     ) -> Result<HashMap<String, String>, StoreError> {
         Ok(redis::cmd("HGETALL")
-            .arg(self.keys.link_meta(p, link))
+            .arg(self.keys.link_meta(partition, link))
             .query_async(&mut self.conn())
             .await?)
     }
 
 
     /// Makes the link due at `at_ms` (e.g. not before its recorded retry time).
-    pub async fn reschedule(&self, p: u16, link: &LinkId, at_ms: i64) -> Result<(), StoreError> {
+    pub async fn reschedule(&self, partition: Partition, link: &LinkId, at_ms: i64) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("ZADD")
-            .arg(self.keys.due(p))
+            .arg(self.keys.due(partition))
             .arg(at_ms)
             .arg(link.to_string())
             .query_async(&mut self.conn())
@@ -285,12 +285,12 @@ impl Store {
     /// Sets fields of the link's meta hash.
     pub async fn set_link_meta(
         &self,
-        p: u16,
+        partition: Partition,
         link: &LinkId,
         fields: &[(&str, &str)],
     ) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("HSET");
-        cmd.arg(self.keys.link_meta(p, link));
+        cmd.arg(self.keys.link_meta(partition, link));
         for (f, v) in fields {
             cmd.arg(*f).arg(*v);
         }
@@ -302,12 +302,12 @@ impl Store {
     /// The cohort's name as last pushed.
     pub async fn cohort_name(
         &self,
-        p: u16,
+        partition: Partition,
         source: &str,
         cohort: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(redis::cmd("HGET")
-            .arg(self.keys.cohort_meta(p, source, cohort))
+            .arg(self.keys.cohort_meta(partition, source, cohort))
             .arg("name")
             .query_async(&mut self.conn())
             .await?)
@@ -315,20 +315,20 @@ impl Store {
 
 
     /// Members of one link waiting for LaunchDarkly (its dirty set's size).
-    pub async fn dirty_len(&self, p: u16, link: &LinkId) -> Result<u64, StoreError> {
+    pub async fn dirty_len(&self, partition: Partition, link: &LinkId) -> Result<u64, StoreError> {
         Ok(redis::cmd("SCARD")
-            .arg(self.keys.dirty(p, link))
+            .arg(self.keys.dirty(partition, link))
             .query_async(&mut self.conn())
             .await?)
     }
 
 
     /// Members of the link still waiting for LaunchDarkly, summed over due links.
-    pub async fn backlog(&self, partitions: &[u16]) -> Result<u64, StoreError> {
+    pub async fn backlog(&self, partitions: &[Partition]) -> Result<u64, StoreError> {
         let mut total = 0;
-        for &p in partitions {
+        for &partition in partitions {
             let links: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.keys.due(p))
+                .arg(self.keys.due(partition))
                 .arg(0)
                 .arg(-1)
                 .query_async(&mut self.conn())
@@ -338,7 +338,7 @@ impl Store {
             }
             let mut pipe = redis::pipe();
             for l in links.iter().filter_map(|l| LinkId::parse(l)) {
-                pipe.cmd("SCARD").arg(self.keys.dirty(p, &l));
+                pipe.cmd("SCARD").arg(self.keys.dirty(partition, &l));
             }
             let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
             total += counts.iter().sum::<u64>();

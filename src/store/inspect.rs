@@ -1,13 +1,13 @@
 //! What operators see and do: links and their status, dead letters, redrive
 //! and resync (served by `http::operator` and the `operator` commands).
 
-use super::{scripts, LinkId, Store, StoreError};
+use super::{scripts, LinkId, Partition, Store, StoreError};
 use std::collections::HashMap;
 
 /// What an operator sees of one link.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LinkStatus {
-    pub partition: u16,
+    pub partition: Partition,
     /// The link meta hash: segment key and name, created, last flush, last
     /// error, blocked reason, retry time and counters.
     pub meta: HashMap<String, String>,
@@ -45,8 +45,8 @@ impl Store {
     /// ever linked to (from the cohort's slot assignments), partition by partition.
     pub async fn links(&self) -> Result<Vec<LinkId>, StoreError> {
         let mut out = Vec::new();
-        for p in 0..self.keys.partitions() {
-            out.extend(self.links_in(p).await?);
+        for partition in 0..self.keys.partitions() {
+            out.extend(self.links_in(partition).await?);
         }
         out.sort_by(|a, b| {
             (&a.destination, &a.source, &a.cohort).cmp(&(&b.destination, &b.source, &b.cohort))
@@ -55,10 +55,10 @@ impl Store {
     }
 
     /// The links of one partition.
-    pub async fn links_in(&self, p: u16) -> Result<Vec<LinkId>, StoreError> {
+    pub async fn links_in(&self, partition: Partition) -> Result<Vec<LinkId>, StoreError> {
         let mut out = Vec::new();
         {
-            let cohorts = self.cohorts(p).await?;
+            let cohorts = self.cohorts(partition).await?;
             if cohorts.is_empty() {
                 return Ok(out);
             }
@@ -69,7 +69,7 @@ impl Store {
                     continue;
                 };
                 pipe.cmd("HKEYS")
-                    .arg(self.keys.cohort_meta(p, source, cohort));
+                    .arg(self.keys.cohort_meta(partition, source, cohort));
                 refs.push((source, cohort));
             }
             let fields: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
@@ -91,7 +91,7 @@ impl Store {
     /// What an operator sees of one link; `None` if the cohort was never linked
     /// to that destination.
     pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
-        let p = self.keys.partition(&link.source, &link.cohort);
+        let partition = self.keys.partition(&link.source, &link.cohort);
         let (slot, meta, dirty, dead, due, tracked): (
             Option<String>,
             HashMap<String, String>,
@@ -101,26 +101,26 @@ impl Store {
             u64,
         ) = redis::pipe()
             .cmd("HGET")
-            .arg(self.keys.cohort_meta(p, &link.source, &link.cohort))
+            .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
             .arg(format!("slot:{}", link.destination))
             .cmd("HGETALL")
-            .arg(self.keys.link_meta(p, link))
+            .arg(self.keys.link_meta(partition, link))
             .cmd("SCARD")
-            .arg(self.keys.dirty(p, link))
+            .arg(self.keys.dirty(partition, link))
             .cmd("HLEN")
-            .arg(self.keys.dead(p, link))
+            .arg(self.keys.dead(partition, link))
             .cmd("ZSCORE")
-            .arg(self.keys.due(p))
+            .arg(self.keys.due(partition))
             .arg(link.to_string())
             .cmd("HLEN")
-            .arg(self.keys.want(p, &link.source, &link.cohort))
+            .arg(self.keys.want(partition, &link.source, &link.cohort))
             .query_async(&mut self.conn())
             .await?;
         if slot.is_none() {
             return Ok(None);
         }
         Ok(Some(LinkStatus {
-            partition: p,
+            partition,
             meta,
             dirty,
             dead_letters: dead,
@@ -137,9 +137,9 @@ impl Store {
         cursor: &str,
         count: usize,
     ) -> Result<(String, Vec<DeadLetter>), StoreError> {
-        let p = self.keys.partition(&link.source, &link.cohort);
+        let partition = self.keys.partition(&link.source, &link.cohort);
         let (next, flat): (String, Vec<String>) = redis::cmd("HSCAN")
-            .arg(self.keys.dead(p, link))
+            .arg(self.keys.dead(partition, link))
             .arg(cursor)
             .arg("COUNT")
             .arg(count.max(1))
@@ -178,9 +178,9 @@ impl Store {
                 total += n;
                 if n == 0 {
                     // Dead letters of members that no longer exist: drop them.
-                    let p = self.keys.partition(&link.source, &link.cohort);
+                    let partition = self.keys.partition(&link.source, &link.cohort);
                     let _: i64 = redis::cmd("HDEL")
-                        .arg(self.keys.dead(p, link))
+                        .arg(self.keys.dead(partition, link))
                         .arg(&keys)
                         .query_async(&mut self.conn())
                         .await?;
@@ -196,14 +196,14 @@ impl Store {
         keys: &[String],
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let p = self.keys.partition(&link.source, &link.cohort);
+        let partition = self.keys.partition(&link.source, &link.cohort);
         let mut inv = scripts::REDRIVE.prepare_invoke();
-        inv.key(self.keys.want(p, &link.source, &link.cohort))
-            .key(self.keys.cohort_meta(p, &link.source, &link.cohort))
-            .key(self.keys.dirty(p, link))
-            .key(self.keys.dead(p, link))
-            .key(self.keys.due(p))
-            .key(self.keys.link_meta(p, link))
+        inv.key(self.keys.want(partition, &link.source, &link.cohort))
+            .key(self.keys.cohort_meta(partition, &link.source, &link.cohort))
+            .key(self.keys.dirty(partition, link))
+            .key(self.keys.dead(partition, link))
+            .key(self.keys.due(partition))
+            .key(self.keys.link_meta(partition, link))
             .arg(&link.destination)
             .arg(link.to_string())
             .arg(now_ms);
@@ -222,16 +222,16 @@ impl Store {
         now_ms: i64,
         chunk: usize,
     ) -> Result<Option<u64>, StoreError> {
-        let p = self.keys.partition(&link.source, &link.cohort);
+        let partition = self.keys.partition(&link.source, &link.cohort);
         let mut cursor = "0".to_string();
         let mut total = 0;
         loop {
             let (next, marked): (String, u64) = scripts::RESYNC
-                .key(self.keys.want(p, &link.source, &link.cohort))
-                .key(self.keys.cohort_meta(p, &link.source, &link.cohort))
-                .key(self.keys.dirty(p, link))
-                .key(self.keys.due(p))
-                .key(self.keys.link_meta(p, link))
+                .key(self.keys.want(partition, &link.source, &link.cohort))
+                .key(self.keys.cohort_meta(partition, &link.source, &link.cohort))
+                .key(self.keys.dirty(partition, link))
+                .key(self.keys.due(partition))
+                .key(self.keys.link_meta(partition, link))
                 .arg(&link.destination)
                 .arg(link.to_string())
                 .arg(now_ms)

@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+/// One of the deployment's `redis.partitions` partitions: the unit of
+/// leasing, and the hash tag every key of its cohorts shares.
+pub type Partition = u16;
+
 /// One cohort written into one destination: the unit of flushing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId {
@@ -55,63 +59,63 @@ impl Keys {
         self.partitions
     }
 
-    /// `p = crc32(source ␀ cohort) mod P`: stable across processes and versions.
-    pub fn partition(&self, source: &str, cohort: &str) -> u16 {
+    /// `partition = crc32(source ␀ cohort) mod P`: stable across processes and versions.
+    pub fn partition(&self, source: &str, cohort: &str) -> Partition {
         let mut h = crc32fast::Hasher::new();
         h.update(source.as_bytes());
         h.update(&[0]);
         h.update(cohort.as_bytes());
-        (h.finalize() % u32::from(self.partitions)) as u16
+        (h.finalize() % u32::from(self.partitions)) as Partition
     }
 
-    fn tag(&self, p: u16) -> String {
-        format!("{{{}:{}}}", self.prefix, p)
+    fn tag(&self, partition: Partition) -> String {
+        format!("{{{}:{}}}", self.prefix, partition)
     }
 
     /// Hash: member key → `<base-36 version>!<pending><desired><link states>`
     /// (see `apply.lua`, and [`super::MemberValue`] to read one from Rust).
-    pub fn want(&self, p: u16, source: &str, cohort: &str) -> String {
-        format!("{}:want:{source}:{cohort}", self.tag(p))
+    pub fn want(&self, partition: Partition, source: &str, cohort: &str) -> String {
+        format!("{}:want:{source}:{cohort}", self.tag(partition))
     }
 
     /// Hash: the cohort's name and its link slots (`slot:<destination>`).
-    pub fn cohort_meta(&self, p: u16, source: &str, cohort: &str) -> String {
-        format!("{}:cohort:{source}:{cohort}", self.tag(p))
+    pub fn cohort_meta(&self, partition: Partition, source: &str, cohort: &str) -> String {
+        format!("{}:cohort:{source}:{cohort}", self.tag(partition))
     }
 
     /// Set: every `<source>:<cohort>` of the partition (for sweeping and listing).
-    pub fn cohorts(&self, p: u16) -> String {
-        format!("{}:cohorts", self.tag(p))
+    pub fn cohorts(&self, partition: Partition) -> String {
+        format!("{}:cohorts", self.tag(partition))
     }
 
     /// Set: members of the link whose LaunchDarkly state differs from desired or is unknown.
-    pub fn dirty(&self, p: u16, link: &LinkId) -> String {
-        format!("{}:dirty:{link}", self.tag(p))
+    pub fn dirty(&self, partition: Partition, link: &LinkId) -> String {
+        format!("{}:dirty:{link}", self.tag(partition))
     }
 
     /// Hash: segment created, LaunchDarkly key and name, last flush, last error, counters.
-    pub fn link_meta(&self, p: u16, link: &LinkId) -> String {
-        format!("{}:link:{link}", self.tag(p))
+    pub fn link_meta(&self, partition: Partition, link: &LinkId) -> String {
+        format!("{}:link:{link}", self.tag(partition))
     }
 
     /// Hash: member → "<ms> <reason>" for members LaunchDarkly rejected.
-    pub fn dead(&self, p: u16, link: &LinkId) -> String {
-        format!("{}:dead:{link}", self.tag(p))
+    pub fn dead(&self, partition: Partition, link: &LinkId) -> String {
+        format!("{}:dead:{link}", self.tag(partition))
     }
 
     /// Sorted set: link id → ms when its flush is due.
-    pub fn due(&self, p: u16) -> String {
-        format!("{}:due", self.tag(p))
+    pub fn due(&self, partition: Partition) -> String {
+        format!("{}:due", self.tag(partition))
     }
 
     /// String with TTL: one cohort's push of a delivery already applied,
     /// holding its summary. Per cohort, because one delivery may carry pushes
     /// of several cohorts and each is applied (and retried) on its own; the
     /// cohort's length comes first so ids containing `:` cannot collide.
-    pub fn seen(&self, p: u16, source: &str, cohort: &str, delivery: &str) -> String {
+    pub fn seen(&self, partition: Partition, source: &str, cohort: &str, delivery: &str) -> String {
         format!(
             "{}:seen:{source}:{}:{cohort}:{delivery}",
-            self.tag(p),
+            self.tag(partition),
             cohort.len()
         )
     }
@@ -120,13 +124,13 @@ impl Keys {
     /// `messageId`: "pending" while it is applied, then "done"
     /// (`store::batches`). The source's length comes first so ids
     /// containing `:` cannot collide.
-    pub fn batch_seen(&self, p: u16, source: &str, first_id: &str) -> String {
-        format!("{}:batch:{}:{source}:{first_id}", self.tag(p), source.len())
+    pub fn batch_seen(&self, partition: Partition, source: &str, first_id: &str) -> String {
+        format!("{}:batch:{}:{source}:{first_id}", self.tag(partition), source.len())
     }
 
     /// String with TTL: the token of the flusher working this partition.
-    pub fn lease(&self, p: u16) -> String {
-        format!("{}:lease", self.tag(p))
+    pub fn lease(&self, partition: Partition) -> String {
+        format!("{}:lease", self.tag(partition))
     }
 
     /// Set with TTL: every member key listed (as in) by the pages of one full
@@ -134,10 +138,10 @@ impl Keys {
     /// that no `(cohort, session)` pair can spell another's key. Kept until
     /// the session's finalization ends, or `snapshot_ttl_seconds` after its
     /// last page or finalization step (an abandoned session costs nothing).
-    pub fn snapshot_members(&self, p: u16, source: &str, cohort: &str, session: &str) -> String {
+    pub fn snapshot_members(&self, partition: Partition, source: &str, cohort: &str, session: &str) -> String {
         format!(
             "{}:snap:members:{source}:{}:{cohort}:{session}",
-            self.tag(p),
+            self.tag(partition),
             cohort.len()
         )
     }
@@ -145,10 +149,10 @@ impl Keys {
     /// Hash with TTL: the snapshot session's progress: `start` (version of its
     /// first page), `total` pages, `page:<n>` per page seen, `seen` (distinct
     /// pages), `has_members`, and `done` once every page arrived.
-    pub fn snapshot_meta(&self, p: u16, source: &str, cohort: &str, session: &str) -> String {
+    pub fn snapshot_meta(&self, partition: Partition, source: &str, cohort: &str, session: &str) -> String {
         format!(
             "{}:snap:meta:{source}:{}:{cohort}:{session}",
-            self.tag(p),
+            self.tag(partition),
             cohort.len()
         )
     }
@@ -157,18 +161,18 @@ impl Keys {
     /// → `<start version>|<HSCAN cursor>|<last worked on (ms)>|<session>`. Recorded by the script that
     /// applies a session's last page; worked off a chunk at a time by the
     /// receiver, or after a crash by any replica's flusher (`store::snapshot`).
-    pub fn snapshot_pending(&self, p: u16) -> String {
-        format!("{}:snap:pending", self.tag(p))
+    pub fn snapshot_pending(&self, partition: Partition) -> String {
+        format!("{}:snap:pending", self.tag(partition))
     }
 
     /// Sorted set: the cohort's completed snapshot sessions waiting for
     /// their finalization (session → start version) while another session's
     /// finalization holds the cohort's pending entry. Overlapping sessions
     /// are each finalized, one after the other, in any order.
-    pub fn snapshot_queue(&self, p: u16, source: &str, cohort: &str) -> String {
+    pub fn snapshot_queue(&self, partition: Partition, source: &str, cohort: &str) -> String {
         format!(
             "{}:snap:queue:{source}:{}:{cohort}",
-            self.tag(p),
+            self.tag(partition),
             cohort.len()
         )
     }
@@ -209,29 +213,29 @@ mod tests {
     #[test]
     fn keys_of_a_cohort_share_one_hash_tag() {
         let k = Keys::new("cb", 64);
-        let p = k.partition("amp", "c1");
-        assert!(p < 64);
-        assert_eq!(p, k.partition("amp", "c1"));
+        let partition = k.partition("amp", "c1");
+        assert!(partition < 64);
+        assert_eq!(partition, k.partition("amp", "c1"));
         let l = LinkId {
             destination: "prod".into(),
             source: "amp".into(),
             cohort: "c1".into(),
         };
-        let tag = format!("{{cb:{p}}}");
+        let tag = format!("{{cb:{partition}}}");
         for key in [
-            k.want(p, "amp", "c1"),
-            k.cohort_meta(p, "amp", "c1"),
-            k.cohorts(p),
-            k.dirty(p, &l),
-            k.link_meta(p, &l),
-            k.due(p),
-            k.seen(p, "amp", "c1", "m1"),
-            k.lease(p),
-            k.dead(p, &l),
-            k.snapshot_members(p, "amp", "c1", "s1"),
-            k.snapshot_meta(p, "amp", "c1", "s1"),
-            k.snapshot_pending(p),
-            k.snapshot_queue(p, "amp", "c1"),
+            k.want(partition, "amp", "c1"),
+            k.cohort_meta(partition, "amp", "c1"),
+            k.cohorts(partition),
+            k.dirty(partition, &l),
+            k.link_meta(partition, &l),
+            k.due(partition),
+            k.seen(partition, "amp", "c1", "m1"),
+            k.lease(partition),
+            k.dead(partition, &l),
+            k.snapshot_members(partition, "amp", "c1", "s1"),
+            k.snapshot_meta(partition, "amp", "c1", "s1"),
+            k.snapshot_pending(partition),
+            k.snapshot_queue(partition, "amp", "c1"),
         ] {
             assert!(key.starts_with(&tag), "{key}");
         }

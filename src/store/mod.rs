@@ -55,7 +55,7 @@ pub use apply::{ApplyOutcome, ApplyParams};
 pub use batches::BatchClaim;
 pub use flushing::{Ack, AckedBatch, Claim};
 pub use health::evicts;
-pub use keys::{Keys, LinkId};
+pub use keys::{Keys, LinkId, Partition};
 pub use member_value::MemberValue;
 pub use inspect::{DeadLetter, LinkStatus};
 pub use reply::StoreError;

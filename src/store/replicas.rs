@@ -1,7 +1,7 @@
 //! What replicas share: partition leases, the heartbeat registry (the rate
 //! is split over live replicas), and a 429 pause every writer honours.
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Partition, Store, StoreError};
 use std::time::Duration;
 
 impl Store {
@@ -11,12 +11,12 @@ impl Store {
     /// the partition stayed unflushed until the lease expired.
     pub async fn try_acquire_lease(
         &self,
-        p: u16,
+        partition: Partition,
         token: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let r: Option<String> = redis::cmd("SET")
-            .arg(self.keys.lease(p))
+            .arg(self.keys.lease(partition))
             .arg(token)
             .arg("NX")
             .arg("PX")
@@ -26,18 +26,18 @@ impl Store {
         if r.is_some() {
             return Ok(true);
         }
-        self.renew_lease(p, token, ttl).await
+        self.renew_lease(partition, token, ttl).await
     }
 
     /// Renews (ttl > 0) or releases (ttl = 0) a lease the caller holds.
     pub async fn renew_lease(
         &self,
-        p: u16,
+        partition: Partition,
         token: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let r: i64 = scripts::LEASE
-            .key(self.keys.lease(p))
+            .key(self.keys.lease(partition))
             .arg(token)
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut self.conn())

@@ -31,7 +31,7 @@
 use super::scripts;
 use super::apply::cohort_links;
 use super::reply::int;
-use super::{ApplyOutcome, ApplyParams, Store, StoreError};
+use super::{ApplyOutcome, ApplyParams, Partition, Store, StoreError};
 use crate::sources::Snapshot;
 use futures_util::future::try_join_all;
 use redis::ScriptInvocation;
@@ -55,16 +55,16 @@ impl Store {
     pub(super) fn stage_args(
         &self,
         inv: &mut ScriptInvocation<'_>,
-        p: u16,
+        partition: Partition,
         source: &str,
         cohort: &str,
         snap: &Snapshot,
     ) {
         let k = &self.keys;
-        inv.key(k.snapshot_members(p, source, cohort, &snap.session))
-            .key(k.snapshot_meta(p, source, cohort, &snap.session))
-            .key(k.snapshot_pending(p))
-            .key(k.snapshot_queue(p, source, cohort))
+        inv.key(k.snapshot_members(partition, source, cohort, &snap.session))
+            .key(k.snapshot_meta(partition, source, cohort, &snap.session))
+            .key(k.snapshot_pending(partition))
+            .key(k.snapshot_queue(partition, source, cohort))
             .arg(format!("{source}:{cohort}"))
             .arg(snap.page)
             .arg(snap.total_pages)
@@ -83,8 +83,8 @@ impl Store {
         name: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let p = self.keys.partition(source, cohort);
-        let meta = self.keys.cohort_meta(p, source, cohort);
+        let partition = self.keys.partition(source, cohort);
+        let meta = self.keys.cohort_meta(partition, source, cohort);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HSET")
@@ -106,12 +106,12 @@ impl Store {
     /// The session of the cohort's pending finalization, if any.
     async fn pending_session(
         &self,
-        p: u16,
+        partition: Partition,
         source: &str,
         cohort: &str,
     ) -> Result<Option<String>, StoreError> {
         let entry: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.snapshot_pending(p))
+            .arg(self.keys.snapshot_pending(partition))
             .arg(format!("{source}:{cohort}"))
             .query_async(&mut self.conn())
             .await?;
@@ -133,11 +133,11 @@ impl Store {
         orphaned_after: Option<std::time::Duration>,
     ) -> Result<Finalized, StoreError> {
         let k = &self.keys;
-        let p = k.partition(source, cohort);
+        let partition = k.partition(source, cohort);
         let links = cohort_links(source, cohort, destinations);
         let mut done = Finalized::default();
         let mut chunks = 0;
-        let Some(mut session) = self.pending_session(p, source, cohort).await? else {
+        let Some(mut session) = self.pending_session(partition, source, cohort).await? else {
             done.finished = true;
             return Ok(done);
         };
@@ -153,15 +153,15 @@ impl Store {
             };
             chunks += 1;
             let mut inv = scripts::SNAPSHOT_FINALIZE.prepare_invoke();
-            inv.key(k.snapshot_pending(p))
-                .key(k.want(p, source, cohort))
-                .key(k.snapshot_members(p, source, cohort, &session))
-                .key(k.snapshot_meta(p, source, cohort, &session))
-                .key(k.cohort_meta(p, source, cohort))
-                .key(k.due(p))
-                .key(k.snapshot_queue(p, source, cohort));
+            inv.key(k.snapshot_pending(partition))
+                .key(k.want(partition, source, cohort))
+                .key(k.snapshot_members(partition, source, cohort, &session))
+                .key(k.snapshot_meta(partition, source, cohort, &session))
+                .key(k.cohort_meta(partition, source, cohort))
+                .key(k.due(partition))
+                .key(k.snapshot_queue(partition, source, cohort));
             for l in &links {
-                inv.key(k.dirty(p, l));
+                inv.key(k.dirty(partition, l));
             }
             inv.arg(format!("{source}:{cohort}"))
                 .arg(&session)
@@ -196,7 +196,7 @@ impl Store {
                     return Ok(done);
                 }
                 1 => {}
-                2 => match self.pending_session(p, source, cohort).await? {
+                2 => match self.pending_session(partition, source, cohort).await? {
                     Some(s) => session = s,
                     None => {
                         done.finished = true;
@@ -227,12 +227,12 @@ impl Store {
         cohort: &str,
         session: &str,
     ) -> Result<Option<bool>, StoreError> {
-        let p = self.keys.partition(source, cohort);
+        let partition = self.keys.partition(source, cohort);
         let (exists, done): (bool, Option<String>) = redis::pipe()
             .cmd("EXISTS")
-            .arg(self.keys.snapshot_meta(p, source, cohort, session))
+            .arg(self.keys.snapshot_meta(partition, source, cohort, session))
             .cmd("HGET")
-            .arg(self.keys.snapshot_meta(p, source, cohort, session))
+            .arg(self.keys.snapshot_meta(partition, source, cohort, session))
             .arg("done")
             .query_async(&mut self.conn())
             .await?;
@@ -242,16 +242,16 @@ impl Store {
     /// Every `(source, cohort)` with a pending finalization in the partitions.
     pub async fn pending_snapshots(
         &self,
-        partitions: &[u16],
+        partitions: &[Partition],
     ) -> Result<Vec<(String, String)>, StoreError> {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
         // One command per partition (in a cluster they live on different nodes).
-        let replies: Vec<Vec<String>> = try_join_all(partitions.iter().map(|&p| {
+        let replies: Vec<Vec<String>> = try_join_all(partitions.iter().map(|&partition| {
             let mut c = self.conn();
             let cmd = redis::cmd("HKEYS")
-                .arg(self.keys.snapshot_pending(p))
+                .arg(self.keys.snapshot_pending(partition))
                 .clone();
             async move { cmd.query_async(&mut c).await }
         }))

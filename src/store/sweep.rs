@@ -1,14 +1,14 @@
 //! The tombstone sweeper's store calls (`sweep.lua`): a partition's cohorts
 //! and one chunk of one cohort's sweep.
 
-use super::{scripts, Store, StoreError};
+use super::{scripts, Partition, Store, StoreError};
 
 impl Store {
 
     /// Sweeps one chunk of a cohort's tombstones (see `sweep.lua`).
     pub async fn sweep_chunk(
         &self,
-        p: u16,
+        partition: Partition,
         token: &str,
         source_cohort: &str,
         cursor: &str,
@@ -16,8 +16,8 @@ impl Store {
     ) -> Result<Option<(String, u64)>, StoreError> {
         let (source, cohort) = source_cohort.split_once(':').unwrap_or((source_cohort, ""));
         let (next, removed): (String, u64) = scripts::SWEEP
-            .key(self.keys.want(p, source, cohort))
-            .key(self.keys.lease(p))
+            .key(self.keys.want(partition, source, cohort))
+            .key(self.keys.lease(partition))
             .arg(cursor)
             .arg(500)
             .arg(cutoff_ms)
@@ -29,9 +29,9 @@ impl Store {
 
 
     /// Every `<source>:<cohort>` of a partition.
-    pub async fn cohorts(&self, p: u16) -> Result<Vec<String>, StoreError> {
+    pub async fn cohorts(&self, partition: Partition) -> Result<Vec<String>, StoreError> {
         Ok(redis::cmd("SMEMBERS")
-            .arg(self.keys.cohorts(p))
+            .arg(self.keys.cohorts(partition))
             .query_async(&mut self.conn())
             .await?)
     }
