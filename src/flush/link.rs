@@ -43,7 +43,12 @@ fn status_label(a: &Attempt) -> String {
 /// outlives the request timeout (or the partition is being given up). The
 /// lease is checked only then, right before the request leaves, and the
 /// partition is not released while the request may still land.
-async fn send<F, Fut>(ctx: &FlushContext, partition: Partition, op: Operation, f: F) -> Option<(Attempt, Verdict)>
+async fn send<F, Fut>(
+    ctx: &FlushContext,
+    partition: Partition,
+    op: Operation,
+    f: F,
+) -> Option<(Attempt, Verdict)>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
@@ -84,14 +89,23 @@ where
 /// claimed members stay unknown and dirty; make the link due again now
 /// (whoever holds the partition next sends them) instead of at the claim's
 /// hold time.
-async fn abandon(ctx: &FlushContext, partition: Partition, link: &LinkId) -> anyhow::Result<Flushed> {
+async fn abandon(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+) -> anyhow::Result<Flushed> {
     tracing::info!(link = %link, partition, "Lease too short for another request (or the partition is being handed over); the flush stops before sending.");
     ctx.store.reschedule(partition, link, now_ms()).await?;
     Ok(Flushed::Deferred)
 }
 
 /// Handles every verdict but success: schedules the retry and records why.
-async fn defer(ctx: &FlushContext, partition: Partition, link: &LinkId, verdict: Verdict) -> anyhow::Result<Flushed> {
+async fn defer(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+    verdict: Verdict,
+) -> anyhow::Result<Flushed> {
     let now = now_ms();
     let lcfg = &ctx.settings.launchdarkly;
     let attempt = ctx.bump_attempts(link);
@@ -156,7 +170,12 @@ async fn defer(ctx: &FlushContext, partition: Partition, link: &LinkId, verdict:
 
 /// Blocks the link with `reason` (its first word is the metric's label):
 /// nothing is written; its changes wait.
-async fn block(ctx: &FlushContext, partition: Partition, link: &LinkId, reason: String) -> anyhow::Result<Flushed> {
+async fn block(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+    reason: String,
+) -> anyhow::Result<Flushed> {
     defer(ctx, partition, link, Verdict::Block { reason }).await
 }
 
@@ -320,7 +339,12 @@ async fn ensure_segment(
 }
 
 /// Flushes one batch of one link.
-pub async fn flush(ctx: Arc<FlushContext>, partition: Partition, link: LinkId, due_at_ms: i64) -> anyhow::Result<Flushed> {
+pub async fn flush(
+    ctx: Arc<FlushContext>,
+    partition: Partition,
+    link: LinkId,
+    due_at_ms: i64,
+) -> anyhow::Result<Flushed> {
     let settings = &ctx.settings;
     let configured = settings.source(&link.source).and_then(|s: &Arc<Source>| {
         s.destinations
@@ -492,7 +516,14 @@ pub async fn flush(ctx: Arc<FlushContext>, partition: Partition, link: LinkId, d
                 tracing::error!(link = %link, key = %keys.join(","), %message, "LaunchDarkly rejected a key; moved to dead letters.");
                 if let Some(n) = ctx
                     .store
-                    .dead_letter(partition, ctx.leases.token(), &link, &keys, &message, now_ms())
+                    .dead_letter(
+                        partition,
+                        ctx.leases.token(),
+                        &link,
+                        &keys,
+                        &message,
+                        now_ms(),
+                    )
                     .await?
                 {
                     m::changes(&link.source, "dead_lettered", n);

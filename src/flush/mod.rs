@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The flusher: moves dirty members from Redis to LaunchDarkly.
 //!
 //! Each replica holds leases on a fair share of the partitions
@@ -26,10 +27,15 @@ use tokio::task::JoinSet;
 
 /// What every link flush needs.
 pub struct FlushContext {
+    /// The running configuration.
     pub settings: Arc<Settings>,
+    /// Redis.
     pub store: Store,
+    /// LaunchDarkly's REST API.
     pub ld: LdClient,
+    /// The deployment's rate and 429 pause, shared by every flush.
     pub throttle: Arc<Throttle>,
+    /// The partitions this replica may write.
     pub leases: Leases,
     attempts: Mutex<HashMap<LinkId, u32>>,
     /// Set when shutdown begins: a flush stops before its next request.
@@ -65,6 +71,8 @@ pub struct Flusher {
 }
 
 impl Flusher {
+    /// A flusher with its own LaunchDarkly client, throttle and lease token;
+    /// `wake` is notified when a push makes a link due at once.
     pub fn new(settings: Arc<Settings>, store: Store, wake: Arc<Notify>) -> anyhow::Result<Self> {
         let ld = LdClient::new(&settings.launchdarkly, &settings.ld_token)?;
         let throttle = Arc::new(

@@ -3,7 +3,9 @@
 /// Which call was made (a 409 means different things for each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// `POST …/segments/{project}/{environment}`: creating the link's segment.
     CreateSegment,
+    /// `POST …/{segmentKey}/contexts`: writing a batch of members.
     UpdateMembership,
     /// `GET …/{segmentKey}`: reading a segment's ownership mark after a 409.
     GetSegment,
@@ -12,6 +14,7 @@ pub enum Operation {
 /// What came back from LaunchDarkly, reduced to what classification needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// The HTTP status.
     pub status: u16,
     /// `X-Ratelimit-Reset`: Unix epoch milliseconds.
     pub reset_ms: Option<i64>,
@@ -26,6 +29,7 @@ pub struct Reply {
 /// One attempt's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
+    /// LaunchDarkly answered (any status).
     Replied(Reply),
     /// No answer within the request timeout: LaunchDarkly may still apply it.
     TimedOut,
@@ -44,16 +48,30 @@ pub enum Verdict {
     AlreadyExists,
     /// 429: every writer holds off until `until_ms` (None: reset missing or
     /// already past, so wait the configured fallback).
-    RateLimited { until_ms: Option<i64> },
+    RateLimited {
+        /// When the pause ends (Unix ms), if LaunchDarkly said.
+        until_ms: Option<i64>,
+    },
     /// Transient: retry with backoff. `in_doubt` when LaunchDarkly may have
     /// applied the request without us knowing (timeout, reset connection).
-    Retry { reason: String, in_doubt: bool },
+    Retry {
+        /// What failed, for the link's `last_error`.
+        reason: String,
+        /// LaunchDarkly may have applied the request.
+        in_doubt: bool,
+    },
     /// 401/403/404 and other configuration problems: keep the data, report,
     /// try again later.
-    Block { reason: String },
+    Block {
+        /// Why; its first word is the `links_blocked` metric's label.
+        reason: String,
+    },
     /// 400 and other permanent rejections of this body: split to find the
     /// offending keys, then dead-letter them.
-    Rejected { message: String },
+    Rejected {
+        /// LaunchDarkly's message.
+        message: String,
+    },
 }
 
 /// Classifies one attempt. Pure: `now_ms` is passed in.

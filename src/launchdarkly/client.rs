@@ -9,11 +9,17 @@ use std::time::Duration;
 /// Body of `POST /api/v2/segments/{project}/{environment}` for a big segment.
 #[derive(Debug, Serialize)]
 pub struct NewSegment<'a> {
+    /// The segment key (unique in its project and environment).
     pub key: &'a str,
+    /// The segment's display name.
     pub name: &'a str,
+    /// Free text; holds the link's ownership mark ([`ownership_mark`]).
     pub description: String,
+    /// Tags shown in LaunchDarkly's UI.
     pub tags: &'a [String],
+    /// Always true: a big (unbounded) segment, written through `…/contexts`.
     pub unbounded: bool,
+    /// The context kind the segment's keys belong to.
     #[serde(rename = "unboundedContextKind")]
     pub unbounded_context_kind: &'a str,
 }
@@ -21,18 +27,23 @@ pub struct NewSegment<'a> {
 /// Body of `POST …/{segmentKey}/contexts` (`SegmentUserState`): only `included` is written.
 #[derive(Debug, Default, Serialize)]
 pub struct MembershipUpdate<'a> {
+    /// The changes to the segment's included list.
     pub included: IncludedList<'a>,
 }
 
+/// Keys to add to and remove from a big segment's included list.
 #[derive(Debug, Default, Serialize)]
 pub struct IncludedList<'a> {
+    /// Keys that join the segment.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<&'a str>,
+    /// Keys that leave the segment.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<&'a str>,
 }
 
 impl<'a> MembershipUpdate<'a> {
+    /// The body for claimed members: (key, desired in) each.
     pub fn from_members(members: &'a [(String, bool)]) -> Self {
         let mut u = MembershipUpdate::default();
         for (key, include) in members {
@@ -71,6 +82,8 @@ pub struct LdClient {
 }
 
 impl LdClient {
+    /// A client for `launchdarkly.base_url`, sending `token` on every request
+    /// and giving up on a request after `launchdarkly.request_timeout_ms`.
     pub fn new(cfg: &LaunchDarklyConfig, token: &Secret) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(token.expose()).map_err(|_| {
@@ -100,6 +113,7 @@ impl LdClient {
         url
     }
 
+    /// `POST …/segments/{project}/{environment}`: creates a big segment.
     pub async fn create_segment(
         &self,
         project: &str,
@@ -109,6 +123,8 @@ impl LdClient {
         self.post(self.url(&[project, environment]), body).await
     }
 
+    /// `POST …/segments/{project}/{environment}/{segment}/contexts`: adds
+    /// and removes members of a big segment.
     pub async fn update_membership(
         &self,
         project: &str,

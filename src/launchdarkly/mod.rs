@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! LaunchDarkly's REST API, as the flusher uses it: create a big segment once,
 //! then `POST …/contexts` with `included.add` / `included.remove`.
 //!

@@ -6,7 +6,6 @@ use super::{scripts, LinkId, Store, StoreError};
 use crate::sources::Push;
 use redis::Value;
 
-
 /// What one push did, change by change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyOutcome {
@@ -28,13 +27,16 @@ pub struct ApplyOutcome {
     pub due_now: bool,
 }
 
-
 /// Per-push settings the apply script needs.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyParams {
+    /// When the push is applied (ms): due times count from it.
     pub now_ms: i64,
+    /// How long a delivery id is remembered (`redis.dedupe_ttl_seconds` in ms).
     pub dedupe_ttl_ms: u64,
+    /// `flush.max_delay_ms`: a link is due this long after its first waiting change.
     pub max_delay_ms: u64,
+    /// `launchdarkly.max_keys_per_request`: a link with this many waiting is due now.
     pub batch: usize,
 }
 
@@ -51,7 +53,6 @@ pub(super) fn cohort_links(source: &str, cohort: &str, destinations: &[String]) 
 }
 
 impl Store {
-
     /// Applies one push (one cohort) to every link of the source, atomically.
     pub async fn apply(
         &self,

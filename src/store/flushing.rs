@@ -7,16 +7,17 @@ use futures_util::future::try_join_all;
 use redis::{ScriptInvocation, Value};
 use std::collections::HashMap;
 
-
 /// Members handed to one request: (key, desired).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "claimed members stay unknown until acknowledged"]
 pub enum Claim {
+    /// The caller's lease is gone: nothing was claimed.
     LeaseLost,
+    /// Nothing of the link is dirty (it left the due set).
     Empty,
+    /// The claimed members, now unknown for the link, with their desired state.
     Members(Vec<(String, bool)>),
 }
-
 
 /// What one acknowledgement records ([`Store::ack`]): a batch LaunchDarkly
 /// answered 2xx for, sent under the lease `token`.
@@ -43,12 +44,18 @@ pub struct AckedBatch<'a> {
 /// Result of an acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
+    /// The caller's lease is gone: nothing was recorded, the batch stays unknown.
     LeaseLost,
-    Done { written: u64, still_dirty: u64 },
+    /// Recorded.
+    Done {
+        /// Pending changes that every active destination now has.
+        written: u64,
+        /// Members of the link still dirty (sent, then changed again).
+        still_dirty: u64,
+    },
 }
 
 impl Store {
-
     /// Links due by `now_ms` in the given partitions, oldest first, with their due time.
     pub async fn due_links(
         &self,
@@ -88,7 +95,6 @@ impl Store {
         Ok(out)
     }
 
-
     /// The earliest due time across the partitions, if any link is waiting.
     pub async fn next_due(&self, partitions: &[Partition]) -> Result<Option<i64>, StoreError> {
         if partitions.is_empty() {
@@ -107,7 +113,6 @@ impl Store {
         .await?;
         Ok(replies.into_iter().flatten().map(|(_, s)| s as i64).min())
     }
-
 
     /// Marks up to `max` dirty members unknown and returns them with their desired state.
     pub async fn claim(
@@ -148,9 +153,12 @@ impl Store {
         }
     }
 
-
     /// Records an acknowledged write of a batch to the link (`ack.lua`).
-    pub async fn ack(&self, partition: Partition, batch: &AckedBatch<'_>) -> Result<Ack, StoreError> {
+    pub async fn ack(
+        &self,
+        partition: Partition,
+        batch: &AckedBatch<'_>,
+    ) -> Result<Ack, StoreError> {
         let link = batch.link;
         let mut inv = scripts::ACK.prepare_invoke();
         self.claimed_link_keys(&mut inv, partition, link);
@@ -185,7 +193,12 @@ impl Store {
     /// KEYS[1..4] of the scripts that settle claimed members (`ack.lua`,
     /// `dead_letter.lua`): the partition lease, the cohort's want hash, the
     /// link's dirty set and the cohort meta hash.
-    fn claimed_link_keys(&self, inv: &mut ScriptInvocation<'_>, partition: Partition, link: &LinkId) {
+    fn claimed_link_keys(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        partition: Partition,
+        link: &LinkId,
+    ) {
         let k = &self.keys;
         inv.key(k.lease(partition))
             .key(k.want(partition, &link.source, &link.cohort))
@@ -219,7 +232,6 @@ impl Store {
         let r: i64 = inv.invoke_async(&mut self.conn()).await?;
         Ok((r >= 0).then_some(r as u64))
     }
-
 
     /// Records a failed attempt and when to try the link again. New pushes
     /// make a link due sooner, so the flusher also honours `retry_at_ms`.
@@ -256,7 +268,6 @@ impl Store {
         Ok(())
     }
 
-
     /// The link's meta hash (segment created, key, counters, errors).
     pub async fn link_meta(
         &self,
@@ -269,9 +280,13 @@ impl Store {
             .await?)
     }
 
-
     /// Makes the link due at `at_ms` (e.g. not before its recorded retry time).
-    pub async fn reschedule(&self, partition: Partition, link: &LinkId, at_ms: i64) -> Result<(), StoreError> {
+    pub async fn reschedule(
+        &self,
+        partition: Partition,
+        link: &LinkId,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("ZADD")
             .arg(self.keys.due(partition))
             .arg(at_ms)
@@ -280,7 +295,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
 
     /// Sets fields of the link's meta hash.
     pub async fn set_link_meta(
@@ -298,7 +312,6 @@ impl Store {
         Ok(())
     }
 
-
     /// The cohort's name as last pushed.
     pub async fn cohort_name(
         &self,
@@ -313,7 +326,6 @@ impl Store {
             .await?)
     }
 
-
     /// Members of one link waiting for LaunchDarkly (its dirty set's size).
     pub async fn dirty_len(&self, partition: Partition, link: &LinkId) -> Result<u64, StoreError> {
         Ok(redis::cmd("SCARD")
@@ -321,7 +333,6 @@ impl Store {
             .query_async(&mut self.conn())
             .await?)
     }
-
 
     /// Members of the link still waiting for LaunchDarkly, summed over due links.
     pub async fn backlog(&self, partitions: &[Partition]) -> Result<u64, StoreError> {

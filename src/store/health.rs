@@ -87,7 +87,13 @@ mod tests {
 
     #[test]
     fn only_evicting_policies_evict() {
-        for p in ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-ttl"] {
+        for p in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-ttl",
+        ] {
             assert!(evicts(p), "{p}");
         }
         for p in ["noeviction", ""] {

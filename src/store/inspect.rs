@@ -7,12 +7,14 @@ use std::collections::HashMap;
 /// What an operator sees of one link.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LinkStatus {
+    /// The partition holding the link's keys.
     pub partition: Partition,
     /// The link meta hash: segment key and name, created, last flush, last
     /// error, blocked reason, retry time and counters.
     pub meta: HashMap<String, String>,
     /// Members waiting for LaunchDarkly (or in doubt).
     pub dirty: u64,
+    /// Members set aside after LaunchDarkly rejected them.
     pub dead_letters: u64,
     /// When the link's next flush is due, if it is waiting.
     pub due_at_ms: Option<i64>,
@@ -23,7 +25,9 @@ pub struct LinkStatus {
 /// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
+    /// The member's key.
     pub key: String,
+    /// When it was rejected (ms).
     pub at_ms: i64,
     /// LaunchDarkly's message.
     pub reason: String,

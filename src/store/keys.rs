@@ -15,8 +15,11 @@ pub type Partition = u16;
 /// One cohort written into one destination: the unit of flushing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId {
+    /// The destination's id (a LaunchDarkly project and environment).
     pub destination: String,
+    /// The source's id.
     pub source: String,
+    /// The cohort's id at the source.
     pub cohort: String,
 }
 
@@ -47,6 +50,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Keys under `redis.key_prefix`, spread over `redis.partitions` (at least one).
     pub fn new(prefix: &str, partitions: u16) -> Self {
         Keys {
             prefix: prefix.to_string(),
@@ -125,7 +129,11 @@ impl Keys {
     /// (`store::batches`). The source's length comes first so ids
     /// containing `:` cannot collide.
     pub fn batch_seen(&self, partition: Partition, source: &str, first_id: &str) -> String {
-        format!("{}:batch:{}:{source}:{first_id}", self.tag(partition), source.len())
+        format!(
+            "{}:batch:{}:{source}:{first_id}",
+            self.tag(partition),
+            source.len()
+        )
     }
 
     /// String with TTL: the token of the flusher working this partition.
@@ -138,7 +146,13 @@ impl Keys {
     /// that no `(cohort, session)` pair can spell another's key. Kept until
     /// the session's finalization ends, or `snapshot_ttl_seconds` after its
     /// last page or finalization step (an abandoned session costs nothing).
-    pub fn snapshot_members(&self, partition: Partition, source: &str, cohort: &str, session: &str) -> String {
+    pub fn snapshot_members(
+        &self,
+        partition: Partition,
+        source: &str,
+        cohort: &str,
+        session: &str,
+    ) -> String {
         format!(
             "{}:snap:members:{source}:{}:{cohort}:{session}",
             self.tag(partition),
@@ -149,7 +163,13 @@ impl Keys {
     /// Hash with TTL: the snapshot session's progress: `start` (version of its
     /// first page), `total` pages, `page:<n>` per page seen, `seen` (distinct
     /// pages), `has_members`, and `done` once every page arrived.
-    pub fn snapshot_meta(&self, partition: Partition, source: &str, cohort: &str, session: &str) -> String {
+    pub fn snapshot_meta(
+        &self,
+        partition: Partition,
+        source: &str,
+        cohort: &str,
+        session: &str,
+    ) -> String {
         format!(
             "{}:snap:meta:{source}:{}:{cohort}:{session}",
             self.tag(partition),

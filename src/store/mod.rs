@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Redis, the system of record: the only module that talks to it.
 //!
 //! Each operation that must be atomic is one Lua script over keys of one hash
@@ -42,9 +43,9 @@ mod batches;
 mod connection;
 mod flushing;
 mod health;
+mod inspect;
 pub mod keys;
 mod member_value;
-mod inspect;
 mod replicas;
 mod reply;
 mod scripts;
@@ -55,9 +56,9 @@ pub use apply::{ApplyOutcome, ApplyParams};
 pub use batches::BatchClaim;
 pub use flushing::{Ack, AckedBatch, Claim};
 pub use health::evicts;
+pub use inspect::{DeadLetter, LinkStatus};
 pub use keys::{Keys, LinkId, Partition};
 pub use member_value::MemberValue;
-pub use inspect::{DeadLetter, LinkStatus};
 pub use reply::StoreError;
 
 use crate::config::RedisConfig;

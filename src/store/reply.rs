@@ -5,8 +5,10 @@ use redis::Value;
 /// Redis could not be reached or answered an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Redis could not be reached, or a command failed.
     #[error("redis unavailable: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A script answered something the store cannot read.
     #[error("unexpected reply from a script: {0}")]
     Reply(String),
     /// Redis Cluster answers, but not well enough to take writes.
@@ -27,7 +29,7 @@ pub(super) fn int(v: &Value) -> Result<i64, StoreError> {
 }
 
 /// A script's text reply.
-pub(super) fn  text(v: &Value) -> Result<String, StoreError> {
+pub(super) fn text(v: &Value) -> Result<String, StoreError> {
     match v {
         Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Ok(s.clone()),

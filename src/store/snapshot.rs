@@ -28,9 +28,9 @@
 //!    hash does not hold that arrives not newer than the floor is stale
 //!    (it was in none of that snapshot's pages).
 
-use super::scripts;
 use super::apply::cohort_links;
 use super::reply::int;
+use super::scripts;
 use super::{ApplyOutcome, ApplyParams, Partition, Store, StoreError};
 use crate::sources::Snapshot;
 use futures_util::future::try_join_all;

@@ -4,7 +4,6 @@
 use super::{scripts, Partition, Store, StoreError};
 
 impl Store {
-
     /// Sweeps one chunk of a cohort's tombstones (see `sweep.lua`).
     pub async fn sweep_chunk(
         &self,
@@ -26,7 +25,6 @@ impl Store {
             .await?;
         Ok((next != "-1").then_some((next, removed)))
     }
-
 
     /// Every `<source>:<cohort>` of a partition.
     pub async fn cohorts(&self, partition: Partition) -> Result<Vec<String>, StoreError> {

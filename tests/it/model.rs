@@ -40,7 +40,9 @@
 use crate::support::RedisServer;
 use cohort_bridge::config::RedisConfig;
 use cohort_bridge::sources::{Change, Push, Snapshot};
-use cohort_bridge::store::{Ack, AckedBatch, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store};
+use cohort_bridge::store::{
+    Ack, AckedBatch, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
