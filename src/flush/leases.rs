@@ -19,7 +19,10 @@ use crate::store::{Partition, Store};
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the system's monotonic clock unless a test pauses it), so
+// tests can drive lease and drain timing with `tokio::time::pause`.
+use tokio::time::Instant;
 
 /// The leases this replica holds.
 #[derive(Debug)]
@@ -45,7 +48,8 @@ struct State {
 
 impl State {
     fn valid(&self, partition: Partition, margin: Duration, now: Instant) -> bool {
-        !self.draining.contains(&partition) && self.held.get(&partition).is_some_and(|u| *u > now + margin)
+        !self.draining.contains(&partition)
+            && self.held.get(&partition).is_some_and(|u| *u > now + margin)
     }
 
     /// True once a draining partition may be released.
@@ -90,6 +94,9 @@ impl Drop for RequestGuard<'_> {
 }
 
 impl Leases {
+    /// No leases yet; `token` identifies this replica's leases in Redis,
+    /// `ttl` is `flush.lease_ttl`, and a partition of the `partitions` is
+    /// only written while its lease outlives `request_timeout`.
     pub fn new(token: String, ttl: Duration, request_timeout: Duration, partitions: u16) -> Self {
         Leases {
             token,
@@ -104,6 +111,7 @@ impl Leases {
         self.state.lock().expect("leases lock")
     }
 
+    /// The token this replica's leases hold (the fencing check of every script).
     pub fn token(&self) -> &str {
         &self.token
     }
@@ -205,7 +213,10 @@ impl Leases {
                     break;
                 }
                 let start = Instant::now();
-                if store.try_acquire_lease(partition, &self.token, self.ttl).await? {
+                if store
+                    .try_acquire_lease(partition, &self.token, self.ttl)
+                    .await?
+                {
                     self.lock().held.insert(partition, start + self.ttl);
                     count += 1;
                 }
@@ -246,7 +257,9 @@ impl Leases {
             done
         };
         for partition in release {
-            store.renew_lease(partition, &self.token, Duration::ZERO).await?;
+            store
+                .renew_lease(partition, &self.token, Duration::ZERO)
+                .await?;
             tracing::info!(partition, "Released a partition to a new replica.");
         }
         metrics::gauge!(crate::metrics::LEASES_HELD).set(self.count() as f64);
@@ -273,10 +286,80 @@ impl Leases {
                 .collect()
         };
         for partition in held {
-            if let Err(e) = store.renew_lease(partition, &self.token, Duration::ZERO).await {
+            if let Err(e) = store
+                .renew_lease(partition, &self.token, Duration::ZERO)
+                .await
+            {
                 tracing::warn!(partition, error = %e, "Could not release a lease; it will expire.");
             }
         }
         let _ = store.leave(&self.token).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(30);
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Leases that hold `partition` as if it had just been acquired.
+    fn holding(partition: Partition) -> Leases {
+        let leases = Leases::new("t".into(), TTL, REQUEST_TIMEOUT, 4);
+        leases.lock().held.insert(partition, Instant::now() + TTL);
+        leases
+    }
+
+    fn quiet(leases: &Leases, partition: Partition) -> bool {
+        leases
+            .lock()
+            .quiet(partition, REQUEST_TIMEOUT, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_usable_only_while_it_outlives_the_margin() {
+        let leases = holding(2);
+        let margin = Duration::from_secs(10);
+        assert_eq!(leases.usable(margin), [2]);
+        tokio::time::advance(TTL - margin - Duration::from_millis(1)).await;
+        assert!(leases.valid_for(2, margin));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!leases.valid_for(2, margin));
+        assert!(leases.usable(margin).is_empty());
+        assert!(leases.valid_for(2, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_request_starts_unless_the_lease_outlives_its_timeout() {
+        let leases = holding(1);
+        assert!(leases.begin_request(1).is_some());
+        assert!(leases.begin_request(0).is_none(), "not held");
+        tokio::time::advance(TTL - REQUEST_TIMEOUT).await;
+        assert!(leases.begin_request(1).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_partition_waits_out_the_timeout_of_its_last_unsettled_request() {
+        let leases = holding(3);
+        let guard = leases.begin_request(3).expect("lease valid");
+        leases.lock().draining.insert(3);
+        assert!(leases.begin_request(3).is_none(), "draining: nothing new");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!quiet(&leases, 3), "a request is in flight");
+        drop(guard); // ended without an answer LaunchDarkly will not apply later
+        tokio::time::advance(REQUEST_TIMEOUT - Duration::from_millis(1)).await;
+        assert!(!quiet(&leases, 3), "the abandoned request may still land");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(quiet(&leases, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_request_needs_no_wait() {
+        let leases = holding(0);
+        let mut guard = leases.begin_request(0).expect("lease valid");
+        guard.settled();
+        drop(guard);
+        assert!(quiet(&leases, 0));
     }
 }

@@ -43,12 +43,31 @@ fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(quota))
 }
 
+#[cfg(not(test))]
 use crate::clock::now_ms;
+
+/// The wall clock as unit tests see it: it moves with tokio's clock, so a
+/// test on paused time (`tokio::time::pause`) drives pauses too. Unpaused,
+/// it is the real wall clock.
+#[cfg(test)]
+fn now_ms() -> i64 {
+    let (tokio_now, real_now) = (
+        tokio::time::Instant::now().into_std(),
+        std::time::Instant::now(),
+    );
+    let ahead = match tokio_now.checked_duration_since(real_now) {
+        Some(d) => d.as_millis() as i64,
+        None => -(real_now.duration_since(tokio_now).as_millis() as i64),
+    };
+    crate::clock::now_ms() + ahead
+}
 
 /// `launchdarkly.max_pause_seconds`' default (900 s) in ms.
 const DEFAULT_MAX_PAUSE_MS: i64 = 900_000;
 
 impl Throttle {
+    /// A throttle for the deployment's `launchdarkly.requests_per_second`,
+    /// as one replica's share until [`Throttle::set_replicas`] says otherwise.
     pub fn new(requests_per_second: f64) -> Self {
         Throttle {
             rate: requests_per_second,
@@ -87,6 +106,7 @@ impl Throttle {
         until
     }
 
+    /// Until when (Unix ms) every writer holds off; 0 when never paused.
     pub fn paused_until(&self) -> i64 {
         self.pause_until_ms.load(Ordering::SeqCst)
     }
@@ -196,29 +216,73 @@ mod tests {
         assert_eq!(t.paused_until(), until);
     }
 
-    #[tokio::test]
+    /// Virtual time since `start` (the test runs on paused time).
+    fn waited(start: tokio::time::Instant) -> Duration {
+        tokio::time::Instant::now() - start
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_writer_rereads_the_shared_pause_once_it_has_its_token() {
         let t = Throttle::new(1000.0);
         // The shared pause is unknown when the writer starts waiting and
         // appears (another replica's 429) by the time it holds its token.
         let reads = std::sync::atomic::AtomicU32::new(0);
-        let learned = now_ms() + 150;
+        let start = tokio::time::Instant::now();
+        let learned = now_ms() + 20_000;
         t.acquire_with(|| {
             let n = reads.fetch_add(1, Ordering::SeqCst);
             std::future::ready((n >= 1).then_some(learned))
         })
         .await;
         assert!(now_ms() >= learned, "sent during the shared pause");
+        assert!(
+            waited(start) >= Duration::from_secs(20),
+            "{:?}",
+            waited(start)
+        );
         assert!(reads.load(Ordering::SeqCst) >= 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn pause_holds_acquire_until_it_ends() {
         let t = Throttle::new(1000.0);
-        let until = now_ms() + 150;
+        let start = tokio::time::Instant::now();
+        let until = now_ms() + 60_000;
         t.pause_until(until);
-        t.pause_until(until - 100); // an earlier pause never shortens a later one
+        t.pause_until(until - 30_000); // an earlier pause never shortens a later one
         t.acquire().await;
         assert!(now_ms() >= until);
+        let w = waited(start);
+        assert!(
+            w >= Duration::from_secs(60) && w < Duration::from_secs(61),
+            "{w:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_past_max_pause_holds_writers_only_that_long() {
+        let t = Throttle::new(1000.0).with_max_pause(Duration::from_secs(30));
+        let start = tokio::time::Instant::now();
+        t.pause_until(now_ms() + 3_600_000); // an absurd Retry-After
+        t.acquire().await;
+        let w = waited(start);
+        assert!(
+            w >= Duration::from_secs(30) && w < Duration::from_secs(31),
+            "{w:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_pause_ends_writers_go_at_once() {
+        let t = Throttle::new(1000.0);
+        t.pause_until(now_ms() + 5_000);
+        t.acquire().await;
+        let start = tokio::time::Instant::now();
+        t.acquire_with(|| std::future::ready(Some(0))).await; // an old shared pause
+        assert!(
+            waited(start) < Duration::from_secs(1),
+            "{:?}",
+            waited(start)
+        );
     }
 }
