@@ -308,7 +308,7 @@ mod signing_tests {
         };
         let source = Source {
             id: "segment".into(),
-            kind: crate::sources::SourceKind::Segment,
+            kind: crate::config::SourceKind::Segment,
             destinations: vec![],
             key_field: "userId".into(),
             auth,

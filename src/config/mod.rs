@@ -10,20 +10,29 @@
 //!
 //! Secrets only ever live in [`Secret`], whose `Debug` prints `[redacted]`.
 
+mod auth;
+mod error;
+mod kinds;
+pub mod manifest;
 mod partner;
 mod raw;
 mod secret;
+mod secret_source;
+mod settings;
 mod validate;
 
+pub(crate) use kinds::for_each_source_kind;
+pub use kinds::{AnswerStyle, SourceKind};
 pub use partner::{source_id as partner_source_id, PartnerSettings, PartnerToken};
 pub use raw::{
     AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, PartnerConfig,
     PartnerTokenConfig, RawConfig, RedisConfig, ServerConfig, SourceConfig,
 };
+pub use error::ConfigError;
+use error::Problems;
 pub use secret::Secret;
-pub use validate::{
-    ConfigError, Destination, ResolvedAuth, SegmentBatches, Settings, Source, SourceKind,
-};
+pub use secret_source::{MapSecrets, ProcessEnv, SecretSource};
+pub use settings::{Destination, ResolvedAuth, SegmentBatches, Settings, Source};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -50,14 +59,16 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
                 .ignore(&["config", "log", "log_format"]),
         );
     let raw: RawConfig = figment.extract().map_err(ConfigError::from_figment)?;
-    Settings::from_raw(raw, &validate::ProcessEnv)
+    Settings::from_raw(raw, &ProcessEnv)
 }
 
-/// Parses settings from TOML text alone (no environment overrides); used by
-/// tests and by `check-config` on stdin-free setups.
+/// Parses settings from TOML text alone: no environment overrides, secrets
+/// from `env`. Used by tests; `check-config` loads exactly as `serve` does
+/// ([`load`]: the file, the environment overrides, every secret) and then
+/// prints the warnings and a summary instead of serving.
 pub fn from_toml_str(
     text: &str,
-    env: &dyn validate::SecretSource,
+    env: &dyn SecretSource,
 ) -> Result<Settings, ConfigError> {
     let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
         .merge(Toml::string(text))
@@ -65,8 +76,6 @@ pub fn from_toml_str(
         .map_err(ConfigError::from_figment)?;
     Settings::from_raw(raw, env)
 }
-
-pub use validate::{MapSecrets, ProcessEnv, SecretSource};
 
 #[cfg(test)]
 mod tests;

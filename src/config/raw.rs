@@ -295,7 +295,7 @@ pub struct AuthConfig {
 }
 
 /// `[partner]`: LaunchDarkly's partner endpoint,
-/// `POST /api/v2/segment-targets/{integrationKey}` (see `sources::manifest`).
+/// `POST /api/v2/segment-targets/{integrationKey}` (see `config::manifest`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartnerConfig {

@@ -17,7 +17,8 @@ use super::error::ApiError;
 use super::AppState;
 use crate::clock::now_ms;
 use crate::metrics as m;
-use crate::sources::{self, SourceKind};
+use crate::config::SourceKind;
+use crate::sources;
 use crate::store::{ApplyOutcome, ApplyParams, BatchClaim};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
@@ -124,9 +125,7 @@ fn verify_and_parse(
         Ok(v) => v,
         Err(e) => return (None, Err(e.into())),
     };
-    let action = (source.kind == SourceKind::Mixpanel)
-        .then(|| sources::mixpanel_action(body))
-        .flatten();
+    let action = sources::echo_action(source.kind, body);
     (action, parse_verified(source, &verified, now))
 }
 

@@ -190,7 +190,8 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
 mod tests {
     use super::*;
     use crate::sources::test_support::{source, verified};
-    use crate::sources::{Change, SourceKind};
+    use crate::config::SourceKind;
+    use crate::sources::Change;
     use serde_json::json;
 
     fn body(action: &str, page: u32, pages: u32, members: &[&str]) -> Value {

@@ -5,88 +5,50 @@
 //! about fields they do not use and strict about the types of those they do:
 //! a wrong shape is a [`ParseError`] (400), never a panic.
 
-mod amplitude;
-mod heap;
-pub mod manifest;
+pub mod partner;
 mod member;
-mod mixpanel;
-mod segment;
-mod standard_webhooks;
 
 pub use member::{collect_changes, extract_key};
-pub use mixpanel::action_of as mixpanel_action;
 
-use crate::config::Source;
+use crate::config::{AnswerStyle, Source, SourceKind};
 use crate::verify::Verified;
-use std::fmt;
-use std::str::FromStr;
 
-/// The kinds of sender the bridge understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SourceKind {
-    Amplitude,
-    Heap,
-    /// LaunchDarkly partner pushes (`POST /api/v2/segment-targets/{integrationKey}`),
-    /// parsed by an integration-framework manifest; configured in `[partner]`,
-    /// never as a `[[sources]]` kind.
-    Partner,
-    Segment,
-    Mixpanel,
-    StandardWebhooks,
+/// Expands the kinds' rows (`config::for_each_source_kind!`) into one
+/// `mod <module>;` per kind and the dispatch of [`parse`].
+macro_rules! define_parsers {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident { module: $module:ident, $($column:ident: $value:tt),* },
+    )*) => {
+        $(mod $module;)*
+
+        /// Parses a verified body with the source's kind. `now_ms` is the
+        /// version of changes whose sender gives no time of its own.
+        pub fn parse(
+            source: &Source,
+            verified: &Verified<'_>,
+            now_ms: i64,
+        ) -> Result<Parsed, ParseError> {
+            match source.kind {
+                $(SourceKind::$variant => $module::parse(source, verified, now_ms),)*
+                // Partner sources are never looked up by the webhook route: their
+                // bodies are read by their manifest (the partner route).
+                SourceKind::Partner => Err(ParseError(
+                    "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
+                )),
+            }
+        }
+    };
 }
+crate::config::for_each_source_kind!(define_parsers);
 
-impl SourceKind {
-    /// Every kind: its config name and the member field holding the key by default.
-    const TABLE: &'static [(SourceKind, &'static str, &'static str)] = &[
-        (SourceKind::Amplitude, "amplitude", "user_id"),
-        (SourceKind::Heap, "heap", "id"),
-        (SourceKind::Partner, "partner", "id"),
-        (SourceKind::Segment, "segment", "userId"),
-        (SourceKind::Mixpanel, "mixpanel", "mixpanel_distinct_id"),
-        (SourceKind::StandardWebhooks, "standard-webhooks", "key"),
-    ];
-
-    /// The kinds a `[[sources]]` entry may name (`partner` is configured in `[partner]`).
-    pub fn names() -> Vec<&'static str> {
-        Self::TABLE
-            .iter()
-            .filter(|(k, _, _)| *k != SourceKind::Partner)
-            .map(|(_, n, _)| *n)
-            .collect()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(k, _, _)| *k == self)
-            .map(|(_, n, _)| *n)
-            .unwrap_or("unknown")
-    }
-
-    pub fn default_key_field(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(k, _, _)| *k == self)
-            .map(|(_, _, f)| *f)
-            .unwrap_or("id")
-    }
-}
-
-impl FromStr for SourceKind {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Self::TABLE
-            .iter()
-            .find(|(_, n, _)| *n == s)
-            .map(|(k, _, _)| *k)
-            .ok_or(())
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// What the answer echoes of a body the sender's envelope repeats back
+/// (Mixpanel's `action`, when it is one Mixpanel sends); `None` for kinds
+/// whose answers echo nothing. Read only from a verified body.
+pub fn echo_action(kind: SourceKind, body: &[u8]) -> Option<&'static str> {
+    match kind.answer_style() {
+        AnswerStyle::Mixpanel => mixpanel::action_of(body),
+        AnswerStyle::Native | AnswerStyle::LaunchDarkly => None,
     }
 }
 
@@ -174,21 +136,6 @@ impl ParseError {
     }
 }
 
-impl SourceKind {
-    /// The body field (or header) a change's version comes from, to name it
-    /// when a version is too far in the future.
-    pub fn version_field(self) -> &'static str {
-        match self {
-            SourceKind::Amplitude => "computed_time",
-            SourceKind::Heap => "the signature's timestamp (t=)",
-            SourceKind::Partner => "the arrival time",
-            SourceKind::Segment => "timestamp",
-            SourceKind::Mixpanel => "the arrival time",
-            SourceKind::StandardWebhooks => "version (or the envelope's timestamp)",
-        }
-    }
-}
-
 /// Refuses a request any of whose versions is more than `max_skew_ms` ahead
 /// of `now_ms`: a far-future version would pin a member forever (an older
 /// version never overrides a newer one). Nothing of such a request is stored.
@@ -238,26 +185,10 @@ pub fn drop_invalid_keys(parsed: &mut Parsed, max_bytes: usize) {
     parsed.skipped_invalid_key += dropped;
 }
 
-/// Parses a verified body with the source's kind. `now_ms` is the version of
-/// changes whose sender gives no time of its own.
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
-    match source.kind {
-        SourceKind::Amplitude => amplitude::parse(source, verified, now_ms),
-        SourceKind::Heap => heap::parse(source, verified, now_ms),
-        SourceKind::Partner => Err(ParseError(
-            "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
-        )),
-        SourceKind::Segment => segment::parse(source, verified, now_ms),
-        SourceKind::Mixpanel => mixpanel::parse(source, verified, now_ms),
-        SourceKind::StandardWebhooks => standard_webhooks::parse(source, verified, now_ms),
-    }
-}
-
 /// Builders for the parsers' unit tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use super::SourceKind;
-    use crate::config::{ResolvedAuth, Source};
+    use crate::config::{ResolvedAuth, Source, SourceKind};
     use crate::verify::{self, Verified};
 
     pub fn source(kind: SourceKind, key_field: &str) -> Source {

@@ -184,7 +184,7 @@ mod tests {
     fn run(key_field: &str, body: &Value) -> Result<Parsed, ParseError> {
         let bytes = serde_json::to_vec(body).unwrap();
         parse(
-            &source(crate::sources::SourceKind::Segment, key_field),
+            &source(crate::config::SourceKind::Segment, key_field),
             &verified(&bytes),
             7,
         )
@@ -333,7 +333,7 @@ mod tests {
             assert!(err.0.contains(needle), "{} lacks {needle}", err.0);
         }
         let err = parse(
-            &source(crate::sources::SourceKind::Segment, "userId"),
+            &source(crate::config::SourceKind::Segment, "userId"),
             &verified(b"{not json"),
             0,
         )

@@ -199,7 +199,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
 mod tests {
     use super::*;
     use crate::sources::test_support::{source, verified};
-    use crate::sources::SourceKind;
+    use crate::config::SourceKind;
     use serde_json::json;
 
     fn run(b: &Value) -> Result<Parsed, ParseError> {

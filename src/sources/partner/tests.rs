@@ -1,6 +1,7 @@
-//! Unit tests of the manifest parser.
+//! Unit tests of reading partner bodies with their manifests.
 
 use super::*;
+use crate::config::manifest::BUILTIN;
 use serde_json::json;
 
 fn builtin(key: &str) -> Manifest {
@@ -16,17 +17,7 @@ fn changes(p: &Push) -> Vec<(&str, bool)> {
 }
 
 fn parse(m: &Manifest, body: Value) -> Result<PartnerRequest, ParseError> {
-    m.parse(&serde_json::to_vec(&body).unwrap(), 42)
-}
-
-#[test]
-fn every_builtin_loads() {
-    for (key, text) in BUILTIN {
-        let m = Manifest::load(key, text, None).unwrap_or_else(|e| panic!("{key}: {e}"));
-        assert_eq!(m.key, *key);
-        assert!(!m.member_id_path().is_empty());
-    }
-    assert_eq!(BUILTIN.len(), 12);
+    super::parse(m, &serde_json::to_vec(&body).unwrap(), 42)
 }
 
 #[test]
@@ -217,8 +208,8 @@ fn wrong_types_and_garbage_are_errors_not_panics() {
         ] {
             assert!(parse(&m, body).is_err(), "{key}");
         }
-        assert!(m.parse(b"{not json", 1).is_err());
-        assert!(m.parse(b"", 1).is_err());
+        assert!(super::parse(&m, b"{not json", 1).is_err());
+        assert!(super::parse(&m, b"", 1).is_err());
     }
 }
 
@@ -295,7 +286,7 @@ proptest::proptest! {
         let bytes = serde_json::to_vec(&body).unwrap();
         for (key, text) in BUILTIN {
             let m = Manifest::load(key, text, None).unwrap();
-            if let Ok(r) = m.parse(&bytes, 1) {
+            if let Ok(r) = super::parse(&m, &bytes, 1) {
                 proptest::prop_assert!(!r.parsed.pushes.is_empty());
                 for p in &r.parsed.pushes {
                     proptest::prop_assert!(!p.cohort_id.trim().is_empty());
@@ -304,38 +295,4 @@ proptest::proptest! {
             }
         }
     }
-}
-
-#[test]
-fn invalid_manifests_are_refused() {
-    let rp = |parser: Value| {
-        json!({"name": "x", "capabilities": {"syncedSegment": {"requestParser": parser}}})
-            .to_string()
-    };
-    let base = json!({"environmentIdPath": "/e", "cohortIdPath": "/c", "cohortNamePath": "/n",
-                      "memberArrayParser": {"memberIdPath": "/id"}});
-    // No mode at all.
-    assert!(Manifest::load("x", &rp(base.clone()), None).is_err());
-    // Unknown field.
-    let mut b = base.clone();
-    b["memberArrayPath"] = json!("/m");
-    b["memberArrayParser"]["booleanMembershipPath"] = json!("/v");
-    assert!(Manifest::load("x", &rp(b.clone()), None).is_ok());
-    b["surprise"] = json!(1);
-    assert!(Manifest::load("x", &rp(b), None).is_err());
-    // Not a pointer.
-    let mut b = base.clone();
-    b["addMemberArrayPath"] = json!("add");
-    b["removeMemberArrayPath"] = json!("/remove");
-    assert!(Manifest::load("x", &rp(b), None)
-        .unwrap_err()
-        .contains("addMemberArrayPath"));
-    // Bad regex.
-    let mut b = base;
-    b["memberArrayPath"] = json!("/m");
-    b["arrayInclusion"] = json!({"path": "/a", "matcher": "(("});
-    assert!(Manifest::load("x", &rp(b), None).is_err());
-    // No syncedSegment capability.
-    assert!(Manifest::load("x", r#"{"name": "census"}"#, None).is_err());
-    assert!(Manifest::load("x", "not json", None).is_err());
 }
