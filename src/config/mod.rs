@@ -1,12 +1,20 @@
 //! Typed settings: one TOML file plus `COHORT_BRIDGE_*` environment overrides.
 //!
-//! The TOML shape is a public interface (DESIGN.md, "Configuration"): keys may
-//! be added, never renamed. Loading happens in two steps:
-//! 1. [`RawConfig`] is deserialized with figment (unknown keys are errors, so a
-//!    typo is caught and named instead of silently ignored);
-//! 2. [`Settings::from_raw`] validates it, reads every secret from the
-//!    environment or a file, and reports *all* problems at once, each naming
-//!    the offending key (`sources[1].destinations[0]: …`).
+//! The TOML shape is a public interface (docs/design.md, "Configuration"): keys
+//! may be added, never renamed. Loading happens in two steps:
+//! 1. [`RawConfig`] (`raw.rs`) is deserialized with figment (unknown keys are
+//!    errors, so a typo is caught and named instead of silently ignored);
+//! 2. [`Settings::from_raw`] (`validate.rs`) validates it, reads every secret
+//!    from the environment or a file ([`SecretSource`], `secret_source.rs`),
+//!    and reports *all* problems at once ([`ConfigError`], `error.rs`), each
+//!    naming the offending key (`sources[1].destinations[0]: …`).
+//!
+//! The rest, one idea a file: the validated types ([`Settings`],
+//! [`Source`], [`ResolvedAuth`], …, `settings.rs`); a source's `auth`
+//! resolved (`auth.rs`); `[partner]` (`partner.rs`) and the manifests it
+//! loads ([`manifest`]); the kinds of sender, one row each ([`SourceKind`],
+//! `kinds.rs`). This module imports nothing above it: `sources`, `verify`
+//! and the rest build on these types.
 //!
 //! Secrets only ever live in [`Secret`], whose `Debug` prints `[redacted]`.
 

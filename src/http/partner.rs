@@ -265,7 +265,7 @@ async fn handle(
     } else {
         crate::sources::partner::parse(&manifest, &body, now)
     };
-    let mut request = parsed.map_err(|e| PartnerError::Invalid(e.0))?;
+    let mut request = parsed.map_err(|e| PartnerError::Invalid(e.to_string()))?;
     if !allowed
         .iter()
         .any(|(_, t)| t.allows_environment(&request.environment_id))
@@ -287,7 +287,7 @@ async fn handle(
         now,
         (settings.server.max_future_skew_seconds as i64).saturating_mul(1000),
     )
-    .map_err(|e| PartnerError::Invalid(e.0))?;
+    .map_err(|e| PartnerError::Invalid(e.to_string()))?;
     crate::sources::drop_invalid_keys(&mut request.parsed, settings.server.max_key_bytes);
 
     let names = partner

@@ -1,14 +1,44 @@
-//! Source kinds: each file turns a verified body into [`Push`]es.
+//! Source kinds: each file turns a verified body into a [`Delivery`], what
+//! one request carried (a [`Push`] per cohort, each change at a [`Version`]).
 //!
-//! Adding a source is one file here plus one line in [`SourceKind`]'s table
-//! (and a scheme in `verify/` if its signature is new). Parsers are lenient
-//! about fields they do not use and strict about the types of those they do:
-//! a wrong shape is a [`ParseError`] (400), never a panic.
+//! - One file per `[[sources]]` kind (`amplitude.rs`, `heap.rs`, `segment.rs`,
+//!   `mixpanel.rs`, `standard_webhooks.rs`). Their `mod` lines and the
+//!   dispatch of [`parse`] are generated from the kinds' rows
+//!   (`config::for_each_source_kind!`, in `src/config/kinds.rs`).
+//! - [`partner`]: partner bodies, read with their integration's manifest
+//!   (`config::manifest`) instead of a kind's file.
+//! - `member_key.rs`: the context key of a member object ([`extract_key`]).
+//! - [`Version`] refuses versions a Lua double cannot hold; [`ParseError`]
+//!   says what was wrong (the 400's message).
+//!
+//! Parsers are lenient about fields they do not use and strict about the
+//! types of those they do: a wrong shape is a [`ParseError`] (400), never a
+//! panic. What each platform sends is in docs/sources.md.
+//!
+//! ## How to add a source
+//! 1. If its sender signs in a way `verify` does not know, add the scheme
+//!    first (see the `verify` module docs).
+//! 2. Write `src/sources/<module>.rs`: a module doc saying what the sender
+//!    posts, and `pub fn parse(source: &Source, verified: &Verified<'_>, now:
+//!    Version) -> Result<Delivery, ParseError>` (`now` is the version of
+//!    changes whose sender gives no time; times from the body become a
+//!    [`Version`] with [`Version::of_field`]).
+//! 3. Add its row to `for_each_source_kind!` in `src/config/kinds.rs`: the
+//!    variant, the module, the config name, the default key field, the
+//!    version's field and the [`AnswerStyle`].
+//!
+//! That is all the code: the `mod` line, the dispatch, `kind = "…"` in the
+//! configuration and the list of known kinds in its errors follow from the
+//! row. The fixtures, tests and docs a source needs are in CONTRIBUTING.md.
 
+mod error;
+mod member_key;
 pub mod partner;
-mod member;
+mod version;
 
-pub use member::{collect_changes, extract_key};
+pub use error::ParseError;
+pub use member_key::{collect_changes, extract_key};
+pub use version::Version;
 
 use crate::config::{AnswerStyle, Source, SourceKind};
 use crate::verify::Verified;
@@ -28,12 +58,13 @@ macro_rules! define_parsers {
             source: &Source,
             verified: &Verified<'_>,
             now_ms: i64,
-        ) -> Result<Parsed, ParseError> {
+        ) -> Result<Delivery, ParseError> {
+            let now = Version::of_field(now_ms, ARRIVAL)?;
             match source.kind {
-                $(SourceKind::$variant => $module::parse(source, verified, now_ms),)*
+                $(SourceKind::$variant => $module::parse(source, verified, now),)*
                 // Partner sources are never looked up by the webhook route: their
                 // bodies are read by their manifest (the partner route).
-                SourceKind::Partner => Err(ParseError(
+                SourceKind::Partner => Err(ParseError::Unsupported(
                     "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
                 )),
             }
@@ -41,6 +72,9 @@ macro_rules! define_parsers {
     };
 }
 crate::config::for_each_source_kind!(define_parsers);
+
+/// The version of changes whose sender gives no time of its own, named in errors.
+const ARRIVAL: &str = "the arrival time";
 
 /// What the answer echoes of a body the sender's envelope repeats back
 /// (Mixpanel's `action`, when it is one Mixpanel sends); `None` for kinds
@@ -59,8 +93,8 @@ pub struct Change {
     pub key: String,
     /// `true`: should be in the segment; `false`: should not.
     pub include: bool,
-    /// Order of this change (ms); an older version never overrides a newer one.
-    pub version_ms: i64,
+    /// Order of this change; an older version never overrides a newer one.
+    pub version: Version,
 }
 
 /// The changes of one cohort carried by one delivery.
@@ -73,7 +107,7 @@ pub struct Push {
     pub changes: Vec<Change>,
     /// Set when this push is one page of a full snapshot of the cohort: once
     /// every page of the session has arrived, members not in any page are
-    /// removed (DESIGN.md, "Full snapshots"; `store::snapshot`).
+    /// removed (docs/design.md, "Full snapshots"; `store::snapshot`).
     pub snapshot: Option<Snapshot>,
 }
 
@@ -90,7 +124,7 @@ pub struct Snapshot {
     /// The version of this page's changes. The session's first page to
     /// arrive fixes its start: members not in any page and not newer than
     /// the start are removed, at the start version.
-    pub version_ms: i64,
+    pub version: Version,
     /// Stage this session only if the cohort was armed for a replace (Heap's
     /// `segment.users.drain`: "the next full sync replaces membership"): the
     /// first page 1 after the arming adopts its session; otherwise the pages
@@ -98,9 +132,10 @@ pub struct Snapshot {
     pub armed_only: bool,
 }
 
-/// What one request carried.
+/// What one request (one delivery from the sender) carried: the [`Push`] of
+/// each cohort it names, and what was counted or noted on the way.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Parsed {
+pub struct Delivery {
     pub pushes: Vec<Push>,
     /// Cohorts whose next full sync replaces their membership (see
     /// [`Snapshot::armed_only`]), with the cohort's name if known.
@@ -114,25 +149,14 @@ pub struct Parsed {
     pub note: Option<&'static str>,
 }
 
-impl Parsed {
+impl Delivery {
     /// A request that carried one push.
-    pub fn one(push: Push, skipped_without_key: u64) -> Parsed {
-        Parsed {
+    pub fn one(push: Push, skipped_without_key: u64) -> Delivery {
+        Delivery {
             pushes: vec![push],
             skipped_without_key,
-            ..Parsed::default()
+            ..Delivery::default()
         }
-    }
-}
-
-/// The body does not have the shape its source kind sends (answered 400).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ParseError(pub String);
-
-impl ParseError {
-    pub(crate) fn json(err: serde_json::Error) -> Self {
-        ParseError(format!("body is not the expected JSON: {err}"))
     }
 }
 
@@ -141,7 +165,7 @@ impl ParseError {
 /// version never overrides a newer one). Nothing of such a request is stored.
 pub fn check_future_versions(
     kind: SourceKind,
-    parsed: &Parsed,
+    parsed: &Delivery,
     now_ms: i64,
     max_skew_ms: i64,
 ) -> Result<(), ParseError> {
@@ -152,17 +176,16 @@ pub fn check_future_versions(
         .flat_map(|p| {
             p.changes
                 .iter()
-                .map(|c| c.version_ms)
-                .chain(p.snapshot.as_ref().map(|s| s.version_ms))
+                .map(|c| c.version.ms())
+                .chain(p.snapshot.as_ref().map(|s| s.version.ms()))
         })
         .max();
     match newest {
-        Some(v) if v > limit => Err(ParseError(format!(
-            "{} is {} s in the future (more than the {} s server.max_future_skew_seconds allows)",
-            kind.version_field(),
-            (v - now_ms) / 1000,
-            max_skew_ms / 1000
-        ))),
+        Some(v) if v > limit => Err(ParseError::FutureVersion {
+            field: kind.version_field(),
+            ahead_s: (v - now_ms) / 1000,
+            max_s: max_skew_ms / 1000,
+        }),
         _ => Ok(()),
     }
 }
@@ -175,7 +198,7 @@ pub fn valid_key(key: &str, max_bytes: usize) -> bool {
 
 /// Removes the changes whose key is not [`valid_key`], counting them in
 /// `skipped_invalid_key`; the same for every source kind.
-pub fn drop_invalid_keys(parsed: &mut Parsed, max_bytes: usize) {
+pub fn drop_invalid_keys(parsed: &mut Delivery, max_bytes: usize) {
     let mut dropped = 0u64;
     for push in &mut parsed.pushes {
         let before = push.changes.len();

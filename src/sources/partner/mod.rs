@@ -6,7 +6,8 @@
 //! key or `null` is missing. A missing required value is a [`ParseError`]
 //! that names the JSON pointer.
 
-use super::{Change, ParseError, Parsed, Push};
+use super::member_key::id_text;
+use super::{Change, ParseError, Delivery, Push, Version};
 use crate::config::manifest::{Manifest, Mode};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -23,13 +24,14 @@ pub struct PartnerRequest {
     /// The context kind of the members (default `user`).
     pub context_kind: String,
     /// One push per cohort in the body (several with per-member overrides).
-    pub parsed: Parsed,
+    pub parsed: Delivery,
 }
 
-/// Parses a body with `manifest`. Every change gets `now_ms` as its version (partners
-/// send no time of their own). Members without an id are counted in
+/// Parses a body with `manifest`. Every change gets `now_ms`, the arrival
+/// time, as its version (partners send no time of their own). Members without an id are counted in
 /// `skipped_without_key`.
 pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerRequest, ParseError> {
+    let now = Version::of_field(now_ms, "the arrival time")?;
     let doc: Value = serde_json::from_slice(body).map_err(ParseError::json)?;
     let p = &manifest.parser;
     let environment_id = text_at(&doc, &p.environment_id_path, "environmentId")?
@@ -42,7 +44,7 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
     let cohort_id = text_at(&doc, &p.cohort_id_path, "cohortId")?
         .ok_or_else(|| missing(&p.cohort_id_path, "cohortId"))?;
     if cohort_id.trim().is_empty() {
-        return Err(ParseError(format!(
+        return Err(ParseError::Inconsistent(format!(
             "the cohort id at {:?} is empty",
             p.cohort_id_path
         )));
@@ -69,9 +71,10 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
                 Some(Value::String(s)) => s.clone(),
                 Some(v @ (Value::Bool(_) | Value::Number(_))) => v.to_string(),
                 Some(_) => {
-                    return Err(ParseError(format!(
-                        "the value at {path:?} (the action) must be a string"
-                    )))
+                    return Err(ParseError::wrong_type(
+                        format!("the value at {path:?} (the action)"),
+                        "a string",
+                    ))
                 }
                 None => return Err(missing(path, "the action")),
             };
@@ -84,7 +87,7 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
             let adds = optional_array_at(&doc, add)?;
             let removes = optional_array_at(&doc, remove)?;
             if adds.is_none() && removes.is_none() {
-                return Err(ParseError(format!(
+                return Err(ParseError::Inconsistent(format!(
                     "neither {add:?} nor {remove:?} is present in the body (one member array is required)"
                 )));
             }
@@ -102,26 +105,26 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut skipped = 0u64;
     for (m, at, include) in members {
-        let Some(key) = member_id(m.pointer(&mp.member_id_path)) else {
+        let Some(key) = m.pointer(&mp.member_id_path).and_then(id_text) else {
             skipped += 1;
             continue;
         };
         let own_id = match &mp.cohort_id_path {
             Some(path) => text_at(m, path, "cohortId")
-                .map_err(|e| ParseError(format!("{at}: {}", e.0)))?
+                .map_err(|e| at_member(&at, e))?
                 .filter(|id| !id.trim().is_empty()),
             None => None,
         };
         let own_name = match &mp.cohort_name_path {
             Some(path) => text_at(m, path, "cohortName")
-                .map_err(|e| ParseError(format!("{at}: {}", e.0)))?,
+                .map_err(|e| at_member(&at, e))?,
             None => None,
         };
         let id = own_id.unwrap_or_else(|| cohort_id.clone());
         let change = Change {
             key,
             include,
-            version_ms: now_ms,
+            version: now,
         };
         // Cohort id → its push: linear in the members, however many cohorts.
         match index.get(&id) {
@@ -156,7 +159,7 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
     Ok(PartnerRequest {
         environment_id,
         context_kind,
-        parsed: Parsed {
+        parsed: Delivery {
             pushes,
             skipped_without_key: skipped,
             skipped_invalid_key: 0,
@@ -165,12 +168,19 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
         },
     })
 }
+
+fn missing(pointer: &str, what: &'static str) -> ParseError {
+    ParseError::MissingValue {
+        pointer: pointer.into(),
+        what,
+    }
 }
 
-fn missing(pointer: &str, what: &str) -> ParseError {
-    ParseError(format!(
-        "required value {pointer:?} ({what}) is missing from the body"
-    ))
+fn at_member(at: &str, error: ParseError) -> ParseError {
+    ParseError::AtMember {
+        at: at.into(),
+        error: Box::new(error),
+    }
 }
 
 /// `null` counts as absent; every other value, `false`, `0` and `""` included, is present.
@@ -184,9 +194,10 @@ fn text_at(doc: &Value, pointer: &str, what: &str) -> Result<Option<String>, Par
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(ParseError(format!(
-            "the value at {pointer:?} ({what}) must be a string"
-        ))),
+        Some(_) => Err(ParseError::wrong_type(
+            format!("the value at {pointer:?} ({what})"),
+            "a string",
+        )),
     }
 }
 
@@ -201,9 +212,10 @@ fn optional_array_at<'a>(
     match present(doc.pointer(pointer)) {
         None => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(ParseError(format!(
-            "the value at {pointer:?} must be an array of members"
-        ))),
+        Some(_) => Err(ParseError::wrong_type(
+            format!("the value at {pointer:?}"),
+            "an array of members",
+        )),
     }
 }
 
@@ -217,23 +229,16 @@ fn truthy(v: Option<&Value>, at: &str) -> Result<bool, ParseError> {
         Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" => Ok(true),
             "false" | "0" | "" => Ok(false),
-            _ => Err(ParseError(format!(
-                "the membership value at {at:?} must be true or false, not {s:?}"
-            ))),
+            _ => Err(ParseError::wrong_type(
+                format!("the membership value at {at:?}"),
+                format!("true or false, not {s:?}"),
+            )),
         },
-        Some(_) => Err(ParseError(format!(
-            "the membership value at {at:?} must be true or false"
-        ))),
+        Some(_) => Err(ParseError::wrong_type(
+            format!("the membership value at {at:?}"),
+            "true or false",
+        )),
         None => Err(missing(at, "membership")),
-    }
-}
-
-/// A member id: a non-blank string, or a number as its decimal text.
-fn member_id(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

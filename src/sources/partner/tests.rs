@@ -41,7 +41,7 @@ fn a_present_false_removes_and_is_not_missing() {
     assert!(r.parsed.pushes[0]
         .changes
         .iter()
-        .all(|c| c.version_ms == 42));
+        .all(|c| c.version.ms() == 42));
 }
 
 #[test]
@@ -66,7 +66,7 @@ fn missing_membership_value_names_its_pointer() {
         json!({"environmentId": "e", "batch": [{"userId": "u", "cohortId": "c", "cohortName": "n", "value": null}]}),
     )
     .unwrap_err();
-    assert!(e.0.contains("\"/batch/0/value\""), "{e}");
+    assert!(e.to_string().contains("\"/batch/0/value\""), "{e}");
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn add_and_remove_arrays_adds_first() {
         json!({"parameters": {"environment_id": "e"}, "heap": {"data": {"segment": {"id": 1, "name": "S"}}}}),
     )
     .unwrap_err();
-    assert!(neither.0.contains("/heap/data/add"), "{neither}");
+    assert!(neither.to_string().contains("/heap/data/add"), "{neither}");
 }
 
 #[test]
@@ -166,7 +166,6 @@ fn per_member_cohort_overrides_make_several_pushes() {
         ("B", Some("Beta"))
     );
     assert_eq!(changes(&p[1]), vec![("u2", true)]);
-    assert_eq!(r.cohort_url.as_deref(), Some("https://x/A"));
     assert_eq!(r.context_kind, "user");
 }
 
@@ -188,11 +187,11 @@ fn missing_required_paths_are_named() {
         ),
     ] {
         let e = parse(&m, body).unwrap_err();
-        assert!(e.0.contains(&format!("{pointer:?}")), "{pointer}: {e}");
+        assert!(e.to_string().contains(&format!("{pointer:?}")), "{pointer}: {e}");
     }
     let seg = builtin("segment-audiences");
     let e = parse(&seg, json!({"environmentId": "e", "batch": []})).unwrap_err();
-    assert!(e.0.contains("\"/batch/0/cohortId\""), "{e}");
+    assert!(e.to_string().contains("\"/batch/0/cohortId\""), "{e}");
 }
 
 #[test]
