@@ -29,6 +29,8 @@ mod secret_source;
 mod settings;
 mod validate;
 
+pub use error::ConfigError;
+use error::Problems;
 pub(crate) use kinds::for_each_source_kind;
 pub use kinds::{AnswerStyle, SourceKind};
 pub use partner::{source_id as partner_source_id, PartnerSettings, PartnerToken};
@@ -36,8 +38,6 @@ pub use raw::{
     AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, PartnerConfig,
     PartnerTokenConfig, RawConfig, RedisConfig, ServerConfig, SourceConfig,
 };
-pub use error::ConfigError;
-use error::Problems;
 pub use secret::Secret;
 pub use secret_source::{MapSecrets, ProcessEnv, SecretSource};
 pub use settings::{Destination, ResolvedAuth, SegmentBatches, Settings, Source};
@@ -74,10 +74,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 /// from `env`. Used by tests; `check-config` loads exactly as `serve` does
 /// ([`load`]: the file, the environment overrides, every secret) and then
 /// prints the warnings and a summary instead of serving.
-pub fn from_toml_str(
-    text: &str,
-    env: &dyn SecretSource,
-) -> Result<Settings, ConfigError> {
+pub fn from_toml_str(text: &str, env: &dyn SecretSource) -> Result<Settings, ConfigError> {
     let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
         .merge(Toml::string(text))
         .extract()

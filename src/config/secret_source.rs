@@ -33,7 +33,12 @@ impl SecretSource for MapSecrets {
     }
 }
 
-pub(super) fn read_env(env: &dyn SecretSource, p: &mut Problems, key: &str, name: &str) -> Option<Secret> {
+pub(super) fn read_env(
+    env: &dyn SecretSource,
+    p: &mut Problems,
+    key: &str,
+    name: &str,
+) -> Option<Secret> {
     match env.var(name) {
         Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
         Some(_) => {
@@ -47,7 +52,12 @@ pub(super) fn read_env(env: &dyn SecretSource, p: &mut Problems, key: &str, name
     }
 }
 
-pub(super) fn read_file(env: &dyn SecretSource, p: &mut Problems, key: &str, path: &str) -> Option<Secret> {
+pub(super) fn read_file(
+    env: &dyn SecretSource,
+    p: &mut Problems,
+    key: &str,
+    path: &str,
+) -> Option<Secret> {
     check_file_mode(p, key, path);
     match env.file(path) {
         Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),

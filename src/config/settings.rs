@@ -115,5 +115,4 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.launchdarkly.request_timeout_ms)
     }
-
 }

@@ -17,9 +17,9 @@
 use super::webhooks::{read_body, OFF_LOOP_BYTES};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
+use crate::config::manifest::Manifest;
 use crate::config::{PartnerSettings, PartnerToken};
 use crate::metrics as m;
-use crate::config::manifest::Manifest;
 use crate::store::ApplyParams;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;

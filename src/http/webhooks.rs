@@ -16,8 +16,8 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::now_ms;
-use crate::metrics as m;
 use crate::config::SourceKind;
+use crate::metrics as m;
 use crate::sources;
 use crate::store::{ApplyOutcome, ApplyParams, BatchClaim};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -143,7 +143,8 @@ fn parse_verified(
             )
         })?),
     };
-    let parsed = sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let parsed =
+        sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.to_string()))?;
     // Element 0's push, if it has one, is the first and carries its messageId.
     let first_event = first_event.map(|id| {
         let cohort = parsed

@@ -34,7 +34,10 @@ pub fn sign_request(secret: &Secret, body: &[u8], now_ms: i64) -> Vec<(String, S
 
 /// The header alone, before the body is read: its timestamp (text and ms,
 /// inside the window) and the 32-byte signature.
-pub fn precheck(headers: &dyn Headers, window: Window) -> Result<(&str, i64, [u8; 32]), VerifyError> {
+pub fn precheck(
+    headers: &dyn Headers,
+    window: Window,
+) -> Result<(&str, i64, [u8; 32]), VerifyError> {
     let value = headers
         .get_str(HEADER)
         .ok_or(VerifyError::MissingHeader(HEADER))?;

@@ -8,8 +8,8 @@
 //! `PROPTEST_CASES`) for a longer run.
 
 use crate::support::alloc::thread_peak;
-use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches, Source, SourceKind};
 use cohort_bridge::config::manifest::{Manifest, BUILTIN};
+use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches, Source, SourceKind};
 use cohort_bridge::verify::{self, VerifyError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -231,7 +231,9 @@ fn every_partner_manifest_parser_never_panics() {
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         runner()
             .run(&bodies(seeds.clone()), |body| {
-                let (_, peak) = thread_peak(|| cohort_bridge::sources::partner::parse(&m, &body, 1).map(|_| ()));
+                let (_, peak) = thread_peak(|| {
+                    cohort_bridge::sources::partner::parse(&m, &body, 1).map(|_| ())
+                });
                 prop_assert!(peak <= parser_budget(body.len()), "{key}: {peak} bytes");
                 Ok(())
             })

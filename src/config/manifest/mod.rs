@@ -197,7 +197,6 @@ impl Manifest {
     pub fn member_id_path(&self) -> &str {
         &self.parser.member_array_parser.member_id_path
     }
-
 }
 
 #[cfg(test)]

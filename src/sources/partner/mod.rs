@@ -7,7 +7,7 @@
 //! that names the JSON pointer.
 
 use super::member_key::id_text;
-use super::{Change, ParseError, Delivery, Push, Version};
+use super::{Change, Delivery, ParseError, Push, Version};
 use crate::config::manifest::{Manifest, Mode};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -116,8 +116,7 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
             None => None,
         };
         let own_name = match &mp.cohort_name_path {
-            Some(path) => text_at(m, path, "cohortName")
-                .map_err(|e| at_member(&at, e))?,
+            Some(path) => text_at(m, path, "cohortName").map_err(|e| at_member(&at, e))?,
             None => None,
         };
         let id = own_id.unwrap_or_else(|| cohort_id.clone());

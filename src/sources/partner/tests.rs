@@ -187,7 +187,10 @@ fn missing_required_paths_are_named() {
         ),
     ] {
         let e = parse(&m, body).unwrap_err();
-        assert!(e.to_string().contains(&format!("{pointer:?}")), "{pointer}: {e}");
+        assert!(
+            e.to_string().contains(&format!("{pointer:?}")),
+            "{pointer}: {e}"
+        );
     }
     let seg = builtin("segment-audiences");
     let e = parse(&seg, json!({"environmentId": "e", "batch": []})).unwrap_err();
