@@ -19,10 +19,9 @@
 //! the first `[[partner.tokens]]` secret allowed to use that integration.
 
 use crate::clock::now_ms;
-use crate::config::{ResolvedAuth, Settings, Source};
+use crate::config::{Settings, Source};
 use crate::verify;
 use anyhow::{anyhow, bail, Context};
-use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -141,61 +140,45 @@ fn partner_target(settings: &Settings, file: &Path) -> Option<anyhow::Result<(St
     })
 }
 
-/// Headers the source would send with `body`.
+/// Headers the source would send with `body`: the signing is the scheme's
+/// own ([`verify::sign`], beside its verifier).
 pub fn auth_headers(source: &Source, body: &[u8]) -> Vec<(String, String)> {
     let mut h = vec![("Content-Type".to_string(), "application/json".to_string())];
-    match &source.auth {
-        ResolvedAuth::Header { header, secrets } => {
-            if let Some(s) = secrets.first() {
-                h.push((header.clone(), s.expose().to_string()));
-            }
-        }
-        ResolvedAuth::Basic {
-            username,
-            passwords,
-        } => {
-            if let Some(p) = passwords.first() {
-                let creds = format!("{}:{}", username.expose(), p.expose());
-                let enc = base64::engine::general_purpose::STANDARD.encode(creds);
-                h.push(("Authorization".into(), format!("Basic {enc}")));
-            }
-        }
-        ResolvedAuth::HeapHash { secrets, .. } => {
-            if let Some(s) = secrets.first() {
-                h.push((
-                    "Heap-Hash".into(),
-                    verify::heap_sign(s, &now_ms().to_string(), body),
-                ));
-            }
-        }
-        ResolvedAuth::SegmentSignature { secrets, .. } => {
-            if let Some(s) = secrets.first() {
-                h.push(("X-Signature".into(), verify::segment_sign(s, body)));
-            }
-        }
-        ResolvedAuth::StandardWebhooks { secrets, .. } => {
-            if let Some(s) = secrets.first() {
-                let id = webhook_id(body);
-                let ts = (now_ms() / 1000).to_string();
-                h.push((
-                    "webhook-signature".into(),
-                    verify::standard_webhooks_sign(s, &id, &ts, body),
-                ));
-                h.push(("webhook-id".into(), id));
-                h.push(("webhook-timestamp".into(), ts));
-            }
-        }
-        ResolvedAuth::None => {}
-    }
+    h.extend(verify::sign(&source.auth, body, now_ms()));
     h
 }
 
-/// A `webhook-id` that is the same for the same body: `msg_` + 24 hex digits of its SHA-256.
-fn webhook_id(body: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(body);
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+impl Replayed {
+    /// A file that was not sent, and why.
+    fn skipped(file: PathBuf, why: anyhow::Error) -> Replayed {
+        Replayed {
+            file,
+            source: String::new(),
+            status: 0,
+            body: format!("skipped: {why}"),
+        }
+    }
+
+    /// Sends one request and records what came back.
+    async fn send(
+        file: PathBuf,
+        source: String,
+        req: reqwest::RequestBuilder,
+        base: &str,
+    ) -> anyhow::Result<Replayed> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("sending {} to {base}", file.display()))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Ok(Replayed {
+            file,
+            source,
+            status,
+            body,
+        })
+    }
 }
 
 /// Replays every file, in order, and returns what each got back.
@@ -215,34 +198,20 @@ pub async fn replay(
             match partner_target(settings, &file) {
                 None => {}
                 Some(Err(e)) if !explicit => {
-                    out.push(Replayed {
-                        file,
-                        source: String::new(),
-                        status: 0,
-                        body: format!("skipped: {e}"),
-                    });
+                    out.push(Replayed::skipped(file, e));
                     continue;
                 }
                 Some(Err(e)) => return Err(e),
                 Some(Ok((key, token))) => {
                     let body = std::fs::read(&file)
                         .with_context(|| format!("reading {}", file.display()))?;
-                    let resp = client
+                    let req = client
                         .post(format!("{base}/api/v2/segment-targets/{key}"))
                         .header("Content-Type", "application/json")
                         .header("Authorization", token)
-                        .body(body)
-                        .send()
-                        .await
-                        .with_context(|| format!("sending {} to {base}", file.display()))?;
-                    let status = resp.status().as_u16();
-                    let body = resp.text().await.unwrap_or_default();
-                    out.push(Replayed {
-                        file,
-                        source: crate::config::partner_source_id(&key),
-                        status,
-                        body,
-                    });
+                        .body(body);
+                    let source = crate::config::partner_source_id(&key);
+                    out.push(Replayed::send(file, source, req, base).await?);
                     continue;
                 }
             }
@@ -250,12 +219,7 @@ pub async fn replay(
         let src = match source_for(settings, &file, source) {
             Ok(s) => s,
             Err(e) if !explicit => {
-                out.push(Replayed {
-                    file,
-                    source: String::new(),
-                    status: 0,
-                    body: format!("skipped: {e}"),
-                });
+                out.push(Replayed::skipped(file, e));
                 continue;
             }
             Err(e) => return Err(e),
@@ -267,18 +231,7 @@ pub async fn replay(
         for (k, v) in auth_headers(&src, &body) {
             req = req.header(k, v);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("sending {} to {base}", file.display()))?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        out.push(Replayed {
-            file,
-            source: src.id.clone(),
-            status,
-            body,
-        });
+        out.push(Replayed::send(file, src.id.clone(), req, base).await?);
     }
     Ok(out)
 }
@@ -286,7 +239,7 @@ pub async fn replay(
 #[cfg(test)]
 mod signing_tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{ResolvedAuth, Secret};
 
     #[test]
     fn segment_batches_are_signed_over_the_whole_body() {
@@ -308,7 +261,7 @@ mod signing_tests {
         };
         let source = Source {
             id: "segment".into(),
-            kind: crate::sources::SourceKind::Segment,
+            kind: crate::config::SourceKind::Segment,
             destinations: vec![],
             key_field: "userId".into(),
             auth,
@@ -325,12 +278,5 @@ mod signing_tests {
                     .to_string()
             )]
         );
-    }
-
-    #[test]
-    fn webhook_ids_follow_the_body() {
-        assert_eq!(webhook_id(b"{}"), webhook_id(b"{}"));
-        assert_ne!(webhook_id(b"{}"), webhook_id(b"{ }"));
-        assert!(webhook_id(b"{}").starts_with("msg_"));
     }
 }

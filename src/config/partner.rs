@@ -4,16 +4,13 @@
 //! (`partner-<integrationKey>`) so that the store and the flusher treat
 //! partner cohorts like any other.
 
+use super::manifest::{load_configured, Manifest};
 use super::raw::{PartnerConfig, SourceConfig};
-use super::validate::{
-    check_id, check_rate, check_token_length, read_secrets, Destination, Problems, ResolvedAuth,
-    SecretSource, Source,
-};
-use super::Secret;
-use crate::sources::manifest::{Manifest, BUILTIN};
-use crate::sources::SourceKind;
+use super::secret_source::{read_secrets, SecretSource};
+use super::validate::{check_rate, check_token_length};
+use super::{Destination, Problems, ResolvedAuth, Source};
+use super::{Secret, SourceKind};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The source id of an integration's cohorts in Redis, metrics and segment keys.
@@ -62,14 +59,6 @@ pub struct PartnerSettings {
     pub max_cohorts_per_request: usize,
 }
 
-/// Where a manifest's text came from, to name it in errors.
-struct Origin {
-    key: String,
-    text: String,
-    /// The config key and file to blame.
-    blame: (String, Option<PathBuf>),
-}
-
 pub(super) fn validate(
     raw: &PartnerConfig,
     destinations: &BTreeMap<String, Arc<Destination>>,
@@ -77,96 +66,7 @@ pub(super) fn validate(
     env: &dyn SecretSource,
     p: &mut Problems,
 ) -> PartnerSettings {
-    let mut texts: BTreeMap<String, Origin> = BTreeMap::new();
-    for (key, text) in BUILTIN {
-        texts.insert(
-            key.to_string(),
-            Origin {
-                key: key.to_string(),
-                text: text.to_string(),
-                blame: (format!("partner.array_inclusion_matchers.{key}"), None),
-            },
-        );
-    }
-    for (i, dir) in raw.manifest_dirs.iter().enumerate() {
-        let cfg_key = format!("partner.manifest_dirs[{i}]");
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                p.add(&cfg_key, format!("cannot read directory {dir}: {e}"));
-                continue;
-            }
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        for file in files {
-            let shown = file.display().to_string();
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    p.add(&cfg_key, format!("cannot read {shown}: {e}"));
-                    continue;
-                }
-            };
-            let doc: serde_json::Value = match serde_json::from_str(&text) {
-                Ok(d) => d,
-                Err(e) => {
-                    p.add(&cfg_key, format!("{shown} is not valid JSON: {e}"));
-                    continue;
-                }
-            };
-            if doc.pointer("/capabilities/syncedSegment").is_none() {
-                // Not a synced-segment manifest (a schema, another capability): not ours.
-                continue;
-            }
-            let key = file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let before = p.0.len();
-            check_id(p, &format!("{cfg_key} ({shown})"), &source_id(&key));
-            if p.0.len() != before {
-                continue;
-            }
-            texts.insert(
-                key.clone(),
-                Origin {
-                    key,
-                    text,
-                    blame: (cfg_key.clone(), Some(file.clone())),
-                },
-            );
-        }
-    }
-    for key in raw.array_inclusion_matchers.keys() {
-        if !texts.contains_key(key) {
-            p.add(
-                format!("partner.array_inclusion_matchers.{key}"),
-                format!("unknown integration key {key:?}"),
-            );
-        }
-    }
-    let mut manifests = BTreeMap::new();
-    for o in texts.into_values() {
-        let matcher = raw.array_inclusion_matchers.get(&o.key).map(String::as_str);
-        match Manifest::load(&o.key, &o.text, matcher) {
-            Ok(m) => {
-                manifests.insert(o.key, Arc::new(m));
-            }
-            Err(e) => {
-                let (cfg_key, file) = o.blame;
-                let msg = match file {
-                    Some(f) => format!("manifest {}: {e}", f.display()),
-                    None => format!("manifest {}: {e}", o.key),
-                };
-                p.add(cfg_key, msg);
-            }
-        }
-    }
+    let manifests = load_configured(raw, p);
 
     let mut environments = BTreeMap::new();
     let mut all_destinations = BTreeSet::new();

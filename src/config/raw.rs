@@ -217,12 +217,9 @@ pub struct DestinationConfig {
     #[serde(default = "default_context_kind")]
     pub context_kind: String,
     /// Template of the segment key: `{source}`, `{cohort_id}`, `{cohort_name}`.
-    #[serde(default)]
     pub segment_key: Option<String>,
     /// Template of the segment name (default: the cohort's name).
-    #[serde(default)]
     pub segment_name: Option<String>,
-    #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// On a 409 at creation, adopt a segment of that key even if it does not
     /// carry this link's ownership mark (one made by hand). Default false.
@@ -261,7 +258,6 @@ pub struct SourceConfig {
     #[serde(default)]
     pub destinations: Vec<String>,
     /// Dotted path, inside each member object, of the LaunchDarkly context key.
-    #[serde(default)]
     pub key_field: Option<String>,
     pub auth: AuthConfig,
     /// Required to accept `scheme = "none"`.
@@ -271,31 +267,24 @@ pub struct SourceConfig {
 
 /// How a source authenticates. `secret_env` names environment variables;
 /// `secret_file` names files. Every listed secret is accepted (rotation).
+/// (Here as in every section, an absent `Option` field is `None`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub scheme: String,
-    #[serde(default)]
     pub header: Option<String>,
-    #[serde(default)]
     pub secret_env: Option<OneOrMany>,
-    #[serde(default)]
     pub secret_file: Option<OneOrMany>,
-    #[serde(default)]
     pub username_env: Option<String>,
-    #[serde(default)]
     pub password_env: Option<OneOrMany>,
-    #[serde(default)]
     pub password_file: Option<OneOrMany>,
-    #[serde(default)]
     pub tolerance_seconds: Option<u64>,
     /// `segment-signature` only: `"signed"` (default) or `"first-event"`.
-    #[serde(default)]
     pub batches: Option<String>,
 }
 
 /// `[partner]`: LaunchDarkly's partner endpoint,
-/// `POST /api/v2/segment-targets/{integrationKey}` (see `sources::manifest`).
+/// `POST /api/v2/segment-targets/{integrationKey}` (see `config::manifest`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartnerConfig {
@@ -332,17 +321,13 @@ impl Default for PartnerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerTokenConfig {
-    #[serde(default)]
     pub secret_env: Option<OneOrMany>,
-    #[serde(default)]
     pub secret_file: Option<OneOrMany>,
     /// Integration keys this token may post to; `["*"]` allows every one.
     pub integrations: Vec<String>,
     /// Requests per second this token may make (unset: no limit); beyond it
     /// the endpoint answers 429 with `X-Ratelimit-Reset`, as LaunchDarkly does.
-    #[serde(default)]
     pub requests_per_second: Option<f64>,
     /// The client-side IDs this token may write; absent: every one.
-    #[serde(default)]
     pub environments: Option<Vec<String>>,
 }

@@ -1,191 +1,18 @@
 //! Validation of [`RawConfig`] into [`Settings`]: every problem is collected
-//! and named by its key, and every secret is resolved once, at startup.
+//! and named by its key, and every secret is resolved once, at startup
+//! (sources' `auth` in `auth`, `[partner]` in `partner`, secrets through
+//! `secret_source`).
 
-use super::raw::{
-    AuthConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, RawConfig, RedisConfig, ServerConfig,
-};
-use super::Secret;
-use crate::sources::SourceKind as Kind;
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use super::auth::resolve_auth;
+use super::raw::{LaunchDarklyConfig, RawConfig, RedisConfig};
+use super::secret_source::{read_env, read_file, SecretSource};
+use super::{ConfigError, Destination, Problems, Secret, Settings, Source, SourceKind};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::sources::SourceKind;
-
-/// Where secrets come from: the process environment in production, a map in tests.
-pub trait SecretSource {
-    fn var(&self, name: &str) -> Option<String>;
-    fn file(&self, path: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-}
-
-/// Reads secrets from the process environment.
-pub struct ProcessEnv;
-
-impl SecretSource for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-/// Reads secrets from a fixed map (tests, replay with explicit values).
-#[derive(Default)]
-pub struct MapSecrets(pub HashMap<String, String>);
-
-impl SecretSource for MapSecrets {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
-}
-
-/// Every problem found in a configuration, each naming its key.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    pub problems: Vec<(String, String)>,
-}
-
-impl ConfigError {
-    pub fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            problems: vec![(key.into(), message.into())],
-        }
-    }
-
-    pub(super) fn from_figment(err: figment::Error) -> Self {
-        let problems = err
-            .into_iter()
-            .map(|e| {
-                let key = if e.path.is_empty() {
-                    "config".to_string()
-                } else {
-                    e.path.join(".")
-                };
-                (key, e.kind.to_string())
-            })
-            .collect();
-        ConfigError { problems }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration:")?;
-        for (key, msg) in &self.problems {
-            writeln!(f, "  {key}: {msg}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A source's resolved authentication: the secrets themselves, never their names.
-#[derive(Debug, Clone)]
-pub enum ResolvedAuth {
-    /// A shared secret in a fixed header, compared in constant time.
-    Header {
-        header: String,
-        secrets: Vec<Secret>,
-    },
-    /// HTTP Basic; any listed password is accepted with the username.
-    Basic {
-        username: Secret,
-        passwords: Vec<Secret>,
-    },
-    /// Heap's `Heap-Hash: ts:<ts>,hmac:<base64>` over `ts ++ body`.
-    HeapHash {
-        secrets: Vec<Secret>,
-        tolerance: Duration,
-    },
-    /// Segment's `X-Signature: hex(HMAC-SHA1(secret, body))`.
-    SegmentSignature {
-        secrets: Vec<Secret>,
-        batches: SegmentBatches,
-    },
-    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
-    StandardWebhooks {
-        secrets: Vec<Secret>,
-        tolerance: Duration,
-    },
-    /// No authentication (only with `allow_unauthenticated = true`).
-    None,
-}
-
-/// Which Segment batches a `segment-signature` source applies (`auth.batches`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SegmentBatches {
-    /// `"signed"` (default): only what the signature covers; an array signed
-    /// over element 0 alone is refused (401).
-    #[default]
-    Signed,
-    /// `"first-event"`: an array signed over element 0 is applied once, the
-    /// first time its element 0 is seen; afterwards it is a duplicate.
-    FirstEvent,
-}
-
-/// A validated destination.
-#[derive(Debug, Clone)]
-pub struct Destination {
-    pub name: String,
-    pub project: String,
-    pub environment: String,
-    pub context_kind: String,
-    pub segment_key: String,
-    pub segment_name: String,
-    pub tags: Vec<String>,
-    /// `adopt_existing_segments`: adopt an unmarked segment on a 409.
-    pub adopt_existing_segments: bool,
-}
-
-/// A validated source.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub id: String,
-    pub kind: Kind,
-    pub destinations: Vec<String>,
-    pub key_field: String,
-    pub auth: ResolvedAuth,
-    /// The distinct context kinds of the source's destinations.
-    pub context_kinds: Vec<String>,
-}
-
-/// Validated settings: what the running bridge uses.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub server: ServerConfig,
-    pub listen: SocketAddr,
-    /// `server.metrics_listen`: `/metrics` is served only there when set.
-    pub metrics_listen: Option<SocketAddr>,
-    pub redis: RedisConfig,
-    pub launchdarkly: LaunchDarklyConfig,
-    pub ld_token: Secret,
-    pub flush: FlushConfig,
-    /// `flush.lease_ttl_ms` with its default applied.
-    pub lease_ttl: Duration,
-    pub destinations: BTreeMap<String, Arc<Destination>>,
-    pub sources: BTreeMap<String, Arc<Source>>,
-    pub operator_token: Option<Secret>,
-    /// `[partner]`: manifests, environments, tokens and the derived sources.
-    pub partner: super::partner::PartnerSettings,
-    /// Problems that do not stop the bridge (a secret file readable by
-    /// others), each naming its key; logged at load, printed by check-config.
-    pub warnings: Vec<(String, String)>,
-}
-
 impl Settings {
-    /// A configured source, or the source derived from a partner integration
-    /// (`partner-<integrationKey>`): what the flusher needs for a link.
-    pub fn source(&self, id: &str) -> Option<&Arc<Source>> {
-        self.sources
-            .get(id)
-            .or_else(|| self.partner.sources.get(id))
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.launchdarkly.request_timeout_ms)
-    }
-
     /// Validates everything, collecting every problem before failing.
     pub fn from_raw(raw: RawConfig, env: &dyn SecretSource) -> Result<Settings, ConfigError> {
         let mut p = Problems::default();
@@ -317,15 +144,15 @@ impl Settings {
                     format!("duplicate source id {:?}", s.id),
                 );
             }
-            let kind = match s.kind.parse::<Kind>() {
-                Ok(k) if k != Kind::Partner => Some(k),
+            let kind = match s.kind.parse::<SourceKind>() {
+                Ok(k) => Some(k),
                 _ => {
                     p.add(
                         format!("{key}.kind"),
                         format!(
                             "unknown kind {:?}; known kinds: {}",
                             s.kind,
-                            Kind::names().join(", ")
+                            SourceKind::names().join(", ")
                         ),
                     );
                     None
@@ -429,22 +256,6 @@ impl Settings {
     }
 }
 
-/// Errors (`.0`) and warnings (`.1`), each naming its key.
-#[derive(Default)]
-pub(super) struct Problems(
-    pub(super) Vec<(String, String)>,
-    pub(super) Vec<(String, String)>,
-);
-
-impl Problems {
-    pub(super) fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
-        self.0.push((key.into(), msg.into()));
-    }
-    pub(super) fn warn(&mut self, key: impl Into<String>, msg: impl Into<String>) {
-        self.1.push((key.into(), msg.into()));
-    }
-}
-
 /// Bearer tokens shorter than this are configuration errors (guessable).
 pub const MIN_TOKEN_BYTES: usize = 16;
 
@@ -485,26 +296,6 @@ fn loopback_host(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|a| a.is_loopback())
-}
-
-/// Warns when a secret file is readable by its group or by others.
-fn check_file_mode(p: &mut Problems, key: &str, path: &str) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                p.warn(
-                    key,
-                    format!(
-                        "secret file {path} is accessible by group or others (mode {:o}); chmod 600 it",
-                        mode & 0o777
-                    ),
-                );
-            }
-        }
-    }
 }
 
 /// Ids appear in URLs and Redis keys, where `:` separates parts.
@@ -649,185 +440,6 @@ fn resolve_ld_token(
         return read_file(env, p, "launchdarkly.api_token_file", file);
     }
     read_env(env, p, "launchdarkly.api_token_env", &l.api_token_env)
-}
-
-fn read_env(env: &dyn SecretSource, p: &mut Problems, key: &str, name: &str) -> Option<Secret> {
-    match env.var(name) {
-        Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
-        Some(_) => {
-            p.add(key, format!("environment variable {name} is empty"));
-            None
-        }
-        None => {
-            p.add(key, format!("environment variable {name} is not set"));
-            None
-        }
-    }
-}
-
-fn read_file(env: &dyn SecretSource, p: &mut Problems, key: &str, path: &str) -> Option<Secret> {
-    check_file_mode(p, key, path);
-    match env.file(path) {
-        Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
-        Ok(_) => {
-            p.add(key, format!("file {path} is empty"));
-            None
-        }
-        Err(e) => {
-            p.add(key, format!("cannot read file {path}: {e}"));
-            None
-        }
-    }
-}
-
-/// Reads every secret named by `*_env` and `*_file`; at least one must exist.
-pub(super) fn read_secrets(
-    env: &dyn SecretSource,
-    p: &mut Problems,
-    key: &str,
-    names: &Option<OneOrMany>,
-    files: &Option<OneOrMany>,
-    env_field: &str,
-    file_field: &str,
-) -> Vec<Secret> {
-    let mut out = Vec::new();
-    for n in names.as_ref().map(OneOrMany::to_vec).unwrap_or_default() {
-        if let Some(s) = read_env(env, p, &format!("{key}.{env_field}"), &n) {
-            out.push(s);
-        }
-    }
-    for f in files.as_ref().map(OneOrMany::to_vec).unwrap_or_default() {
-        if let Some(s) = read_file(env, p, &format!("{key}.{file_field}"), &f) {
-            out.push(s);
-        }
-    }
-    if names.is_none() && files.is_none() {
-        p.add(
-            format!("{key}.{env_field}"),
-            format!("is required (or {file_field})"),
-        );
-    }
-    out
-}
-
-fn resolve_auth(
-    a: &AuthConfig,
-    allow_unauthenticated: bool,
-    env: &dyn SecretSource,
-    p: &mut Problems,
-    key: &str,
-) -> Option<ResolvedAuth> {
-    let before = p.0.len();
-    let tolerance = Duration::from_secs(a.tolerance_seconds.unwrap_or(300));
-    let secrets = |p: &mut Problems| {
-        read_secrets(
-            env,
-            p,
-            key,
-            &a.secret_env,
-            &a.secret_file,
-            "secret_env",
-            "secret_file",
-        )
-    };
-    if a.batches.is_some() && a.scheme != "segment-signature" {
-        p.add(
-            format!("{key}.batches"),
-            "only applies to scheme \"segment-signature\"",
-        );
-    }
-    let auth = match a.scheme.as_str() {
-        "header" => {
-            let header = match &a.header {
-                Some(h)
-                    if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_ok() =>
-                {
-                    h.clone()
-                }
-                Some(h) => {
-                    p.add(
-                        format!("{key}.header"),
-                        format!("{h:?} is not a valid header name"),
-                    );
-                    String::new()
-                }
-                None => {
-                    p.add(format!("{key}.header"), "is required for scheme \"header\"");
-                    String::new()
-                }
-            };
-            ResolvedAuth::Header {
-                header,
-                secrets: secrets(p),
-            }
-        }
-        "basic" => {
-            let username = match &a.username_env {
-                Some(n) => read_env(env, p, &format!("{key}.username_env"), n),
-                None => {
-                    p.add(
-                        format!("{key}.username_env"),
-                        "is required for scheme \"basic\"",
-                    );
-                    None
-                }
-            };
-            let passwords = read_secrets(
-                env,
-                p,
-                key,
-                &a.password_env,
-                &a.password_file,
-                "password_env",
-                "password_file",
-            );
-            ResolvedAuth::Basic {
-                username: username.unwrap_or_else(|| Secret::new("")),
-                passwords,
-            }
-        }
-        "heap-hash" => ResolvedAuth::HeapHash {
-            secrets: secrets(p),
-            tolerance,
-        },
-        "segment-signature" => {
-            ResolvedAuth::SegmentSignature {
-                secrets: secrets(p),
-                batches: match a.batches.as_deref() {
-                    None | Some("signed") => SegmentBatches::Signed,
-                    Some("first-event") => SegmentBatches::FirstEvent,
-                    Some(other) => {
-                        p.add(
-                        format!("{key}.batches"),
-                        format!("unknown value {other:?}; known: \"signed\" (default), \"first-event\""),
-                    );
-                        SegmentBatches::Signed
-                    }
-                },
-            }
-        }
-        "standard-webhooks" => ResolvedAuth::StandardWebhooks {
-            secrets: secrets(p),
-            tolerance,
-        },
-        "none" => {
-            if !allow_unauthenticated {
-                p.add(
-                    format!("{key}.scheme"),
-                    "\"none\" accepts anyone's pushes; set allow_unauthenticated = true on the source to allow it",
-                );
-            }
-            ResolvedAuth::None
-        }
-        other => {
-            p.add(
-                format!("{key}.scheme"),
-                format!("unknown scheme {other:?}; known: header, basic, heap-hash, segment-signature, standard-webhooks, none"),
-            );
-            return None;
-        }
-    };
-    (p.0.len() == before).then_some(auth)
 }
 
 /// Hides a password in a Redis URL before it is printed.

@@ -17,9 +17,9 @@
 use super::webhooks::{read_body, OFF_LOOP_BYTES};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
+use crate::config::manifest::Manifest;
 use crate::config::{PartnerSettings, PartnerToken};
 use crate::metrics as m;
-use crate::sources::manifest::Manifest;
 use crate::store::ApplyParams;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;
@@ -259,13 +259,13 @@ async fn handle(
     let now = now_ms();
     // As in /v1/webhooks: a big body is parsed on the blocking pool.
     let parsed = if body.len() > OFF_LOOP_BYTES {
-        web::block(move || manifest.parse(&body, now))
+        web::block(move || crate::sources::partner::parse(&manifest, &body, now))
             .await
             .map_err(|e| PartnerError::Invalid(format!("could not parse the body: {e}")))?
     } else {
-        manifest.parse(&body, now)
+        crate::sources::partner::parse(&manifest, &body, now)
     };
-    let mut request = parsed.map_err(|e| PartnerError::Invalid(e.0))?;
+    let mut request = parsed.map_err(|e| PartnerError::Invalid(e.to_string()))?;
     if !allowed
         .iter()
         .any(|(_, t)| t.allows_environment(&request.environment_id))
@@ -282,12 +282,12 @@ async fn handle(
         )));
     }
     crate::sources::check_future_versions(
-        crate::sources::SourceKind::Partner,
+        crate::config::SourceKind::Partner,
         &request.parsed,
         now,
         (settings.server.max_future_skew_seconds as i64).saturating_mul(1000),
     )
-    .map_err(|e| PartnerError::Invalid(e.0))?;
+    .map_err(|e| PartnerError::Invalid(e.to_string()))?;
     crate::sources::drop_invalid_keys(&mut request.parsed, settings.server.max_key_bytes);
 
     let names = partner

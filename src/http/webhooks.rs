@@ -16,8 +16,9 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::now_ms;
+use crate::config::SourceKind;
 use crate::metrics as m;
-use crate::sources::{self, SourceKind};
+use crate::sources;
 use crate::store::{ApplyOutcome, ApplyParams, BatchClaim};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
@@ -105,7 +106,7 @@ pub(super) const OFF_LOOP_BYTES: usize = 64 * 1024;
 
 /// What a verified, parsed body carries.
 struct Checked {
-    parsed: sources::Parsed,
+    parsed: sources::Delivery,
     /// `batches = "first-event"`: element 0's `messageId` (and its cohort,
     /// when element 0 is an audience event); apply the batch only if that
     /// element 0 was never applied.
@@ -124,9 +125,7 @@ fn verify_and_parse(
         Ok(v) => v,
         Err(e) => return (None, Err(e.into())),
     };
-    let action = (source.kind == SourceKind::Mixpanel)
-        .then(|| sources::mixpanel_action(body))
-        .flatten();
+    let action = sources::echo_action(source.kind, body);
     (action, parse_verified(source, &verified, now))
 }
 
@@ -144,7 +143,8 @@ fn parse_verified(
             )
         })?),
     };
-    let parsed = sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.0))?;
+    let parsed =
+        sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.to_string()))?;
     // Element 0's push, if it has one, is the first and carries its messageId.
     let first_event = first_event.map(|id| {
         let cohort = parsed
@@ -261,7 +261,7 @@ async fn handle(
     // member keys are skipped and counted.
     let skew_ms = (settings.server.max_future_skew_seconds as i64).saturating_mul(1000);
     sources::check_future_versions(source.kind, &parsed, now, skew_ms)
-        .map_err(|e| ApiError::Invalid(e.0))?;
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     sources::drop_invalid_keys(&mut parsed, settings.server.max_key_bytes);
     if let Some((first, cohort)) = &checked.first_event {
         let store = &state.store;
@@ -313,7 +313,7 @@ async fn handle(
 async fn apply(
     state: &AppState,
     source: &crate::config::Source,
-    parsed: &sources::Parsed,
+    parsed: &sources::Delivery,
     now: i64,
 ) -> Result<Summary, ApiError> {
     let settings = &state.settings;

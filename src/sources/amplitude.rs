@@ -5,8 +5,8 @@
 //! them). `message_id` de-duplicates retries; `computed_time` (epoch seconds,
 //! usually a string) orders changes.
 
-use super::member::collect_changes_raw;
-use super::{ParseError, Parsed, Push};
+use super::member_key::{collect_changes_raw, id_text};
+use super::{ParseError, Delivery, Push, Version};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -27,7 +27,8 @@ struct Body<'a> {
 }
 
 /// `"1767225600"`, `1767225600`, `"1767225600.25"` or milliseconds → ms.
-pub(crate) fn epoch_to_ms(v: &Value) -> Option<i64> {
+/// At most 10^15 ms (year 33658), so always a [`Version`].
+pub(crate) fn epoch_to_ms(v: &Value) -> Option<Version> {
     let f = match v {
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         Value::Number(n) => n.as_f64()?,
@@ -36,38 +37,32 @@ pub(crate) fn epoch_to_ms(v: &Value) -> Option<i64> {
     if !f.is_finite() || !(0.0..=1e15).contains(&f) {
         return None;
     }
-    Some(if f < 1e12 {
+    Version::from_ms(if f < 1e12 {
         (f * 1000.0) as i64
     } else {
         f as i64
     })
 }
 
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
+pub fn parse(source: &Source, verified: &Verified<'_>, now: Version) -> Result<Delivery, ParseError> {
     let body: Body<'_> = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let cohort_id = body
         .cohort_id
         .as_ref()
         .and_then(id_text)
-        .ok_or_else(|| ParseError("cohort_id is missing or not a string".into()))?;
+        .ok_or_else(|| ParseError::missing_or_not("cohort_id", "a string"))?;
     let include = body
         .in_cohort
-        .ok_or_else(|| ParseError("in_cohort is missing or not a boolean".into()))?;
+        .ok_or_else(|| ParseError::missing_or_not("in_cohort", "a boolean"))?;
     let users = body
         .users
-        .ok_or_else(|| ParseError("users is missing or not an array".into()))?;
-    let version_ms = match &body.computed_time {
-        None | Some(Value::Null) => now_ms,
-        Some(v) => epoch_to_ms(v)
-            .ok_or_else(|| ParseError("computed_time is not an epoch time in seconds".into()))?,
+        .ok_or_else(|| ParseError::missing_or_not("users", "an array"))?;
+    let version = match &body.computed_time {
+        None | Some(Value::Null) => now,
+        Some(v) => epoch_to_ms(v).ok_or(ParseError::Unreadable {
+            field: "computed_time".into(),
+            expected: "an epoch time in seconds",
+        })?,
     };
     let mut skipped = 0;
     let mut changes = Vec::new();
@@ -75,12 +70,12 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         users,
         &source.key_field,
         include,
-        version_ms,
+        version,
         &mut changes,
         &mut skipped,
     )
     .map_err(ParseError::json)?;
-    Ok(Parsed::one(
+    Ok(Delivery::one(
         Push {
             cohort_id,
             cohort_name: body.cohort_name,
@@ -95,27 +90,49 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SourceKind;
+    use crate::sources::test_support::{source, verified};
+    use serde_json::json;
+
+    fn ms(v: &Value) -> Option<i64> {
+        epoch_to_ms(v).map(Version::ms)
+    }
 
     #[test]
     fn epochs() {
         assert_eq!(
-            epoch_to_ms(&Value::from("1767225600")),
+            ms(&Value::from("1767225600")),
             Some(1_767_225_600_000)
         );
         assert_eq!(
-            epoch_to_ms(&Value::from(1767225600)),
+            ms(&Value::from(1767225600)),
             Some(1_767_225_600_000)
         );
         assert_eq!(
-            epoch_to_ms(&Value::from("1767225600.25")),
+            ms(&Value::from("1767225600.25")),
             Some(1_767_225_600_250)
         );
         assert_eq!(
-            epoch_to_ms(&Value::from(1_767_225_600_000i64)),
+            ms(&Value::from(1_767_225_600_000i64)),
             Some(1_767_225_600_000)
         );
-        assert_eq!(epoch_to_ms(&Value::from("soon")), None);
-        assert_eq!(epoch_to_ms(&Value::from(-1)), None);
-        assert_eq!(epoch_to_ms(&Value::Bool(true)), None);
+        assert_eq!(ms(&Value::from("soon")), None);
+        assert_eq!(ms(&Value::from(-1)), None);
+        assert_eq!(ms(&Value::Bool(true)), None);
+    }
+
+    #[test]
+    fn computed_time_out_of_range_is_refused_naming_it() {
+        for t in [json!(-1), json!("-1767225600"), json!(9_007_199_254_740_992i64), json!(1e16)] {
+            let body = json!({"cohort_id": "c", "in_cohort": true, "computed_time": t, "users": []});
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let now = Version::from_ms(1).unwrap();
+            let err = parse(&source(SourceKind::Amplitude, "user_id"), &verified(&bytes), now)
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "computed_time is not an epoch time in seconds"
+            );
+        }
     }
 }

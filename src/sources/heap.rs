@@ -11,7 +11,7 @@
 //! members it did not list are removed (`store::snapshot`). Until then nothing
 //! changes. Without a drain, syncs are diffs and remove only what they list.
 
-use super::{collect_changes, ParseError, Parsed, Push, Snapshot};
+use super::{collect_changes, ParseError, Delivery, Push, Snapshot, Version};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -53,11 +53,17 @@ fn segment_id(id: Option<Value>) -> Result<String, ParseError> {
     match id {
         Some(Value::Number(n)) => Ok(n.to_string()),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        _ => Err(ParseError("data.segment.id is missing or not an id".into())),
+        _ => Err(ParseError::missing_or_not("data.segment.id", "an id")),
     }
 }
 
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
+fn too_large(field: &str) -> ParseError {
+    ParseError::TooLarge {
+        field: field.into(),
+    }
+}
+
+pub fn parse(source: &Source, verified: &Verified<'_>, now: Version) -> Result<Delivery, ParseError> {
     let body: Body = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let action = body.action_type.as_deref().unwrap_or("");
     match action {
@@ -66,27 +72,28 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             let segment = body
                 .data
                 .and_then(|d| d.segment)
-                .ok_or_else(|| ParseError("data.segment is missing".into()))?;
-            return Ok(Parsed {
+                .ok_or_else(|| ParseError::missing("data.segment"))?;
+            return Ok(Delivery {
                 arm_snapshot: vec![(segment_id(segment.id)?, segment.name)],
                 note: Some(DRAIN_NOTE),
-                ..Parsed::default()
+                ..Delivery::default()
             });
         }
         other => {
-            return Err(ParseError(format!(
+            return Err(ParseError::Unsupported(format!(
                 "action_type {other:?} is not supported; expected \"segment.users.sync\" or \"segment.users.drain\""
             )))
         }
     }
-    let data = body
-        .data
-        .ok_or_else(|| ParseError("data is missing".into()))?;
+    let data = body.data.ok_or_else(|| ParseError::missing("data"))?;
     let segment = data
         .segment
-        .ok_or_else(|| ParseError("data.segment is missing".into()))?;
+        .ok_or_else(|| ParseError::missing("data.segment"))?;
     let cohort_id = segment_id(segment.id)?;
-    let version_ms = verified.signed_at_ms().unwrap_or(now_ms);
+    let version = match verified.signed_at_ms() {
+        Some(ms) => Version::of_field(ms, "the signature's timestamp (t=)")?,
+        None => now,
+    };
     let delivery_id = match &data.sync_info {
         Some(SyncInfo {
             sync_task_id: Some(task),
@@ -107,11 +114,10 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             let total = total_pages.unwrap_or(1).max(page);
             Some(Snapshot {
                 session: task.clone(),
-                page: u32::try_from(page)
-                    .map_err(|_| ParseError("data.sync_info.page_number is too large".into()))?,
+                page: u32::try_from(page).map_err(|_| too_large("data.sync_info.page_number"))?,
                 total_pages: u32::try_from(total)
-                    .map_err(|_| ParseError("data.sync_info.total_pages is too large".into()))?,
-                version_ms,
+                    .map_err(|_| too_large("data.sync_info.total_pages"))?,
+                version,
                 armed_only: true,
             })
         }
@@ -128,12 +134,12 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             list,
             &source.key_field,
             include,
-            version_ms,
+            version,
             &mut changes,
             &mut skipped,
         );
     }
-    Ok(Parsed::one(
+    Ok(Delivery::one(
         Push {
             cohort_id,
             cohort_name: segment.name,

@@ -15,7 +15,8 @@
 //! too, in case one session id ever spans several cohorts). The answer to
 //! Mixpanel is its own envelope (`http::webhooks`), on success and on errors.
 
-use super::{collect_changes, ParseError, Parsed, Push, Snapshot};
+use super::member_key::id_text;
+use super::{collect_changes, ParseError, Delivery, Push, Snapshot, Version};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -63,14 +64,6 @@ pub fn action_of(body: &[u8]) -> Option<&'static str> {
         .find(|x| raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) == Some(*x))
 }
 
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn page_number(v: &Option<Value>, field: &str) -> Result<Option<u32>, ParseError> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -80,19 +73,17 @@ fn page_number(v: &Option<Value>, field: &str) -> Result<Option<u32>, ParseError
             .filter(|n| (1..=u64::from(u32::MAX)).contains(n))
             .map(|n| Some(n as u32))
             .ok_or_else(|| {
-                ParseError(format!(
-                    "parameters.page_info.{field} must be a positive integer"
-                ))
+                ParseError::wrong_type(format!("parameters.page_info.{field}"), "a positive integer")
             }),
     }
 }
 
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
+pub fn parse(source: &Source, verified: &Verified<'_>, now: Version) -> Result<Delivery, ParseError> {
     let body: Body = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let action = match body.action.as_ref().and_then(Value::as_str) {
         Some(a) if ACTIONS.contains(&a) => a,
         _ => {
-            return Err(ParseError(format!(
+            return Err(ParseError::Unsupported(format!(
                 "action must be one of {}",
                 ACTIONS.join(", ")
             )))
@@ -100,20 +91,19 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     };
     let params = body
         .parameters
-        .ok_or_else(|| ParseError("parameters is missing".into()))?;
+        .ok_or_else(|| ParseError::missing("parameters"))?;
     let cohort_id = params
         .mixpanel_cohort_id
         .as_ref()
         .and_then(id_text)
-        .ok_or_else(|| {
-            ParseError("parameters.mixpanel_cohort_id is missing or not an id".into())
-        })?;
+        .ok_or_else(|| ParseError::missing_or_not("parameters.mixpanel_cohort_id", "an id"))?;
     let cohort_name = match params.mixpanel_cohort_name {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(_) => {
-            return Err(ParseError(
-                "parameters.mixpanel_cohort_name must be a string".into(),
+            return Err(ParseError::wrong_type(
+                "parameters.mixpanel_cohort_name",
+                "a string",
             ))
         }
     };
@@ -121,7 +111,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         match params.mixpanel_session_id {
             None | Some(Value::Null) => None,
             Some(v) => Some(id_text(&v).ok_or_else(|| {
-                ParseError("parameters.mixpanel_session_id must be a string".into())
+                ParseError::wrong_type("parameters.mixpanel_session_id", "a string")
             })?),
         };
     let (page, total) = match &params.page_info {
@@ -133,15 +123,16 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
     };
     let (page, total) = (page.unwrap_or(1), total.unwrap_or(1));
     if page > total {
-        return Err(ParseError(format!(
+        return Err(ParseError::Inconsistent(format!(
             "parameters.page_info.page_count {page} exceeds total_pages {total}"
         )));
     }
     let members = match params.members {
         Some(Value::Array(m)) => m,
         _ => {
-            return Err(ParseError(
-                "parameters.members is missing or not an array".into(),
+            return Err(ParseError::missing_or_not(
+                "parameters.members",
+                "an array",
             ))
         }
     };
@@ -152,13 +143,13 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         &members,
         &source.key_field,
         include,
-        now_ms,
+        now,
         &mut changes,
         &mut skipped,
     );
     let snapshot = if action == "members" {
         let session = session.clone().ok_or_else(|| {
-            ParseError(
+            ParseError::Inconsistent(
                 "parameters.mixpanel_session_id is required for action \"members\" (pages of one replace share it)"
                     .into(),
             )
@@ -167,14 +158,14 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
             session,
             page,
             total_pages: total,
-            version_ms: now_ms,
+            version: now,
             armed_only: false,
         })
     } else {
         None
     };
     let delivery_id = session.map(|s| format!("{s}:{cohort_id}:{action}:{page}"));
-    Ok(Parsed::one(
+    Ok(Delivery::one(
         Push {
             cohort_id,
             cohort_name,
@@ -190,8 +181,14 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
 mod tests {
     use super::*;
     use crate::sources::test_support::{source, verified};
-    use crate::sources::{Change, SourceKind};
+    use crate::config::SourceKind;
+    use crate::sources::Change;
     use serde_json::json;
+
+    const V99: Version = match Version::from_ms(99) {
+        Some(v) => v,
+        None => panic!("99 is a version"),
+    };
 
     fn body(action: &str, page: u32, pages: u32, members: &[&str]) -> Value {
         json!({"action": action, "parameters": {
@@ -202,12 +199,12 @@ mod tests {
         }})
     }
 
-    fn run(key_field: &str, b: &Value) -> Result<Parsed, ParseError> {
+    fn run(key_field: &str, b: &Value) -> Result<Delivery, ParseError> {
         let bytes = serde_json::to_vec(b).unwrap();
         parse(
             &source(SourceKind::Mixpanel, key_field),
             &verified(&bytes),
-            99,
+            V99,
         )
     }
 
@@ -216,7 +213,7 @@ mod tests {
         let c = |k: &str, include| Change {
             key: k.into(),
             include,
-            version_ms: 99,
+            version: V99,
         };
         let p = run("mixpanel_distinct_id", &body("members", 2, 3, &["a", "b"])).unwrap();
         let push = &p.pushes[0];
@@ -230,7 +227,7 @@ mod tests {
                 session: "sess-1".into(),
                 page: 2,
                 total_pages: 3,
-                version_ms: 99,
+                version: V99,
                 armed_only: false,
             })
         );
@@ -285,7 +282,7 @@ mod tests {
             (json!([1, 2]), "JSON"),
         ] {
             let err = run("mixpanel_distinct_id", &b).unwrap_err();
-            assert!(err.0.contains(needle), "{} lacks {needle}", err.0);
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
         }
     }
 }

@@ -1,92 +1,88 @@
-//! Source kinds: each file turns a verified body into [`Push`]es.
+//! Source kinds: each file turns a verified body into a [`Delivery`], what
+//! one request carried (a [`Push`] per cohort, each change at a [`Version`]).
 //!
-//! Adding a source is one file here plus one line in [`SourceKind`]'s table
-//! (and a scheme in `verify/` if its signature is new). Parsers are lenient
-//! about fields they do not use and strict about the types of those they do:
-//! a wrong shape is a [`ParseError`] (400), never a panic.
+//! - One file per `[[sources]]` kind (`amplitude.rs`, `heap.rs`, `segment.rs`,
+//!   `mixpanel.rs`, `standard_webhooks.rs`). Their `mod` lines and the
+//!   dispatch of [`parse`] are generated from the kinds' rows
+//!   (`config::for_each_source_kind!`, in `src/config/kinds.rs`).
+//! - [`partner`]: partner bodies, read with their integration's manifest
+//!   (`config::manifest`) instead of a kind's file.
+//! - `member_key.rs`: the context key of a member object ([`extract_key`]).
+//! - [`Version`] refuses versions a Lua double cannot hold; [`ParseError`]
+//!   says what was wrong (the 400's message).
+//!
+//! Parsers are lenient about fields they do not use and strict about the
+//! types of those they do: a wrong shape is a [`ParseError`] (400), never a
+//! panic. What each platform sends is in docs/sources.md.
+//!
+//! ## How to add a source
+//! 1. If its sender signs in a way `verify` does not know, add the scheme
+//!    first (see the `verify` module docs).
+//! 2. Write `src/sources/<module>.rs`: a module doc saying what the sender
+//!    posts, and `pub fn parse(source: &Source, verified: &Verified<'_>, now:
+//!    Version) -> Result<Delivery, ParseError>` (`now` is the version of
+//!    changes whose sender gives no time; times from the body become a
+//!    [`Version`] with [`Version::of_field`]).
+//! 3. Add its row to `for_each_source_kind!` in `src/config/kinds.rs`: the
+//!    variant, the module, the config name, the default key field, the
+//!    version's field and the [`AnswerStyle`].
+//!
+//! That is all the code: the `mod` line, the dispatch, `kind = "…"` in the
+//! configuration and the list of known kinds in its errors follow from the
+//! row. The fixtures, tests and docs a source needs are in CONTRIBUTING.md.
 
-mod amplitude;
-mod heap;
-pub mod manifest;
-mod member;
-mod mixpanel;
-mod segment;
-mod standard_webhooks;
+mod error;
+mod member_key;
+pub mod partner;
+mod version;
 
-pub use member::{collect_changes, extract_key};
-pub use mixpanel::action_of as mixpanel_action;
+pub use error::ParseError;
+pub use member_key::{collect_changes, extract_key};
+pub use version::Version;
 
-use crate::config::Source;
+use crate::config::{AnswerStyle, Source, SourceKind};
 use crate::verify::Verified;
-use std::fmt;
-use std::str::FromStr;
 
-/// The kinds of sender the bridge understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SourceKind {
-    Amplitude,
-    Heap,
-    /// LaunchDarkly partner pushes (`POST /api/v2/segment-targets/{integrationKey}`),
-    /// parsed by an integration-framework manifest; configured in `[partner]`,
-    /// never as a `[[sources]]` kind.
-    Partner,
-    Segment,
-    Mixpanel,
-    StandardWebhooks,
+/// Expands the kinds' rows (`config::for_each_source_kind!`) into one
+/// `mod <module>;` per kind and the dispatch of [`parse`].
+macro_rules! define_parsers {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident { module: $module:ident, $($column:ident: $value:tt),* },
+    )*) => {
+        $(mod $module;)*
+
+        /// Parses a verified body with the source's kind. `now_ms` is the
+        /// version of changes whose sender gives no time of its own.
+        pub fn parse(
+            source: &Source,
+            verified: &Verified<'_>,
+            now_ms: i64,
+        ) -> Result<Delivery, ParseError> {
+            let now = Version::of_field(now_ms, ARRIVAL)?;
+            match source.kind {
+                $(SourceKind::$variant => $module::parse(source, verified, now),)*
+                // Partner sources are never looked up by the webhook route: their
+                // bodies are read by their manifest (the partner route).
+                SourceKind::Partner => Err(ParseError::Unsupported(
+                    "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
+                )),
+            }
+        }
+    };
 }
+crate::config::for_each_source_kind!(define_parsers);
 
-impl SourceKind {
-    /// Every kind: its config name and the member field holding the key by default.
-    const TABLE: &'static [(SourceKind, &'static str, &'static str)] = &[
-        (SourceKind::Amplitude, "amplitude", "user_id"),
-        (SourceKind::Heap, "heap", "id"),
-        (SourceKind::Partner, "partner", "id"),
-        (SourceKind::Segment, "segment", "userId"),
-        (SourceKind::Mixpanel, "mixpanel", "mixpanel_distinct_id"),
-        (SourceKind::StandardWebhooks, "standard-webhooks", "key"),
-    ];
+/// The version of changes whose sender gives no time of its own, named in errors.
+const ARRIVAL: &str = "the arrival time";
 
-    /// The kinds a `[[sources]]` entry may name (`partner` is configured in `[partner]`).
-    pub fn names() -> Vec<&'static str> {
-        Self::TABLE
-            .iter()
-            .filter(|(k, _, _)| *k != SourceKind::Partner)
-            .map(|(_, n, _)| *n)
-            .collect()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(k, _, _)| *k == self)
-            .map(|(_, n, _)| *n)
-            .unwrap_or("unknown")
-    }
-
-    pub fn default_key_field(self) -> &'static str {
-        Self::TABLE
-            .iter()
-            .find(|(k, _, _)| *k == self)
-            .map(|(_, _, f)| *f)
-            .unwrap_or("id")
-    }
-}
-
-impl FromStr for SourceKind {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Self::TABLE
-            .iter()
-            .find(|(_, n, _)| *n == s)
-            .map(|(k, _, _)| *k)
-            .ok_or(())
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// What the answer echoes of a body the sender's envelope repeats back
+/// (Mixpanel's `action`, when it is one Mixpanel sends); `None` for kinds
+/// whose answers echo nothing. Read only from a verified body.
+pub fn echo_action(kind: SourceKind, body: &[u8]) -> Option<&'static str> {
+    match kind.answer_style() {
+        AnswerStyle::Mixpanel => mixpanel::action_of(body),
+        AnswerStyle::Native | AnswerStyle::LaunchDarkly => None,
     }
 }
 
@@ -97,8 +93,8 @@ pub struct Change {
     pub key: String,
     /// `true`: should be in the segment; `false`: should not.
     pub include: bool,
-    /// Order of this change (ms); an older version never overrides a newer one.
-    pub version_ms: i64,
+    /// Order of this change; an older version never overrides a newer one.
+    pub version: Version,
 }
 
 /// The changes of one cohort carried by one delivery.
@@ -111,7 +107,7 @@ pub struct Push {
     pub changes: Vec<Change>,
     /// Set when this push is one page of a full snapshot of the cohort: once
     /// every page of the session has arrived, members not in any page are
-    /// removed (DESIGN.md, "Full snapshots"; `store::snapshot`).
+    /// removed (docs/design.md, "Full snapshots"; `store::snapshot`).
     pub snapshot: Option<Snapshot>,
 }
 
@@ -128,7 +124,7 @@ pub struct Snapshot {
     /// The version of this page's changes. The session's first page to
     /// arrive fixes its start: members not in any page and not newer than
     /// the start are removed, at the start version.
-    pub version_ms: i64,
+    pub version: Version,
     /// Stage this session only if the cohort was armed for a replace (Heap's
     /// `segment.users.drain`: "the next full sync replaces membership"): the
     /// first page 1 after the arming adopts its session; otherwise the pages
@@ -136,9 +132,10 @@ pub struct Snapshot {
     pub armed_only: bool,
 }
 
-/// What one request carried.
+/// What one request (one delivery from the sender) carried: the [`Push`] of
+/// each cohort it names, and what was counted or noted on the way.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Parsed {
+pub struct Delivery {
     pub pushes: Vec<Push>,
     /// Cohorts whose next full sync replaces their membership (see
     /// [`Snapshot::armed_only`]), with the cohort's name if known.
@@ -152,39 +149,13 @@ pub struct Parsed {
     pub note: Option<&'static str>,
 }
 
-impl Parsed {
+impl Delivery {
     /// A request that carried one push.
-    pub fn one(push: Push, skipped_without_key: u64) -> Parsed {
-        Parsed {
+    pub fn one(push: Push, skipped_without_key: u64) -> Delivery {
+        Delivery {
             pushes: vec![push],
             skipped_without_key,
-            ..Parsed::default()
-        }
-    }
-}
-
-/// The body does not have the shape its source kind sends (answered 400).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ParseError(pub String);
-
-impl ParseError {
-    pub(crate) fn json(err: serde_json::Error) -> Self {
-        ParseError(format!("body is not the expected JSON: {err}"))
-    }
-}
-
-impl SourceKind {
-    /// The body field (or header) a change's version comes from, to name it
-    /// when a version is too far in the future.
-    pub fn version_field(self) -> &'static str {
-        match self {
-            SourceKind::Amplitude => "computed_time",
-            SourceKind::Heap => "the signature's timestamp (t=)",
-            SourceKind::Partner => "the arrival time",
-            SourceKind::Segment => "timestamp",
-            SourceKind::Mixpanel => "the arrival time",
-            SourceKind::StandardWebhooks => "version (or the envelope's timestamp)",
+            ..Delivery::default()
         }
     }
 }
@@ -194,7 +165,7 @@ impl SourceKind {
 /// version never overrides a newer one). Nothing of such a request is stored.
 pub fn check_future_versions(
     kind: SourceKind,
-    parsed: &Parsed,
+    parsed: &Delivery,
     now_ms: i64,
     max_skew_ms: i64,
 ) -> Result<(), ParseError> {
@@ -205,17 +176,16 @@ pub fn check_future_versions(
         .flat_map(|p| {
             p.changes
                 .iter()
-                .map(|c| c.version_ms)
-                .chain(p.snapshot.as_ref().map(|s| s.version_ms))
+                .map(|c| c.version.ms())
+                .chain(p.snapshot.as_ref().map(|s| s.version.ms()))
         })
         .max();
     match newest {
-        Some(v) if v > limit => Err(ParseError(format!(
-            "{} is {} s in the future (more than the {} s server.max_future_skew_seconds allows)",
-            kind.version_field(),
-            (v - now_ms) / 1000,
-            max_skew_ms / 1000
-        ))),
+        Some(v) if v > limit => Err(ParseError::FutureVersion {
+            field: kind.version_field(),
+            ahead_s: (v - now_ms) / 1000,
+            max_s: max_skew_ms / 1000,
+        }),
         _ => Ok(()),
     }
 }
@@ -228,7 +198,7 @@ pub fn valid_key(key: &str, max_bytes: usize) -> bool {
 
 /// Removes the changes whose key is not [`valid_key`], counting them in
 /// `skipped_invalid_key`; the same for every source kind.
-pub fn drop_invalid_keys(parsed: &mut Parsed, max_bytes: usize) {
+pub fn drop_invalid_keys(parsed: &mut Delivery, max_bytes: usize) {
     let mut dropped = 0u64;
     for push in &mut parsed.pushes {
         let before = push.changes.len();
@@ -238,26 +208,10 @@ pub fn drop_invalid_keys(parsed: &mut Parsed, max_bytes: usize) {
     parsed.skipped_invalid_key += dropped;
 }
 
-/// Parses a verified body with the source's kind. `now_ms` is the version of
-/// changes whose sender gives no time of its own.
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
-    match source.kind {
-        SourceKind::Amplitude => amplitude::parse(source, verified, now_ms),
-        SourceKind::Heap => heap::parse(source, verified, now_ms),
-        SourceKind::Partner => Err(ParseError(
-            "partner pushes are received at POST /api/v2/segment-targets/{integrationKey}".into(),
-        )),
-        SourceKind::Segment => segment::parse(source, verified, now_ms),
-        SourceKind::Mixpanel => mixpanel::parse(source, verified, now_ms),
-        SourceKind::StandardWebhooks => standard_webhooks::parse(source, verified, now_ms),
-    }
-}
-
 /// Builders for the parsers' unit tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use super::SourceKind;
-    use crate::config::{ResolvedAuth, Source};
+    use crate::config::{ResolvedAuth, Source, SourceKind};
     use crate::verify::{self, Verified};
 
     pub fn source(kind: SourceKind, key_field: &str) -> Source {

@@ -18,7 +18,7 @@
 //! `traits.email`, ...). Track events keep traits under `context.traits`, so a
 //! `traits.<x>` path that is absent from the event is also looked up there.
 
-use super::{extract_key, Change, ParseError, Parsed, Push};
+use super::{extract_key, Change, ParseError, Delivery, Push, Version};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde_json::Value;
@@ -35,28 +35,29 @@ pub(crate) fn iso_to_ms(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
+pub fn parse(source: &Source, verified: &Verified<'_>, now: Version) -> Result<Delivery, ParseError> {
     let body: Value = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let (events, batched) = match body {
         Value::Array(events) => (events, true),
         one @ Value::Object(_) => (vec![one], false),
         _ => {
-            return Err(ParseError(
-                "body must be one Segment event (an object) or an array of events".into(),
+            return Err(ParseError::wrong_type(
+                "body",
+                "one Segment event (an object) or an array of events",
             ))
         }
     };
-    let mut out = Parsed::default();
+    let mut out = Delivery::default();
     let mut skipped_events = 0;
     for (i, event) in events.iter().enumerate() {
-        let at = |msg: String| {
-            if batched {
-                ParseError(format!("event {i}: {msg}"))
-            } else {
-                ParseError(msg)
-            }
+        let at = |error: ParseError| match batched {
+            true => ParseError::InEvent {
+                index: i,
+                error: Box::new(error),
+            },
+            false => error,
         };
-        match event_change(source, event, now_ms).map_err(at)? {
+        match event_change(source, event, now).map_err(at)? {
             Some((push, key_missing)) => {
                 out.skipped_without_key += u64::from(key_missing);
                 out.pushes.push(push);
@@ -77,10 +78,10 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
 fn event_change(
     source: &Source,
     event: &Value,
-    now_ms: i64,
-) -> Result<Option<(Push, bool)>, String> {
+    now: Version,
+) -> Result<Option<(Push, bool)>, ParseError> {
     let Value::Object(obj) = event else {
-        return Err("an event must be a JSON object".into());
+        return Err(ParseError::wrong_type("an event", "a JSON object"));
     };
     let Some(personas) = event.pointer("/context/personas") else {
         return Ok(None);
@@ -93,13 +94,23 @@ fn event_change(
     let audience_key = match personas.get("computation_key") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(k)) if !k.trim().is_empty() => k.as_str(),
-        Some(_) => return Err("context.personas.computation_key must be a string".into()),
+        Some(_) => {
+            return Err(ParseError::wrong_type(
+                "context.personas.computation_key",
+                "a string",
+            ))
+        }
     };
     let include = match obj.get("type").and_then(Value::as_str) {
         Some("identify") => match event.get("traits").and_then(|t| t.get(audience_key)) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(format!("traits.{audience_key} must be true or false")),
+            Some(_) => {
+                return Err(ParseError::wrong_type(
+                    format!("traits.{audience_key}"),
+                    "true or false",
+                ))
+            }
         },
         Some("track") => match obj.get("event").and_then(Value::as_str) {
             Some("Audience Entered") => true,
@@ -107,30 +118,39 @@ fn event_change(
             _ => return Ok(None),
         },
         Some(_) => return Ok(None),
-        None => return Err("type is missing or not a string".into()),
+        None => return Err(ParseError::missing_or_not("type", "a string")),
     };
     if let Some(k) = event.pointer("/properties/audience_key") {
         if k.as_str() != Some(audience_key) {
-            return Err(format!(
+            return Err(ParseError::Inconsistent(format!(
                 "properties.audience_key {k} differs from context.personas.computation_key {audience_key:?}"
-            ));
+            )));
         }
     }
     let cohort_id = match personas.get("computation_id") {
         Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
-        _ => return Err("context.personas.computation_id is missing or not a string".into()),
-    };
-    let version_ms = match obj.get("timestamp") {
-        None | Some(Value::Null) => now_ms,
-        Some(Value::String(s)) => {
-            iso_to_ms(s).ok_or_else(|| format!("timestamp {s:?} is not an ISO 8601 time"))?
+        _ => {
+            return Err(ParseError::missing_or_not(
+                "context.personas.computation_id",
+                "a string",
+            ))
         }
-        Some(_) => return Err("timestamp must be an ISO 8601 string".into()),
+    };
+    let version = match obj.get("timestamp") {
+        None | Some(Value::Null) => now,
+        Some(Value::String(s)) => {
+            let ms = iso_to_ms(s).ok_or_else(|| ParseError::Unreadable {
+                field: format!("timestamp {s:?}"),
+                expected: "an ISO 8601 time",
+            })?;
+            Version::of_field(ms, "timestamp")?
+        }
+        Some(_) => return Err(ParseError::wrong_type("timestamp", "an ISO 8601 string")),
     };
     let delivery_id = match obj.get("messageId") {
         None | Some(Value::Null) => None,
         Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
-        Some(_) => return Err("messageId must be a non-empty string".into()),
+        Some(_) => return Err(ParseError::wrong_type("messageId", "a non-empty string")),
     };
     let key = extract_key(event, &source.key_field).or_else(|| {
         source
@@ -144,7 +164,7 @@ fn event_change(
         .map(|key| Change {
             key,
             include,
-            version_ms,
+            version,
         })
         .into_iter()
         .collect();
@@ -181,12 +201,12 @@ mod tests {
                "properties": {"audience_key": "power_users", "power_users": event == "Audience Entered"}})
     }
 
-    fn run(key_field: &str, body: &Value) -> Result<Parsed, ParseError> {
+    fn run(key_field: &str, body: &Value) -> Result<Delivery, ParseError> {
         let bytes = serde_json::to_vec(body).unwrap();
         parse(
-            &source(crate::sources::SourceKind::Segment, key_field),
+            &source(crate::config::SourceKind::Segment, key_field),
             &verified(&bytes),
-            7,
+            Version::from_ms(7).unwrap(),
         )
     }
 
@@ -232,7 +252,7 @@ mod tests {
         let c = |k: &str, include, v| Change {
             key: k.into(),
             include,
-            version_ms: v,
+            version: Version::from_ms(v).unwrap(),
         };
         assert_eq!(
             got,
@@ -330,14 +350,30 @@ mod tests {
             ),
         ] {
             let err = run("userId", &body).unwrap_err();
-            assert!(err.0.contains(needle), "{} lacks {needle}", err.0);
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
         }
         let err = parse(
-            &source(crate::sources::SourceKind::Segment, "userId"),
+            &source(crate::config::SourceKind::Segment, "userId"),
             &verified(b"{not json"),
-            0,
+            Version::from_ms(0).unwrap(),
         )
         .unwrap_err();
-        assert!(err.0.contains("JSON"));
+        assert!(err.to_string().contains("JSON"));
+    }
+
+    #[test]
+    fn timestamps_before_1970_are_refused_naming_the_field() {
+        let mut e = identify("u1", json!(true), "m");
+        e["timestamp"] = json!("1969-12-31T23:59:59Z");
+        let err = run("userId", &e).unwrap_err();
+        assert_eq!(
+            err,
+            ParseError::VersionOutOfRange {
+                field: "timestamp".into(),
+                ms: -1000
+            }
+        );
+        let err = run("userId", &json!([e])).unwrap_err();
+        assert!(err.to_string().starts_with("event 0: timestamp is -1000 ms"), "{err}");
     }
 }

@@ -27,7 +27,8 @@
 
 use super::amplitude::epoch_to_ms;
 use super::segment::iso_to_ms;
-use super::{extract_key, Change, ParseError, Parsed, Push, Snapshot};
+use super::member_key::id_text;
+use super::{extract_key, Change, ParseError, Delivery, Push, Snapshot, Version};
 use crate::config::Source;
 use crate::verify::Verified;
 use serde::Deserialize;
@@ -50,16 +51,14 @@ struct Fields {
     data: Option<Box<Fields>>,
 }
 
-fn version_ms(v: &Value, field: &str) -> Result<i64, ParseError> {
+fn version(v: &Value, field: &str) -> Result<Version, ParseError> {
+    let unreadable = || ParseError::wrong_type(field, "epoch milliseconds or an ISO 8601 time");
     match v {
-        Value::String(s) if s.contains('-') => iso_to_ms(s),
-        other => epoch_to_ms(other),
+        Value::String(s) if s.contains('-') => {
+            Version::of_field(iso_to_ms(s).ok_or_else(unreadable)?, field)
+        }
+        other => epoch_to_ms(other).ok_or_else(unreadable),
     }
-    .ok_or_else(|| {
-        ParseError(format!(
-            "{field} must be epoch milliseconds or an ISO 8601 time"
-        ))
-    })
 }
 
 fn keys(
@@ -67,32 +66,31 @@ fn keys(
     field: &str,
     key_field: &str,
     include: bool,
-    version_ms: i64,
+    version: Version,
     changes: &mut Vec<Change>,
     skipped: &mut u64,
 ) -> Result<(), ParseError> {
     let items = match list {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(ParseError(format!("{field} must be an array of keys"))),
+        Some(_) => return Err(ParseError::wrong_type(field, "an array of keys")),
     };
     for (i, item) in items.iter().enumerate() {
         let key = match item {
-            Value::String(s) if s.trim().is_empty() => None,
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
+            Value::String(_) | Value::Number(_) => id_text(item),
             Value::Object(_) => extract_key(item, key_field),
             _ => {
-                return Err(ParseError(format!(
-                    "{field}[{i}] must be a key (string or number) or an object with {key_field:?}"
-                )))
+                return Err(ParseError::wrong_type(
+                    format!("{field}[{i}]"),
+                    format!("a key (string or number) or an object with {key_field:?}"),
+                ))
             }
         };
         match key {
             Some(key) => changes.push(Change {
                 key,
                 include,
-                version_ms,
+                version,
             }),
             None => *skipped += 1,
         }
@@ -100,50 +98,57 @@ fn keys(
     Ok(())
 }
 
-pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Parsed, ParseError> {
+pub fn parse(source: &Source, verified: &Verified<'_>, now: Version) -> Result<Delivery, ParseError> {
     let outer: Fields = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let (f, envelope_time, prefix) = match outer.data {
         Some(data) => (*data, outer.timestamp, "data."),
         None => (outer, None, ""),
     };
-    let cohort_id = match &f.cohort_id {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(ParseError(format!(
-                "{prefix}cohort_id is missing or not an id"
-            )))
-        }
-    };
+    let cohort_id = f
+        .cohort_id
+        .as_ref()
+        .and_then(id_text)
+        .ok_or_else(|| ParseError::missing_or_not(format!("{prefix}cohort_id"), "an id"))?;
     let cohort_name = match f.cohort_name {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(ParseError(format!("{prefix}cohort_name must be a string"))),
+        Some(_) => {
+            return Err(ParseError::wrong_type(
+                format!("{prefix}cohort_name"),
+                "a string",
+            ))
+        }
     };
     match &f.context_kind {
         None | Some(Value::Null) => {}
         Some(Value::String(k)) => {
             if let Some(other) = source.context_kinds.iter().find(|d| *d != k) {
-                return Err(ParseError(format!(
+                return Err(ParseError::Inconsistent(format!(
                     "{prefix}context_kind {k:?} differs from the context kind {other:?} of this source's destinations; send it to a source whose destinations use {k:?}"
                 )));
             }
         }
-        Some(_) => return Err(ParseError(format!("{prefix}context_kind must be a string"))),
+        Some(_) => {
+            return Err(ParseError::wrong_type(
+                format!("{prefix}context_kind"),
+                "a string",
+            ))
+        }
     }
     let snapshot = match f.snapshot {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
         Some(_) => {
-            return Err(ParseError(format!(
-                "{prefix}snapshot must be true or false"
-            )))
+            return Err(ParseError::wrong_type(
+                format!("{prefix}snapshot"),
+                "true or false",
+            ))
         }
     };
-    let version_ms = match (&f.version, &envelope_time) {
-        (Some(v), _) if !v.is_null() => version_ms(v, &format!("{prefix}version"))?,
-        (_, Some(t)) if !t.is_null() => version_ms(t, "timestamp")?,
-        _ => now_ms,
+    let version = match (&f.version, &envelope_time) {
+        (Some(v), _) if !v.is_null() => version(v, &format!("{prefix}version"))?,
+        (_, Some(t)) if !t.is_null() => version(t, "timestamp")?,
+        _ => now,
     };
     let mut changes = Vec::new();
     let mut skipped = 0;
@@ -155,7 +160,7 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         &add_field,
         kf,
         true,
-        version_ms,
+        version,
         &mut changes,
         &mut skipped,
     )?;
@@ -164,50 +169,45 @@ pub fn parse(source: &Source, verified: &Verified<'_>, now_ms: i64) -> Result<Pa
         &remove_field,
         kf,
         false,
-        version_ms,
+        version,
         &mut changes,
         &mut skipped,
     )?;
-    let delivery_id = verified.delivery_id().map(str::to_string);
-    let snapshot = if snapshot {
-        Some(Snapshot {
-            // Without a webhook-id (another auth scheme), each body is its own session.
-            session: delivery_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+    let mut push = Push {
+        cohort_id,
+        cohort_name,
+        delivery_id: verified.delivery_id().map(str::to_string),
+        changes,
+        snapshot: None,
+    };
+    if snapshot {
+        // Without a webhook-id (another auth scheme), each body is its own session.
+        let session = (push.delivery_id.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        push.snapshot = Some(Snapshot {
+            session,
             page: 1,
             total_pages: 1,
-            version_ms,
+            version,
             armed_only: false,
-        })
-    } else {
-        None
-    };
-    Ok(Parsed::one(
-        Push {
-            cohort_id,
-            cohort_name,
-            delivery_id,
-            changes,
-            snapshot,
-        },
-        skipped,
-    ))
+        });
+    }
+    Ok(Delivery::one(push, skipped))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sources::test_support::{source, verified};
-    use crate::sources::SourceKind;
+    use crate::config::SourceKind;
     use serde_json::json;
 
-    fn run(b: &Value) -> Result<Parsed, ParseError> {
+    fn run(b: &Value) -> Result<Delivery, ParseError> {
         let bytes = serde_json::to_vec(b).unwrap();
         parse(
             &source(SourceKind::StandardWebhooks, "key"),
             &verified(&bytes),
-            5,
+            Version::from_ms(5).unwrap(),
         )
     }
 
@@ -215,7 +215,7 @@ mod tests {
         Change {
             key: k.into(),
             include,
-            version_ms: v,
+            version: Version::from_ms(v).unwrap(),
         }
     }
 
@@ -310,7 +310,38 @@ mod tests {
             (json!([]), "JSON"),
         ] {
             let err = run(&b).unwrap_err();
-            assert!(err.0.contains(needle), "{} lacks {needle}", err.0);
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn versions_out_of_range_are_refused_naming_the_field() {
+        for (b, field) in [
+            (json!({"cohort_id": "c", "version": "1969-12-31T23:59:59Z"}), "version"),
+            (
+                json!({"data": {"cohortId": "c", "version": "1900-01-01T00:00:00Z"}}),
+                "data.version",
+            ),
+            (
+                json!({"timestamp": "1969-01-01T00:00:00Z", "data": {"cohortId": "c"}}),
+                "timestamp",
+            ),
+        ] {
+            match run(&b).unwrap_err() {
+                ParseError::VersionOutOfRange { field: f, ms } => {
+                    assert_eq!(f, field);
+                    assert!(ms < 0);
+                }
+                other => panic!("{other}"),
+            }
+        }
+        // Negative or beyond 10^15 ms as numbers: not epoch milliseconds.
+        for v in [json!(-1), json!(9_007_199_254_740_992i64)] {
+            let err = run(&json!({"cohort_id": "c", "version": v})).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "version must be epoch milliseconds or an ISO 8601 time"
+            );
         }
     }
 }

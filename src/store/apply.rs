@@ -106,9 +106,9 @@ impl Store {
         // one argument instead of three.
         for run in push
             .changes
-            .chunk_by(|a, b| a.version_ms == b.version_ms && a.include == b.include)
+            .chunk_by(|a, b| a.version == b.version && a.include == b.include)
         {
-            inv.arg(run[0].version_ms)
+            inv.arg(run[0].version.ms())
                 .arg(if run[0].include { "1" } else { "0" })
                 .arg(run.len());
             for c in run {

@@ -68,7 +68,7 @@ impl Store {
             .arg(format!("{source}:{cohort}"))
             .arg(snap.page)
             .arg(snap.total_pages)
-            .arg(snap.version_ms)
+            .arg(snap.version.ms())
             .arg(self.snapshot_ttl_ms)
             .arg(&snap.session)
             .arg(if snap.armed_only { "1" } else { "0" });

@@ -3,14 +3,13 @@
 //! `hmac = base64(HMAC-SHA256(utf8(secret), "<ts>" ++ raw body))`: the
 //! timestamp text exactly as sent, then the body, no separator. Heap's
 //! reference verifier sends milliseconds; a value below 10^12 is read as
-//! seconds (sources.md). The timestamp must be within the tolerance window.
+//! seconds (docs/sources.md, "Heap: segment sync webhook"). The timestamp must be within the tolerance window.
 
-use super::{check_window, Headers, VerifyError};
+use super::{Headers, VerifyError, Window};
 use crate::config::Secret;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::time::Duration;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -23,23 +22,21 @@ fn mac(secret: &Secret, ts: &str, body: &[u8]) -> Option<HmacSha256> {
     Some(mac)
 }
 
-/// The header value Heap would send for `body` at `ts` (used by `replay`).
+/// The header value Heap would send for `body` at `ts`.
 pub fn sign(secret: &Secret, ts: &str, body: &[u8]) -> String {
-    let sig = mac(secret, ts, body)
-        .map(|m| m.finalize().into_bytes().to_vec())
-        .unwrap_or_default();
-    format!(
-        "ts:{ts},hmac:{}",
-        base64::engine::general_purpose::STANDARD.encode(sig)
-    )
+    format!("ts:{ts},hmac:{}", super::tag_base64(mac(secret, ts, body)))
+}
+
+/// The headers Heap would send with `body` at `now_ms` (used by `replay`).
+pub fn sign_request(secret: &Secret, body: &[u8], now_ms: i64) -> Vec<(String, String)> {
+    vec![(HEADER.into(), sign(secret, &now_ms.to_string(), body))]
 }
 
 /// The header alone, before the body is read: its timestamp (text and ms,
 /// inside the window) and the 32-byte signature.
 pub fn precheck(
     headers: &dyn Headers,
-    tolerance: Duration,
-    now_ms: i64,
+    window: Window,
 ) -> Result<(&str, i64, [u8; 32]), VerifyError> {
     let value = headers
         .get_str(HEADER)
@@ -71,7 +68,7 @@ pub fn precheck(
     };
     // The window first: a stale request costs no MAC. 32 bytes are 44
     // base64 characters; nothing longer is decoded.
-    check_window(ts_ms, now_ms, tolerance)?;
+    window.check(ts_ms)?;
     let mut sig = [0u8; 32];
     if sig_b64.len() != 44
         || base64::engine::general_purpose::STANDARD.decode_slice(sig_b64, &mut sig) != Ok(32)
@@ -86,10 +83,9 @@ pub fn verify(
     headers: &dyn Headers,
     body: &[u8],
     secrets: &[Secret],
-    tolerance: Duration,
-    now_ms: i64,
+    window: Window,
 ) -> Result<i64, VerifyError> {
-    let (ts, ts_ms, sig) = precheck(headers, tolerance, now_ms)?;
+    let (ts, ts_ms, sig) = precheck(headers, window)?;
     let mut ok = false;
     for s in secrets {
         ok |= mac(s, ts, body).is_some_and(|m| m.verify_slice(&sig).is_ok());

@@ -4,10 +4,17 @@
 //! private and the only constructor is [`verify`], so unverified input cannot
 //! reach a parser by mistake (the typestate habit of svix).
 //!
-//! One file per scheme; each compares in constant time (the `hmac` crate's
-//! `verify_slice`, or `subtle` for shared secrets) and accepts any of the
-//! configured secrets, which is how secrets rotate. The known-answer tests
-//! against every vector live in `tests/it/signatures.rs`.
+//! One file per scheme, holding both sides of it: the verifier ([`precheck`]
+//! on the headers alone, then [`verify`] on the body) and the signer ([`sign`],
+//! the headers a sender would send, which `replay` uses). Each compares in
+//! constant time (the `hmac` crate's `verify_slice`, or `subtle` for shared
+//! secrets) and accepts any of the configured secrets, which is how secrets
+//! rotate. The known-answer tests against every vector live in
+//! `tests/it/signatures.rs`.
+//!
+//! A new scheme is a file here, its [`ResolvedAuth`] variant
+//! (`config/settings.rs`) and how it is read from `auth` (`config/auth.rs`),
+//! and one arm in each of [`precheck`], [`verify`] and [`sign`].
 
 mod heap_hash;
 mod segment_signature;
@@ -20,6 +27,7 @@ pub use shared_secret::verify_header;
 pub use standard_webhooks::sign as standard_webhooks_sign;
 
 use crate::config::{ResolvedAuth, SegmentBatches};
+use std::time::Duration;
 
 /// Request headers as the verifiers see them (decoupled from the HTTP framework).
 pub trait Headers {
@@ -114,11 +122,11 @@ pub fn precheck(
             passwords,
         } => shared_secret::verify_basic(headers, username, passwords),
         ResolvedAuth::HeapHash { tolerance, .. } => {
-            heap_hash::precheck(headers, *tolerance, now_ms).map(|_| ())
+            heap_hash::precheck(headers, Window::new(now_ms, *tolerance)).map(|_| ())
         }
         ResolvedAuth::SegmentSignature { .. } => segment_signature::precheck(headers).map(|_| ()),
         ResolvedAuth::StandardWebhooks { tolerance, .. } => {
-            standard_webhooks::precheck(headers, *tolerance, now_ms).map(|_| ())
+            standard_webhooks::precheck(headers, Window::new(now_ms, *tolerance)).map(|_| ())
         }
         ResolvedAuth::None => Ok(()),
     }
@@ -146,9 +154,8 @@ pub fn verify<'a>(
             passwords,
         } => shared_secret::verify_basic(headers, username, passwords)?,
         ResolvedAuth::HeapHash { secrets, tolerance } => {
-            v.signed_at_ms = Some(heap_hash::verify(
-                headers, body, secrets, *tolerance, now_ms,
-            )?);
+            let window = Window::new(now_ms, *tolerance);
+            v.signed_at_ms = Some(heap_hash::verify(headers, body, secrets, window)?);
         }
         ResolvedAuth::SegmentSignature { secrets, batches } => {
             match (segment_signature::verify(headers, body, secrets)?, batches) {
@@ -162,7 +169,8 @@ pub fn verify<'a>(
             }
         }
         ResolvedAuth::StandardWebhooks { secrets, tolerance } => {
-            let (id, ts) = standard_webhooks::verify(headers, body, secrets, *tolerance, now_ms)?;
+            let window = Window::new(now_ms, *tolerance);
+            let (id, ts) = standard_webhooks::verify(headers, body, secrets, window)?;
             v.signed_at_ms = Some(ts);
             v.delivery_id = Some(id);
         }
@@ -178,15 +186,60 @@ fn keyed<M: hmac::digest::KeyInit>(key: &[u8]) -> Option<M> {
     M::new_from_slice(key).ok()
 }
 
-/// Checks a signed timestamp (ms) against now ± tolerance; returns it.
-fn check_window(
-    ts_ms: i64,
+/// A MAC's tag in standard base64 (empty if there is no MAC, see [`keyed`]).
+fn tag_base64<M: hmac::Mac>(mac: Option<M>) -> String {
+    use base64::Engine;
+    mac.map(|m| base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes()))
+        .unwrap_or_default()
+}
+
+/// Now ± the tolerance: where a signed timestamp must lie (Heap, Standard
+/// Webhooks), so that a captured request cannot be replayed later.
+#[derive(Debug, Clone, Copy)]
+struct Window {
     now_ms: i64,
-    tolerance: std::time::Duration,
-) -> Result<i64, VerifyError> {
-    let skew = now_ms.saturating_sub(ts_ms);
-    if skew.unsigned_abs() > tolerance.as_millis() as u64 {
-        return Err(VerifyError::OutsideWindow(skew / 1000));
+    tolerance: Duration,
+}
+
+impl Window {
+    fn new(now_ms: i64, tolerance: Duration) -> Window {
+        Window { now_ms, tolerance }
     }
-    Ok(ts_ms)
+
+    /// Checks a signed timestamp (ms); returns it.
+    fn check(self, ts_ms: i64) -> Result<i64, VerifyError> {
+        let skew = self.now_ms.saturating_sub(ts_ms);
+        if skew.unsigned_abs() > self.tolerance.as_millis() as u64 {
+            return Err(VerifyError::OutsideWindow(skew / 1000));
+        }
+        Ok(ts_ms)
+    }
+}
+
+/// The headers a sender holding the first configured secret would send with
+/// `body` at `now_ms`, each made by the scheme's own file beside its
+/// verifier (used by `replay`). Empty for `none` or without a secret.
+pub fn sign(auth: &ResolvedAuth, body: &[u8], now_ms: i64) -> Vec<(String, String)> {
+    let signed = match auth {
+        ResolvedAuth::Header { header, secrets } => secrets
+            .first()
+            .map(|s| shared_secret::header_request(header, s)),
+        ResolvedAuth::Basic {
+            username,
+            passwords,
+        } => passwords
+            .first()
+            .map(|p| shared_secret::basic_request(username, p)),
+        ResolvedAuth::HeapHash { secrets, .. } => secrets
+            .first()
+            .map(|s| heap_hash::sign_request(s, body, now_ms)),
+        ResolvedAuth::SegmentSignature { secrets, .. } => secrets
+            .first()
+            .map(|s| segment_signature::sign_request(s, body)),
+        ResolvedAuth::StandardWebhooks { secrets, .. } => secrets
+            .first()
+            .map(|s| standard_webhooks::sign_request(s, body, now_ms)),
+        ResolvedAuth::None => None,
+    };
+    signed.unwrap_or_default()
 }

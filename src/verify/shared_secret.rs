@@ -39,6 +39,18 @@ pub fn verify_header(
     }
 }
 
+/// The header a sender configured with `secret` sends (used by `replay`).
+pub fn header_request(header: &str, secret: &Secret) -> Vec<(String, String)> {
+    vec![(header.to_string(), secret.expose().to_string())]
+}
+
+/// The `Authorization: Basic` header for `username` and `password` (used by `replay`).
+pub fn basic_request(username: &Secret, password: &Secret) -> Vec<(String, String)> {
+    let creds = format!("{}:{}", username.expose(), password.expose());
+    let enc = base64::engine::general_purpose::STANDARD.encode(creds);
+    vec![("Authorization".into(), format!("Basic {enc}"))]
+}
+
 /// `Authorization: Basic base64(user:password)`, any configured password.
 pub fn verify_basic(
     headers: &dyn Headers,

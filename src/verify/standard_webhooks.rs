@@ -5,12 +5,11 @@
 //! base64-decoded secret after its `whsec_` prefix. Any entry matching any
 //! configured secret is accepted (rotation).
 
-use super::{check_window, Headers, VerifyError};
+use super::{Headers, VerifyError, Window};
 use crate::config::Secret;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::time::Duration;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -35,13 +34,28 @@ fn mac(secret: &Secret, id: &str, ts: &str, body: &[u8]) -> Option<HmacSha256> {
 
 /// The `webhook-signature` value for one secret.
 pub fn sign(secret: &Secret, id: &str, ts: &str, body: &[u8]) -> String {
-    let sig = mac(secret, id, ts, body)
-        .map(|m| m.finalize().into_bytes().to_vec())
-        .unwrap_or_default();
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(sig)
-    )
+    format!("v1,{}", super::tag_base64(mac(secret, id, ts, body)))
+}
+
+/// The headers a Standard Webhooks sender would send with `body` at
+/// `now_ms` (used by `replay`). The `webhook-id` is derived from the body, so
+/// sending the same body twice is a retried delivery (de-duplicated).
+pub fn sign_request(secret: &Secret, body: &[u8], now_ms: i64) -> Vec<(String, String)> {
+    let id = webhook_id(body);
+    let ts = (now_ms / 1000).to_string();
+    vec![
+        ("webhook-signature".into(), sign(secret, &id, &ts, body)),
+        ("webhook-id".into(), id),
+        ("webhook-timestamp".into(), ts),
+    ]
+}
+
+/// A `webhook-id` that is the same for the same body: `msg_` + 24 hex digits of its SHA-256.
+fn webhook_id(body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(body);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
 }
 
 /// The `webhook-id`, the timestamp text and ms, and the candidate signatures.
@@ -52,11 +66,7 @@ const MAX_ENTRIES: usize = 8;
 
 /// The headers alone, before the body is read: presence, the timestamp and
 /// its window, and up to [`MAX_ENTRIES`] well-formed `v1,` signatures.
-pub fn precheck(
-    headers: &dyn Headers,
-    tolerance: Duration,
-    now_ms: i64,
-) -> Result<Prechecked<'_>, VerifyError> {
+pub fn precheck(headers: &dyn Headers, window: Window) -> Result<Prechecked<'_>, VerifyError> {
     let id = headers
         .get_str("webhook-id")
         .ok_or(VerifyError::MissingHeader("webhook-id"))?;
@@ -71,7 +81,7 @@ pub fn precheck(
         reason: "not a Unix timestamp",
     })?;
     // The window first: a stale or future request costs no MAC.
-    let ts_ms = check_window(secs.saturating_mul(1000), now_ms, tolerance)?;
+    let ts_ms = window.check(secs.saturating_mul(1000))?;
     let candidates: Vec<[u8; 32]> = sigs
         .split(' ')
         .filter_map(|entry| entry.strip_prefix("v1,"))
@@ -101,11 +111,10 @@ pub fn verify(
     headers: &dyn Headers,
     body: &[u8],
     secrets: &[Secret],
-    tolerance: Duration,
-    now_ms: i64,
+    window: Window,
 ) -> Result<(String, i64), VerifyError> {
     use subtle::ConstantTimeEq;
-    let (id, ts, ts_ms, candidates) = precheck(headers, tolerance, now_ms)?;
+    let (id, ts, ts_ms, candidates) = precheck(headers, window)?;
     let mut ok = subtle::Choice::from(0u8);
     for s in secrets {
         let Some(m) = mac(s, id, ts, body) else {
@@ -120,4 +129,16 @@ pub fn verify(
         return Err(VerifyError::BadSignature);
     }
     Ok((id.to_string(), ts_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::webhook_id;
+
+    #[test]
+    fn webhook_ids_follow_the_body() {
+        assert_eq!(webhook_id(b"{}"), webhook_id(b"{}"));
+        assert_ne!(webhook_id(b"{}"), webhook_id(b"{ }"));
+        assert!(webhook_id(b"{}").starts_with("msg_"));
+    }
 }

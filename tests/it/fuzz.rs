@@ -8,8 +8,8 @@
 //! `PROPTEST_CASES`) for a longer run.
 
 use crate::support::alloc::thread_peak;
+use cohort_bridge::config::manifest::{Manifest, BUILTIN};
 use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches, Source, SourceKind};
-use cohort_bridge::sources::manifest::{Manifest, BUILTIN};
 use cohort_bridge::verify::{self, VerifyError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -189,7 +189,7 @@ fn parse_kind(kind: SourceKind, fixture_dir: &str) {
                 thread_peak(|| cohort_bridge::sources::parse(&src, &verified, 1).map(|_| ()));
             prop_assert!(peak <= parser_budget(body.len()), "{peak} bytes");
             if kind == SourceKind::Mixpanel {
-                let (_, peak) = thread_peak(|| cohort_bridge::sources::mixpanel_action(&body));
+                let (_, peak) = thread_peak(|| cohort_bridge::sources::echo_action(kind, &body));
                 prop_assert!(peak <= verifier_budget(body.len()), "{peak} bytes");
             }
             Ok(())
@@ -231,7 +231,9 @@ fn every_partner_manifest_parser_never_panics() {
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         runner()
             .run(&bodies(seeds.clone()), |body| {
-                let (_, peak) = thread_peak(|| m.parse(&body, 1).map(|_| ()));
+                let (_, peak) = thread_peak(|| {
+                    cohort_bridge::sources::partner::parse(&m, &body, 1).map(|_| ())
+                });
                 prop_assert!(peak <= parser_budget(body.len()), "{key}: {peak} bytes");
                 Ok(())
             })

@@ -500,7 +500,9 @@ fn refusing_a_big_array_allocates_next_to_nothing() {
     let mut mixpanel = b"{\"action\":".to_vec();
     mixpanel.extend_from_slice(&numbers);
     mixpanel.push(b'}');
-    let (a, peak) = alloc::thread_peak(|| cohort_bridge::sources::mixpanel_action(&mixpanel));
+    let (a, peak) = alloc::thread_peak(|| {
+        cohort_bridge::sources::echo_action(cohort_bridge::config::SourceKind::Mixpanel, &mixpanel)
+    });
     assert_eq!(a, None);
     assert!(peak < 64 * 1024, "mixpanel action allocated {peak} bytes");
 }

@@ -39,7 +39,7 @@
 
 use crate::support::RedisServer;
 use cohort_bridge::config::RedisConfig;
-use cohort_bridge::sources::{Change, Push, Snapshot};
+use cohort_bridge::sources::{Change, Push, Snapshot, Version};
 use cohort_bridge::store::{
     Ack, AckedBatch, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store,
 };
@@ -458,7 +458,7 @@ impl Harness {
                 .map(|c| Change {
                     key: MEMBERS[c.member as usize].into(),
                     include: c.include,
-                    version_ms: i64::from(c.version),
+                    version: Version::from_ms(i64::from(c.version)).unwrap(),
                 })
                 .collect(),
             snapshot: snapshot.clone(),
@@ -532,7 +532,7 @@ impl Harness {
             return;
         }
         if fresh {
-            session.start = snap.version_ms;
+            session.start = snap.version.ms();
         }
         session.pages.insert(snap.page);
         for c in changes {
@@ -776,7 +776,7 @@ impl Harness {
                     session: format!("s{session}"),
                     page: snap_page(*session, *page),
                     total_pages: snap_total(*session),
-                    version_ms: i64::from(*version),
+                    version: Version::from_ms(i64::from(*version)).unwrap(),
                     armed_only: false,
                 };
                 self.push(*cohort as usize, None, &changes, Some(snap))

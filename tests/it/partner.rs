@@ -216,7 +216,7 @@ async fn every_builtin_manifest_reaches_launchdarkly() {
     let (_redis, emu, cfg, _files) = partner_stack("");
     let bridge = Bridge::start(&cfg).await;
     let mut want = BTreeMap::new();
-    for (key, _) in cohort_bridge::sources::manifest::BUILTIN {
+    for (key, _) in cohort_bridge::config::manifest::BUILTIN {
         let cohort = format!("c-{key}");
         for body in bodies(key, PROD, &cohort, &["101", "102", "103"], &["103"]) {
             let (status, resp) = post_json(&bridge, key, &body).await;

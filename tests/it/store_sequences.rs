@@ -7,7 +7,7 @@
 use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET, OPERATOR_TOKEN};
 use crate::support::{eventually, stack, Bridge, RedisServer};
 use cohort_bridge::config::RedisConfig;
-use cohort_bridge::sources::{Change, Push, Snapshot};
+use cohort_bridge::sources::{Change, Push, Snapshot, Version};
 use cohort_bridge::store::{ApplyParams, Claim, Keys, LinkId, Store};
 use reqwest::Method;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +41,7 @@ fn change(key: &str, include: bool, version_ms: i64) -> Change {
     Change {
         key: key.into(),
         include,
-        version_ms,
+        version: Version::from_ms(version_ms).unwrap(),
     }
 }
 
@@ -69,7 +69,7 @@ async fn snapshot(s: &Store, session: &str, version: i64, members: &[&str]) {
             session: session.into(),
             page: 1,
             total_pages: 1,
-            version_ms: version,
+            version: Version::from_ms(version).unwrap(),
             armed_only: false,
         }),
     };

@@ -1,6 +1,6 @@
 //! Picking a member's LaunchDarkly context key out of a member object.
 
-use super::Change;
+use super::{Change, Version};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -11,7 +11,7 @@ pub fn collect_changes(
     members: &[Value],
     key_field: &str,
     include: bool,
-    version_ms: i64,
+    version: Version,
     changes: &mut Vec<Change>,
     skipped: &mut u64,
 ) {
@@ -20,7 +20,7 @@ pub fn collect_changes(
             Some(key) => changes.push(Change {
                 key,
                 include,
-                version_ms,
+                version,
             }),
             None => *skipped += 1,
         }
@@ -34,6 +34,11 @@ pub fn extract_key(member: &Value, path: &str) -> Option<String> {
     for part in path.split('.') {
         v = v.get(part)?;
     }
+    id_text(v)
+}
+
+/// An id or key: a non-blank string, or a number as its decimal text.
+pub(crate) fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -50,7 +55,7 @@ pub fn collect_changes_raw(
     raw: &RawValue,
     key_field: &str,
     include: bool,
-    version_ms: i64,
+    version: Version,
     changes: &mut Vec<Change>,
     skipped: &mut u64,
 ) -> Result<(), serde_json::Error> {
@@ -59,7 +64,7 @@ pub fn collect_changes_raw(
     de.deserialize_seq(Members {
         path: &path,
         include,
-        version_ms,
+        version,
         changes,
         skipped,
     })
@@ -68,7 +73,7 @@ pub fn collect_changes_raw(
 struct Members<'a, 'p> {
     path: &'p [&'p str],
     include: bool,
-    version_ms: i64,
+    version: Version,
     changes: &'a mut Vec<Change>,
     skipped: &'a mut u64,
 }
@@ -89,7 +94,7 @@ impl<'de> Visitor<'de> for Members<'_, '_> {
                 Some(key) => self.changes.push(Change {
                     key,
                     include: self.include,
-                    version_ms: self.version_ms,
+                    version: self.version,
                 }),
                 None => *self.skipped += 1,
             }
@@ -240,6 +245,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const V5: Version = match Version::from_ms(5) {
+        Some(v) => v,
+        None => panic!("5 is a version"),
+    };
+
     #[test]
     fn paths() {
         let m = json!({"user_id": "u1", "n": 42, "user_properties": {"email": "a@b.c", "blank": " "}, "nil": null});
@@ -278,16 +288,16 @@ mod tests {
             "a.b.c",
         ] {
             let (mut want, mut want_skipped) = (Vec::new(), 0);
-            collect_changes(&values, field, true, 5, &mut want, &mut want_skipped);
+            collect_changes(&values, field, true, V5, &mut want, &mut want_skipped);
             let (mut got, mut got_skipped) = (Vec::new(), 0);
-            collect_changes_raw(&raw, field, true, 5, &mut got, &mut got_skipped).unwrap();
+            collect_changes_raw(&raw, field, true, V5, &mut got, &mut got_skipped).unwrap();
             assert_eq!(got, want, "{field}");
             assert_eq!(got_skipped, want_skipped, "{field}");
         }
         let not_array: Box<RawValue> = serde_json::from_str(r#"{"a": 1}"#).unwrap();
         let (mut got, mut skipped) = (Vec::new(), 0);
         assert!(
-            collect_changes_raw(&not_array, "user_id", true, 5, &mut got, &mut skipped).is_err()
+            collect_changes_raw(&not_array, "user_id", true, V5, &mut got, &mut skipped).is_err()
         );
     }
 }
