@@ -31,7 +31,8 @@
 //!
 //! ## Modules
 //! - [`config`]: the TOML file, environment overrides, validation, secrets.
-//! - [`http`]: routes, error responses, [`http::Application`].
+//! - [`app`]: the composition root, [`app::Application`] (store, flusher, servers, shutdown).
+//! - [`http`]: routes, handlers, error responses.
 //! - [`verify`]: one file per authentication scheme.
 //! - [`sources`]: one file per sender kind.
 //! - [`store`]: Redis keys, Lua scripts, the store API.
@@ -41,6 +42,7 @@
 //! - [`operator`]: operator commands (links, dead letters, redrive, resync);
 //!   the same calls are served over HTTP by [`http::operator`].
 
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod flush;

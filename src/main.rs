@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cohort_bridge::config::{self, CONFIG_ENV};
-use cohort_bridge::http::Application;
+use cohort_bridge::app::Application;
 use cohort_bridge::operator;
 use cohort_bridge::telemetry::{self, LogFormat};
 use std::path::PathBuf;
