@@ -6,6 +6,7 @@
 use crate::config::Settings;
 use crate::flush::Flusher;
 use crate::http::{self, AppState, PartnerLimits};
+use crate::ingest::Ingest;
 use crate::store::Store;
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
@@ -82,7 +83,12 @@ impl Application {
             let data = web::Data::new(AppState {
                 settings: shared_settings.clone(),
                 store: store.clone(),
-                worker_store,
+                ingest: Ingest::new(
+                    shared_settings.clone(),
+                    store.clone(),
+                    worker_store,
+                    wake.clone(),
+                ),
                 partner_limits: partner_limits.clone(),
                 wake: wake.clone(),
                 shutting_down: flag.clone(),

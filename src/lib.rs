@@ -47,6 +47,7 @@ pub mod clock;
 pub mod config;
 pub mod flush;
 pub mod http;
+pub mod ingest;
 pub mod launchdarkly;
 pub mod metrics;
 pub mod naming;

@@ -31,6 +31,15 @@ pub enum ApiError {
     UnknownLink(String),
 }
 
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        match e {
+            crate::ingest::IngestError::BatchInProgress => ApiError::BatchInProgress,
+            crate::ingest::IngestError::Unavailable(err) => ApiError::Unavailable(err),
+        }
+    }
+}
+
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {

@@ -9,9 +9,9 @@ mod webhooks;
 
 pub use error::ApiError;
 pub use partner::PartnerLimits;
-pub use webhooks::Summary;
 
 use crate::config::Settings;
+use crate::ingest::Ingest;
 use crate::store::Store;
 use actix_web::web;
 use std::sync::atomic::AtomicBool;
@@ -19,40 +19,21 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// What request handlers use: one per HTTP worker thread (see
-/// [`crate::app::Application::build`]); everything but `worker_store` is shared.
+/// [`crate::app::Application::build`]); everything but `ingest`'s worker
+/// connection is shared.
 pub struct AppState {
     pub settings: Arc<Settings>,
     /// Redis through the connection the runtime's I/O threads drive.
     pub store: Store,
-    /// Redis through this worker's own connection, driven on the worker's
-    /// thread: no hand-off between threads per round trip.
-    pub worker_store: Store,
+    /// Where verified, parsed requests go.
+    pub ingest: Ingest,
     /// Per partner token rate limits (shared by every worker).
     pub partner_limits: Arc<partner::PartnerLimits>,
-    /// Wakes the flusher after a push.
+    /// Wakes the flusher after an operator's redrive or resync.
     pub wake: Arc<Notify>,
     pub shutting_down: Arc<AtomicBool>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
-
-impl AppState {
-    /// Where to apply a push of `changes` changes. Small pushes are bound by
-    /// the per-request round trip, which the worker's own connection makes
-    /// cheapest (measured: one-member pushes +12%); big ones by encoding
-    /// and sending thousands of arguments, which the runtime's I/O threads
-    /// take off the worker (measured: 1,000-member pushes 10% slower on the
-    /// worker's connection). See the README's Performance section.
-    pub fn store_for(&self, changes: usize) -> &Store {
-        if changes <= SMALL_PUSH {
-            &self.worker_store
-        } else {
-            &self.store
-        }
-    }
-}
-
-/// Pushes of at most this many changes use the worker's own connection.
-const SMALL_PUSH: usize = 64;
 
 /// Every route of the main listener; `/metrics` too unless
 /// `server.metrics_listen` serves it elsewhere ([`metrics_routes`]).

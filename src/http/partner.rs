@@ -20,7 +20,7 @@ use crate::clock::now_ms;
 use crate::config::{PartnerSettings, PartnerToken};
 use crate::metrics as m;
 use crate::sources::manifest::Manifest;
-use crate::store::ApplyParams;
+use crate::ingest::IngestError;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -321,46 +321,22 @@ async fn handle(
             ))
         })?;
 
-    let source_id = crate::config::partner_source_id(key);
-    let params = ApplyParams {
-        now_ms: now,
-        dedupe_ttl_ms: settings.redis.dedupe_ttl_seconds * 1000,
-        max_delay_ms: settings.flush.max_delay_ms,
-        batch: settings.launchdarkly.max_keys_per_request,
-    };
-    let destinations = std::slice::from_ref(destination);
-    // The flusher polls every `flush.poll_interval_ms`; wake it only for a full batch.
-    let mut wake = false;
-    for push in request
-        .parsed
-        .pushes
-        .iter()
-        .filter(|p| !p.changes.is_empty())
-    {
-        let out = state
-            .store_for(push.changes.len())
-            .apply(&source_id, destinations, push, params)
-            .await
-            .map_err(PartnerError::Unavailable)?;
-        m::changes(&source_id, "accepted", out.accepted);
-        m::changes(&source_id, "stale", out.stale);
-        m::changes(&source_id, "unchanged", out.unchanged);
-        m::changes(&source_id, "superseded", out.superseded);
-        m::changes(&source_id, "cancelled", out.cancelled);
-        wake |= out.due_now;
-    }
-    m::changes(
-        &source_id,
-        "skipped_without_key",
-        request.parsed.skipped_without_key,
-    );
-    m::changes(
-        &source_id,
-        "skipped_invalid_key",
-        request.parsed.skipped_invalid_key,
-    );
-    if wake {
-        state.wake.notify_one();
-    }
-    Ok(request.parsed.skipped_invalid_key)
+    // An integration's cohort entry without changes is nothing to apply.
+    request.parsed.pushes.retain(|p| !p.changes.is_empty());
+    let summary = state
+        .ingest
+        .apply(
+            &crate::config::partner_source_id(key),
+            std::slice::from_ref(destination),
+            &request.parsed,
+            None,
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            IngestError::Unavailable(err) => PartnerError::Unavailable(err),
+            // Only Segment's first-event batches are claimed.
+            IngestError::BatchInProgress => PartnerError::Invalid(e.to_string()),
+        })?;
+    Ok(summary.skipped_invalid_key)
 }
