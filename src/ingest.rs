@@ -17,7 +17,7 @@
 //! answers in its own style.
 
 use crate::config::Settings;
-use crate::metrics as m;
+use crate::metrics::{self as m, ChangeOutcome};
 use crate::sources::Parsed;
 use crate::store::snapshot::Finalized;
 use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, Store, StoreError};
@@ -107,11 +107,11 @@ pub fn apply_params(settings: &Settings, now_ms: i64) -> ApplyParams {
 
 /// Counts the outcome of one apply, or of one finalization's removals.
 fn count(source: &str, o: &ApplyOutcome) {
-    m::changes(source, "accepted", o.accepted);
-    m::changes(source, "stale", o.stale);
-    m::changes(source, "unchanged", o.unchanged);
-    m::changes(source, "superseded", o.superseded);
-    m::changes(source, "cancelled", o.cancelled);
+    m::changes(source, ChangeOutcome::Accepted, o.accepted);
+    m::changes(source, ChangeOutcome::Stale, o.stale);
+    m::changes(source, ChangeOutcome::Unchanged, o.unchanged);
+    m::changes(source, ChangeOutcome::Superseded, o.superseded);
+    m::changes(source, ChangeOutcome::Cancelled, o.cancelled);
 }
 
 /// How much of a snapshot finalization one call works.
@@ -316,8 +316,16 @@ impl Ingest {
             }
         }
         if !summary.duplicate {
-            m::changes(source, "skipped_without_key", summary.skipped_without_key);
-            m::changes(source, "skipped_invalid_key", summary.skipped_invalid_key);
+            m::changes(
+                source,
+                ChangeOutcome::SkippedWithoutKey,
+                summary.skipped_without_key,
+            );
+            m::changes(
+                source,
+                ChangeOutcome::SkippedInvalidKey,
+                summary.skipped_invalid_key,
+            );
         }
         if wake {
             self.wake.notify_one();

@@ -460,7 +460,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                         return Ok(Flushed::Deferred);
                     }
                     Ack::Done { written: w, .. } => {
-                        m::changes(&link.source, "written", w);
+                        m::changes(&link.source, m::ChangeOutcome::Written, w);
                         written += batch.len();
                     }
                 }
@@ -503,7 +503,7 @@ pub async fn flush(ctx: Arc<Ctx>, p: u16, link: LinkId, due_at_ms: i64) -> anyho
                     .dead_letter(p, ctx.leases.token(), &link, &keys, &message, now_ms())
                     .await?
                 {
-                    m::changes(&link.source, "dead_lettered", n);
+                    m::changes(&link.source, m::ChangeOutcome::DeadLettered, n);
                 }
             }
             Verdict::Block { reason } if reason.starts_with("404") => {

@@ -9,17 +9,18 @@
 //! the end here (members in no page become desired out, a chunk at a time;
 //! `store::snapshot`) before the answer, which reports it under `snapshot`.
 //!
-//! Mixpanel sources are answered in Mixpanel's envelope instead, on success
-//! and on every error (same status codes): `{"action": "<echo>", "status":
-//! "success" | "failure", "error"?: {"message", "code": <HTTP status>}}`.
+//! Each source is answered in its kind's style ([`AnswerStyle`]): Mixpanel
+//! sources in Mixpanel's envelope, on success and on every error (same status
+//! codes): `{"action": "<echo>", "status": "success" | "failure", "error"?:
+//! {"message", "code": <HTTP status>}}`; the others natively (`super::error`).
 
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::now_ms;
 use crate::ingest::{FirstEvent, Summary};
-use crate::metrics as m;
-use crate::sources::{self, SourceKind};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use crate::metrics::{self as m, RequestOutcome};
+use crate::sources::{self, AnswerStyle};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 /// Reads the body, refusing more than `server.max_body_bytes` without
@@ -80,9 +81,7 @@ fn verify_and_parse(
         Ok(v) => v,
         Err(e) => return (None, Err(e.into())),
     };
-    let action = (source.kind == SourceKind::Mixpanel)
-        .then(|| sources::mixpanel_action(body))
-        .flatten();
+    let action = sources::echo_action(source.kind, body);
     (action, parse_verified(source, &verified, now))
 }
 
@@ -141,50 +140,32 @@ pub async fn receive(
     };
     let mut action = None;
     let result = handle(&req, payload, &state, &source, &mut action).await;
-    let outcome = match &result {
-        Ok(s) if s.duplicate => "duplicate",
-        Ok(s) if s.note.is_some() => "ignored",
-        Ok(_) => "accepted",
-        Err(ApiError::Unauthorized(_)) => "unauthorized",
-        Err(ApiError::TooLarge { .. }) => "too_large",
-        Err(ApiError::Unavailable(_)) => "unavailable",
-        Err(_) => "invalid",
-    };
-    m::push(&source.id, outcome);
-    if let Err(e) = &result {
-        match e {
-            ApiError::Unavailable(err) => {
-                tracing::warn!(source = %source.id, error = %err, "Push refused: Redis unavailable.")
+    m::request(
+        &source.id,
+        match &result {
+            Ok(s) if s.duplicate => RequestOutcome::Duplicate,
+            Ok(s) if s.note.is_some() => RequestOutcome::Ignored,
+            Ok(_) => RequestOutcome::Accepted,
+            Err(e) => e.outcome(),
+        },
+    );
+    let style = source.kind.answer_style();
+    let action = action.unwrap_or("");
+    match result {
+        Ok(summary) => Ok(match style {
+            AnswerStyle::Mixpanel => {
+                HttpResponse::Ok().json(serde_json::json!({"action": action, "status": "success"}))
             }
-            other => tracing::info!(source = %source.id, error = %other, "Push rejected."),
-        }
-    }
-    if source.kind == SourceKind::Mixpanel {
-        return Ok(mixpanel_envelope(action.unwrap_or(""), result.map(|_| ())));
-    }
-    match result {
-        Ok(summary) => Ok(HttpResponse::Ok().json(summary)),
-        Err(e) => Err(e),
-    }
-}
-
-/// Mixpanel's response envelope, with the status the error would have had.
-fn mixpanel_envelope(action: &str, result: Result<(), ApiError>) -> HttpResponse {
-    match result {
-        Ok(()) => {
-            HttpResponse::Ok().json(serde_json::json!({"action": action, "status": "success"}))
-        }
+            AnswerStyle::Native | AnswerStyle::LaunchDarkly => HttpResponse::Ok().json(summary),
+        }),
         Err(e) => {
-            let status = e.status_code();
-            let mut resp = HttpResponse::build(status);
-            if matches!(e, ApiError::Unavailable(_)) {
-                resp.insert_header(("Retry-After", "5"));
+            match &e {
+                ApiError::Unavailable(err) => {
+                    tracing::warn!(source = %source.id, error = %err, "Push refused: Redis unavailable.")
+                }
+                other => tracing::info!(source = %source.id, error = %other, "Push rejected."),
             }
-            resp.json(serde_json::json!({
-                "action": action,
-                "status": "failure",
-                "error": {"message": e.to_string(), "code": status.as_u16()},
-            }))
+            Ok(e.respond(style, action))
         }
     }
 }

@@ -279,3 +279,36 @@ pub(crate) mod test_support {
         }
     }
 }
+
+// TEMP(merge): provided by config::kinds
+/// How a receiver answers a source's requests (success and errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerStyle {
+    /// `{"error": {"code", "message"}}`; the summary on success.
+    Native,
+    /// Mixpanel's envelope: `{"action", "status", "error"?: {"message", "code"}}`.
+    Mixpanel,
+    /// LaunchDarkly's: `{"code", "message"}`; 204 on success.
+    LaunchDarkly,
+}
+
+// TEMP(merge): provided by config::kinds
+impl SourceKind {
+    /// The body style of this kind's answers.
+    pub fn answer_style(self) -> AnswerStyle {
+        match self {
+            SourceKind::Mixpanel => AnswerStyle::Mixpanel,
+            SourceKind::Partner => AnswerStyle::LaunchDarkly,
+            _ => AnswerStyle::Native,
+        }
+    }
+}
+
+// TEMP(merge): provided by config::kinds
+/// What the answer echoes of a verified body (Mixpanel's `action`).
+pub fn echo_action(kind: SourceKind, body: &[u8]) -> Option<&'static str> {
+    match kind {
+        SourceKind::Mixpanel => mixpanel_action(body),
+        _ => None,
+    }
+}
