@@ -2,7 +2,7 @@
 //! [`crate::app::Application`] builds the servers that serve them.
 
 mod error;
-pub mod operator;
+pub mod operator_api;
 pub mod ops;
 mod partner;
 mod webhooks;
@@ -45,7 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         )
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
-        .configure(operator::configure);
+        .configure(operator_api::configure);
     if with_metrics {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }
