@@ -11,7 +11,10 @@
 //!     ▼
 //! sources     kind-specific parser → Push { cohort, delivery id, changes[version, in/out], snapshot? } (else 400)
 //!     ▼
-//! store       one Lua script, one round trip, one hash slot:
+//! ingest      the one ingest path (the partner route's too): apply parameters, batch claim,
+//!             snapshot arm/finalize, outcome counts, wakes the flusher
+//!     ▼
+//! store       one Lua script per push, one round trip, one hash slot:
 //!             dedupe → last-writer-wins → per-link dirty sets → due index (else 503)
 //!     ▼       200 only now: every accepted change is in Redis
 //! flush       partition leases; links oldest-due first; claim ≤ N dirty members (marked unknown)
@@ -31,20 +34,25 @@
 //!
 //! ## Modules
 //! - [`config`]: the TOML file, environment overrides, validation, secrets.
-//! - [`http`]: routes, error responses, [`http::Application`].
-//! - [`verify`]: one file per authentication scheme.
+//! - [`app`]: the composition root, [`app::Application`] (store, flusher, servers, shutdown).
+//! - [`http`]: routes, handlers, error responses.
+//! - [`ingest`]: what happens to a verified, parsed request, for every
+//!   receiver and for the flusher's snapshot resumption.
+//! - [`verify`]: one file per authentication scheme (partner tokens too).
 //! - [`sources`]: one file per sender kind.
 //! - [`store`]: Redis keys, Lua scripts, the store API.
 //! - [`flush`]: leases, the flush loop, one link's flush.
 //! - [`launchdarkly`]: client, response classification, throttle.
 //! - [`replay`]: sends recorded pushes as their source would.
 //! - [`operator`]: operator commands (links, dead letters, redrive, resync);
-//!   the same calls are served over HTTP by [`http::operator`].
+//!   the same calls are served over HTTP by [`http::operator_api`].
 
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod flush;
 pub mod http;
+pub mod ingest;
 pub mod launchdarkly;
 pub mod metrics;
 pub mod naming;

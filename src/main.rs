@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cohort_bridge::app::Application;
 use cohort_bridge::config::{self, CONFIG_ENV};
-use cohort_bridge::http::Application;
 use cohort_bridge::operator;
 use cohort_bridge::telemetry::{self, LogFormat};
 use std::path::PathBuf;
@@ -139,30 +139,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Links { config } => {
-            print!("{}", operator::links(&config::load(&config)?).await?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Links { config } => report(operator::links(&config::load(&config)?).await),
         Command::DeadLetters { link, config } => {
-            print!(
-                "{}",
-                operator::dead_letters(&config::load(&config)?, &link).await?
-            );
-            Ok(ExitCode::SUCCESS)
+            report(operator::dead_letters(&config::load(&config)?, &link).await)
         }
         Command::Redrive { link, keys, config } => {
-            print!(
-                "{}",
-                operator::redrive(&config::load(&config)?, &link, &keys).await?
-            );
-            Ok(ExitCode::SUCCESS)
+            report(operator::redrive(&config::load(&config)?, &link, &keys).await)
         }
         Command::Resync { link, config } => {
-            print!(
-                "{}",
-                operator::resync(&config::load(&config)?, &link).await?
-            );
-            Ok(ExitCode::SUCCESS)
+            report(operator::resync(&config::load(&config)?, &link).await)
         }
         Command::Replay {
             paths,
@@ -197,6 +182,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Prints an operator command's report.
+fn report(text: anyhow::Result<String>) -> anyhow::Result<ExitCode> {
+    print!("{}", text?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn wait_for_signal() {

@@ -2,8 +2,8 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `cohort_bridge_pushes_total` | counter | `source`, `outcome` | requests to a receiver: `accepted`, `duplicate`, `ignored`, `unauthorized`, `invalid`, `too_large`, `unavailable` |
-//! | `cohort_bridge_changes_total` | counter | `source`, `outcome` | membership changes: `accepted` counts every change newer than what was stored; each has one final outcome: `stale`, `skipped_without_key`, `skipped_invalid_key` (longer than `server.max_key_bytes` or holding a control character) on arrival; `unchanged`, `cancelled` (flip back), `superseded` before a write; `written` and `dead_lettered` after one (see `store::ApplyOutcome`) |
+//! | `cohort_bridge_requests_total` | counter | `source`, `outcome` | requests to a receiver ([`RequestOutcome`]): `accepted`, `duplicate`, `ignored`, `unauthorized`, `invalid`, `too_large`, `unavailable`, `rate_limited` (formerly `cohort_bridge_pushes_total`: a push is one cohort's changes, a request may carry several) |
+//! | `cohort_bridge_changes_total` | counter | `source`, `outcome` | membership changes ([`ChangeOutcome`]): `accepted` counts every change newer than what was stored; each has one final outcome: `stale`, `skipped_without_key`, `skipped_invalid_key` (longer than `server.max_key_bytes` or holding a control character) on arrival; `unchanged`, `cancelled` (flip back), `superseded` before a write; `written` and `dead_lettered` after one (see `store::ApplyOutcome`) |
 //! | `cohort_bridge_ld_requests_total` | counter | `operation`, `status` | LaunchDarkly attempts, by HTTP status or `timeout` / `transport` / `not_sent` |
 //! | `cohort_bridge_ld_request_seconds` | histogram | `operation` | LaunchDarkly request duration |
 //! | `cohort_bridge_flush_lag_seconds` | histogram | | from a link's due time to its acknowledged write (depends on `flush.max_delay_ms` and the rate) |
@@ -14,7 +14,7 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
-pub const PUSHES: &str = "cohort_bridge_pushes_total";
+pub const REQUESTS: &str = "cohort_bridge_requests_total";
 pub const CHANGES: &str = "cohort_bridge_changes_total";
 pub const LD_REQUESTS: &str = "cohort_bridge_ld_requests_total";
 pub const LD_REQUEST_SECONDS: &str = "cohort_bridge_ld_request_seconds";
@@ -44,15 +44,91 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Counts changes of one outcome.
-pub fn changes(source: &str, outcome: &'static str, n: u64) {
+/// The `outcome` label of `cohort_bridge_changes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// Newer than what was stored.
+    Accepted,
+    /// Older than what was stored: no effect.
+    Stale,
+    /// Accepted, and LaunchDarkly already reflects it.
+    Unchanged,
+    /// A pending change replaced before it was written.
+    Superseded,
+    /// Accepted, and it undid a pending change (a flip back).
+    Cancelled,
+    /// The member had no value at the source's `key_field`.
+    SkippedWithoutKey,
+    /// The member's key is too long or holds a control character.
+    SkippedInvalidKey,
+    /// LaunchDarkly acknowledged it.
+    Written,
+    /// LaunchDarkly refused it for good.
+    DeadLettered,
+}
+
+impl ChangeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOutcome::Accepted => "accepted",
+            ChangeOutcome::Stale => "stale",
+            ChangeOutcome::Unchanged => "unchanged",
+            ChangeOutcome::Superseded => "superseded",
+            ChangeOutcome::Cancelled => "cancelled",
+            ChangeOutcome::SkippedWithoutKey => "skipped_without_key",
+            ChangeOutcome::SkippedInvalidKey => "skipped_invalid_key",
+            ChangeOutcome::Written => "written",
+            ChangeOutcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// The `outcome` label of `cohort_bridge_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Applied (2xx).
+    Accepted,
+    /// A delivery applied before: not applied again.
+    Duplicate,
+    /// Understood, with nothing to apply.
+    Ignored,
+    /// Refused 401 or 403.
+    Unauthorized,
+    /// Refused 413.
+    TooLarge,
+    /// Refused 503: Redis unavailable.
+    Unavailable,
+    /// Refused otherwise (400, 404, 408, a batch in progress).
+    Invalid,
+    /// Refused 429: a partner token past its `requests_per_second`.
+    RateLimited,
+}
+
+impl RequestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Accepted => "accepted",
+            RequestOutcome::Duplicate => "duplicate",
+            RequestOutcome::Ignored => "ignored",
+            RequestOutcome::Unauthorized => "unauthorized",
+            RequestOutcome::TooLarge => "too_large",
+            RequestOutcome::Unavailable => "unavailable",
+            RequestOutcome::Invalid => "invalid",
+            RequestOutcome::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Counts `n` changes of one outcome.
+pub fn changes(source: &str, outcome: ChangeOutcome, n: u64) {
     if n > 0 {
-        metrics::counter!(CHANGES, "source" => source.to_string(), "outcome" => outcome)
+        metrics::counter!(CHANGES, "source" => source.to_string(), "outcome" => outcome.as_str())
             .increment(n);
     }
 }
 
-/// Counts one push by outcome.
-pub fn push(source: &str, outcome: &'static str) {
-    metrics::counter!(PUSHES, "source" => source.to_string(), "outcome" => outcome).increment(1);
+/// Counts one request to a receiver.
+pub fn request(source: &str, outcome: RequestOutcome) {
+    metrics::counter!(REQUESTS, "source" => source.to_string(), "outcome" => outcome.as_str())
+        .increment(1);
 }

@@ -476,7 +476,7 @@ pub async fn flush(
                         return Ok(Flushed::Deferred);
                     }
                     Ack::Done { written: w, .. } => {
-                        m::changes(&link.source, "written", w);
+                        m::changes(&link.source, m::ChangeOutcome::Written, w);
                         written += batch.len();
                     }
                 }
@@ -526,7 +526,7 @@ pub async fn flush(
                     )
                     .await?
                 {
-                    m::changes(&link.source, "dead_lettered", n);
+                    m::changes(&link.source, m::ChangeOutcome::DeadLettered, n);
                 }
             }
             Verdict::Block { reason } if reason.starts_with("404") => {

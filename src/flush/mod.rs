@@ -355,6 +355,7 @@ const RESUME_ORPHANED_AFTER: Duration = Duration::from_secs(10);
 /// Resumes snapshot finalizations that no receiver is driving (the bridge
 /// that applied the last page died midway): see `store::snapshot`.
 async fn resume_snapshots(ctx: &FlushContext, partitions: &[Partition]) {
+    use crate::ingest;
     let Ok(pending) = ctx.store.pending_snapshots(partitions).await else {
         return;
     };
@@ -362,42 +363,20 @@ async fn resume_snapshots(ctx: &FlushContext, partitions: &[Partition]) {
         let Some(source) = ctx.settings.sources.get(&source_id) else {
             continue;
         };
-        let params = crate::store::ApplyParams {
-            now_ms: now_ms(),
-            dedupe_ttl_ms: ctx.settings.redis.dedupe_ttl_seconds * 1000,
-            max_delay_ms: ctx.settings.flush.max_delay_ms,
-            batch: ctx.settings.launchdarkly.max_keys_per_request,
+        let params = ingest::apply_params(&ctx.settings, now_ms());
+        let resume = ingest::Finalize::Resume {
+            chunks: RESUME_CHUNKS_PER_TICK,
+            orphaned_after: RESUME_ORPHANED_AFTER,
         };
-        match ctx
-            .store
-            .finalize_snapshot(
-                &source.id,
-                &source.destinations,
-                &cohort,
-                params,
-                Some(RESUME_CHUNKS_PER_TICK),
-                Some(RESUME_ORPHANED_AFTER),
-            )
-            .await
+        let (id, destinations) = (&source.id, &source.destinations);
+        match ingest::finalize_snapshot(&ctx.store, id, destinations, &cohort, params, resume).await
         {
-            Ok(fin) => {
-                let o = &fin.outcome;
-                for (outcome, n) in [
-                    ("accepted", o.accepted),
-                    ("unchanged", o.unchanged),
-                    ("superseded", o.superseded),
-                    ("cancelled", o.cancelled),
-                ] {
-                    crate::metrics::changes(&source.id, outcome, n);
-                }
-                if fin.abandoned {
-                    tracing::warn!(source = %source.id, %cohort, "Snapshot staging expired before its finalization ended; no further members were removed.");
-                } else if fin.finished {
-                    tracing::info!(source = %source.id, %cohort, removed = o.accepted, "Resumed snapshot finalization finished.");
-                }
+            Ok(fin) if fin.finished && !fin.abandoned => {
+                tracing::info!(source = %id, %cohort, removed = fin.outcome.accepted, "Resumed snapshot finalization finished.");
             }
+            Ok(_) => {}
             Err(e) => {
-                tracing::warn!(source = %source.id, %cohort, error = %e, "Resuming a snapshot finalization failed; retrying.")
+                tracing::warn!(source = %id, %cohort, error = %e, "Resuming a snapshot finalization failed; retrying.")
             }
         }
     }

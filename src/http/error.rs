@@ -1,10 +1,23 @@
-//! Every error a client can get, as `{"error": {"code", "message"}}`.
+//! Every error a client can get, and the one place it becomes a response.
+//!
+//! Each variant has one status (and `Retry-After` / `X-Ratelimit-Reset`
+//! where it calls for one); [`ApiError::respond`] writes the body in the
+//! style of the route's sender ([`AnswerStyle`]):
+//!
+//! - native: `{"error": {"code", "message"}}` (also every operator and ops route);
+//! - LaunchDarkly (the partner route): `{"code", "message"}`, with the codes
+//!   LaunchDarkly's API gives to each status;
+//! - Mixpanel: `{"action": "<echo>", "status": "failure", "error": {"message", "code": <status>}}`.
 
+use crate::clock::now_ms;
+use crate::metrics::RequestOutcome;
+use crate::config::AnswerStyle;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
+use std::time::Duration;
 
-/// Why a request was refused. Each variant maps to one status and code.
+/// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("no source is configured with id {0:?}")]
@@ -29,13 +42,35 @@ pub enum ApiError {
     OperatorUnauthorized,
     #[error("no link {0:?}: the cohort was never pushed for that destination")]
     UnknownLink(String),
+    #[error("missing or invalid access token in the Authorization header")]
+    PartnerUnauthorized,
+    #[error("this access token may not sync segments for the integration {0:?}")]
+    Forbidden(String),
+    #[error("this access token may not write the environment {0:?}")]
+    ForbiddenEnvironment(String),
+    #[error("unknown integration key {0:?}")]
+    UnknownIntegration(String),
+    #[error("this access token exceeded its rate limit; retry in {} ms", wait.as_millis())]
+    RateLimited { wait: Duration },
+}
+
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        match e {
+            crate::ingest::IngestError::BatchInProgress => ApiError::BatchInProgress,
+            crate::ingest::IngestError::Unavailable(err) => ApiError::Unavailable(err),
+        }
+    }
 }
 
 impl ApiError {
+    /// The code of the native body.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::UnknownSource(_) => "unknown_source",
-            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Unauthorized(_)
+            | ApiError::OperatorUnauthorized
+            | ApiError::PartnerUnauthorized => "unauthorized",
             ApiError::Invalid(_) => "invalid_payload",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::BodyTimeout { .. } => "body_timeout",
@@ -43,32 +78,99 @@ impl ApiError {
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::NotFound => "not_found",
             ApiError::OperatorDisabled => "operator_api_disabled",
-            ApiError::OperatorUnauthorized => "unauthorized",
             ApiError::UnknownLink(_) => "unknown_link",
+            ApiError::Forbidden(_) | ApiError::ForbiddenEnvironment(_) => "forbidden",
+            ApiError::UnknownIntegration(_) => "unknown_integration",
+            ApiError::RateLimited { .. } => "rate_limited",
         }
     }
-}
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
+    /// The code of LaunchDarkly's body: LaunchDarkly names the status.
+    fn launchdarkly_code(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            _ => "invalid_request",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownSource(_)
             | ApiError::NotFound
             | ApiError::OperatorDisabled
-            | ApiError::UnknownLink(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized(_) | ApiError::OperatorUnauthorized => StatusCode::UNAUTHORIZED,
+            | ApiError::UnknownLink(_)
+            | ApiError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_)
+            | ApiError::OperatorUnauthorized
+            | ApiError::PartnerUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::ForbiddenEnvironment(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) | ApiError::BatchInProgress => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
-    fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_) | ApiError::BatchInProgress) {
-            resp.insert_header(("Retry-After", "5"));
+    /// The `outcome` label of `cohort_bridge_requests_total` for a receiver's refusal.
+    pub fn outcome(&self) -> RequestOutcome {
+        match self {
+            ApiError::Unauthorized(_)
+            | ApiError::OperatorUnauthorized
+            | ApiError::PartnerUnauthorized
+            | ApiError::Forbidden(_)
+            | ApiError::ForbiddenEnvironment(_) => RequestOutcome::Unauthorized,
+            ApiError::TooLarge { .. } => RequestOutcome::TooLarge,
+            ApiError::Unavailable(_) => RequestOutcome::Unavailable,
+            ApiError::RateLimited { .. } => RequestOutcome::RateLimited,
+            _ => RequestOutcome::Invalid,
         }
-        resp.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+    }
+
+    /// The response, its body in `style`; `action` is what a Mixpanel
+    /// envelope echoes.
+    pub fn respond(&self, style: AnswerStyle, action: &str) -> HttpResponse {
+        let status = self.status();
+        let mut resp = HttpResponse::build(status);
+        match self {
+            ApiError::Unavailable(_) | ApiError::BatchInProgress => {
+                resp.insert_header(("Retry-After", "5"));
+            }
+            ApiError::RateLimited { wait } => {
+                let ms = wait.as_millis() as u64;
+                resp.insert_header(("Retry-After", ms.div_ceil(1000).max(1).to_string()));
+                resp.insert_header(("X-Ratelimit-Reset", (now_ms() + ms as i64).to_string()));
+            }
+            _ => {}
+        }
+        let message = self.to_string();
+        resp.json(match style {
+            AnswerStyle::Native => json!({"error": {"code": self.code(), "message": message}}),
+            AnswerStyle::LaunchDarkly => {
+                json!({"code": self.launchdarkly_code(), "message": message})
+            }
+            AnswerStyle::Mixpanel => json!({
+                "action": action,
+                "status": "failure",
+                "error": {"message": message, "code": status.as_u16()},
+            }),
+        })
+    }
+}
+
+/// Routes that return `Result<_, ApiError>` answer in the native style.
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.respond(AnswerStyle::Native, "")
     }
 }

@@ -17,117 +17,16 @@
 use super::webhooks::{read_body, OFF_LOOP_BYTES};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
-use crate::config::manifest::Manifest;
 use crate::config::{PartnerSettings, PartnerToken};
-use crate::metrics as m;
-use crate::store::ApplyParams;
-use actix_web::http::header::{HeaderMap, AUTHORIZATION};
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use crate::metrics::{self as m, RequestOutcome};
+use crate::config::manifest::Manifest;
+use crate::config::SourceKind;
+use crate::verify::partner_token;
+use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
-
-/// Why a partner request was refused, with LaunchDarkly's codes.
-#[derive(Debug, thiserror::Error)]
-pub enum PartnerError {
-    #[error("missing or invalid access token in the Authorization header")]
-    Unauthorized,
-    #[error("this access token may not sync segments for the integration {0:?}")]
-    Forbidden(String),
-    #[error("this access token may not write the environment {0:?}")]
-    ForbiddenEnvironment(String),
-    #[error("unknown integration key {0:?}")]
-    UnknownIntegration(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("body exceeds the limit of {limit} bytes")]
-    TooLarge { limit: usize },
-    #[error("the body did not arrive within {ms} ms (server.body_read_timeout_ms)")]
-    BodyTimeout { ms: u64 },
-    #[error("the store is unavailable; retry later")]
-    Unavailable(#[source] crate::store::StoreError),
-    #[error("this access token exceeded its rate limit; retry in {} ms", wait.as_millis())]
-    RateLimited { wait: Duration },
-}
-
-impl PartnerError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            PartnerError::Unauthorized => "unauthorized",
-            PartnerError::Forbidden(_) | PartnerError::ForbiddenEnvironment(_) => "forbidden",
-            PartnerError::UnknownIntegration(_) => "not_found",
-            PartnerError::Invalid(_) => "invalid_request",
-            PartnerError::TooLarge { .. } => "payload_too_large",
-            PartnerError::BodyTimeout { .. } => "request_timeout",
-            PartnerError::Unavailable(_) => "service_unavailable",
-            PartnerError::RateLimited { .. } => "rate_limited",
-        }
-    }
-
-    /// The `outcome` label of `cohort_bridge_pushes_total`.
-    fn outcome(&self) -> &'static str {
-        match self {
-            PartnerError::Unauthorized
-            | PartnerError::Forbidden(_)
-            | PartnerError::ForbiddenEnvironment(_) => "unauthorized",
-            PartnerError::TooLarge { .. } => "too_large",
-            PartnerError::Unavailable(_) => "unavailable",
-            PartnerError::RateLimited { .. } => "rate_limited",
-            PartnerError::UnknownIntegration(_)
-            | PartnerError::Invalid(_)
-            | PartnerError::BodyTimeout { .. } => "invalid",
-        }
-    }
-}
-
-impl From<ApiError> for PartnerError {
-    fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::TooLarge { limit } => PartnerError::TooLarge { limit },
-            ApiError::BodyTimeout { ms } => PartnerError::BodyTimeout { ms },
-            ApiError::Unavailable(err) => PartnerError::Unavailable(err),
-            other => PartnerError::Invalid(other.to_string()),
-        }
-    }
-}
-
-impl ResponseError for PartnerError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            PartnerError::Unauthorized => StatusCode::UNAUTHORIZED,
-            PartnerError::Forbidden(_) | PartnerError::ForbiddenEnvironment(_) => {
-                StatusCode::FORBIDDEN
-            }
-            PartnerError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
-            PartnerError::Invalid(_) => StatusCode::BAD_REQUEST,
-            PartnerError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            PartnerError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            PartnerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PartnerError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.status_code());
-        match self {
-            PartnerError::Unavailable(_) => {
-                resp.insert_header(("Retry-After", "5"));
-            }
-            PartnerError::RateLimited { wait } => {
-                let ms = wait.as_millis() as u64;
-                resp.insert_header(("Retry-After", ms.div_ceil(1000).max(1).to_string()));
-                resp.insert_header(("X-Ratelimit-Reset", (now_ms() + ms as i64).to_string()));
-            }
-            _ => {}
-        }
-        resp.json(json!({"code": self.code(), "message": self.to_string()}))
-    }
-}
 
 /// One governor limiter per configured token that has a `requests_per_second`.
 pub struct PartnerLimits(Vec<Option<DefaultDirectRateLimiter>>);
@@ -157,43 +56,12 @@ impl PartnerLimits {
     }
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    // Hashing first hides the secrets' lengths as well as their content.
-    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
-}
-
-/// The tokens whose secret the caller sent: `Authorization: <token>`, as
-/// LaunchDarkly takes it, or `Bearer <token>`. Every secret of every token is
-/// compared, in constant time, with no early exit.
-fn authenticate<'a>(
-    headers: &HeaderMap,
-    tokens: &'a [PartnerToken],
-) -> Vec<(usize, &'a PartnerToken)> {
-    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Vec::new();
-    };
-    let value = value.trim();
-    let stripped = value.strip_prefix("Bearer ").unwrap_or(value).trim();
-    let mut matched = Vec::new();
-    for (i, t) in tokens.iter().enumerate() {
-        let mut ok = false;
-        for s in &t.secrets {
-            ok |= ct_eq(value.as_bytes(), s.expose().as_bytes())
-                | ct_eq(stripped.as_bytes(), s.expose().as_bytes());
-        }
-        if ok {
-            matched.push((i, t));
-        }
-    }
-    matched
-}
-
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, PartnerError> {
+) -> HttpResponse {
     let key = path.into_inner();
     let partner = &state.settings.partner;
     let manifest = partner.manifests.get(&key).cloned();
@@ -203,30 +71,30 @@ pub async fn receive(
     let result = handle(&req, payload, &state, partner, &key, manifest).await;
     // Unknown keys are not counted: a label per guessed key would grow without bound.
     if let Some(id) = &source_id {
-        m::push(
+        m::request(
             id,
             match &result {
-                Ok(_) => "accepted",
+                Ok(_) => RequestOutcome::Accepted,
                 Err(e) => e.outcome(),
             },
         );
     }
     match result {
-        Ok(0) => Ok(HttpResponse::NoContent().finish()),
+        Ok(0) => HttpResponse::NoContent().finish(),
         // LaunchDarkly answers 204 without a body; the count goes in a header.
-        Ok(n) => Ok(HttpResponse::NoContent()
+        Ok(n) => HttpResponse::NoContent()
             .insert_header(("X-Skipped-Invalid-Key", n.to_string()))
-            .finish()),
+            .finish(),
         Err(e) => {
             match &e {
-                PartnerError::Unavailable(err) => {
+                ApiError::Unavailable(err) => {
                     tracing::warn!(integration = ?key, error = %err, "Partner push refused: Redis unavailable.")
                 }
                 other => {
                     tracing::info!(integration = ?key, error = %other, "Partner push rejected.")
                 }
             }
-            Err(e)
+            e.respond(SourceKind::Partner.answer_style(), "")
         }
     }
 }
@@ -238,63 +106,58 @@ async fn handle(
     partner: &PartnerSettings,
     key: &str,
     manifest: Option<Arc<Manifest>>,
-) -> Result<u64, PartnerError> {
-    let tokens = authenticate(req.headers(), &partner.tokens);
-    if tokens.is_empty() {
-        return Err(PartnerError::Unauthorized);
-    }
-    let manifest = manifest.ok_or_else(|| PartnerError::UnknownIntegration(key.to_string()))?;
-    let allowed: Vec<&(usize, &PartnerToken)> =
-        tokens.iter().filter(|(_, t)| t.allows(key)).collect();
-    let Some(&&(index, _)) = allowed.first() else {
-        return Err(PartnerError::Forbidden(key.to_string()));
-    };
+) -> Result<u64, ApiError> {
+    let tokens = partner_token::authenticate(req.headers(), &partner.tokens)
+        .map_err(|_| ApiError::PartnerUnauthorized)?;
+    let manifest = manifest.ok_or_else(|| ApiError::UnknownIntegration(key.to_string()))?;
+    let tokens = tokens
+        .for_integration(key)
+        .ok_or_else(|| ApiError::Forbidden(key.to_string()))?;
     state
         .partner_limits
-        .check(index)
-        .map_err(|wait| PartnerError::RateLimited { wait })?;
+        .check(tokens.first())
+        .map_err(|wait| ApiError::RateLimited { wait })?;
     let settings = &state.settings;
     // The token was checked above, before any byte of the body is read.
     let body = read_body(req, payload, &settings.server).await?.freeze();
     let now = now_ms();
     // As in /v1/webhooks: a big body is parsed on the blocking pool.
+    let proof = tokens.proof();
+    let parse = move |body: &[u8]| crate::sources::partner::parse(&manifest, proof.verified(body).body(), now);
     let parsed = if body.len() > OFF_LOOP_BYTES {
-        web::block(move || crate::sources::partner::parse(&manifest, &body, now))
+        web::block(move || parse(&body))
             .await
-            .map_err(|e| PartnerError::Invalid(format!("could not parse the body: {e}")))?
+            .map_err(|e| ApiError::Invalid(format!("could not parse the body: {e}")))?
     } else {
-        crate::sources::partner::parse(&manifest, &body, now)
+        parse(&body)
     };
-    let mut request = parsed.map_err(|e| PartnerError::Invalid(e.to_string()))?;
-    if !allowed
-        .iter()
-        .any(|(_, t)| t.allows_environment(&request.environment_id))
-    {
-        return Err(PartnerError::ForbiddenEnvironment(
+    let mut request = parsed.map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if !tokens.allow_environment(&request.environment_id) {
+        return Err(ApiError::ForbiddenEnvironment(
             request.environment_id.clone(),
         ));
     }
     let cohorts = request.parsed.pushes.len();
     if cohorts > partner.max_cohorts_per_request {
-        return Err(PartnerError::Invalid(format!(
+        return Err(ApiError::Invalid(format!(
             "the body carries {cohorts} distinct cohorts; at most {} are accepted per request (partner.max_cohorts_per_request)",
             partner.max_cohorts_per_request
         )));
     }
     crate::sources::check_future_versions(
-        crate::config::SourceKind::Partner,
+        SourceKind::Partner,
         &request.parsed,
         now,
         (settings.server.max_future_skew_seconds as i64).saturating_mul(1000),
     )
-    .map_err(|e| PartnerError::Invalid(e.to_string()))?;
+    .map_err(|e| ApiError::Invalid(e.to_string()))?;
     crate::sources::drop_invalid_keys(&mut request.parsed, settings.server.max_key_bytes);
 
     let names = partner
         .environments
         .get(&request.environment_id)
         .ok_or_else(|| {
-            PartnerError::Invalid(format!(
+            ApiError::Invalid(format!(
                 "unknown environmentId {:?}: no LaunchDarkly environment with this client-side ID is configured",
                 request.environment_id
             ))
@@ -313,7 +176,7 @@ async fn handle(
                 .filter_map(|n| settings.destinations.get(n))
                 .map(|d| format!("{:?}", d.context_kind))
                 .collect();
-            PartnerError::Invalid(format!(
+            ApiError::Invalid(format!(
                 "context kind {:?} is not synced for environmentId {:?} (configured: {})",
                 request.context_kind,
                 request.environment_id,
@@ -321,46 +184,18 @@ async fn handle(
             ))
         })?;
 
-    let source_id = crate::config::partner_source_id(key);
-    let params = ApplyParams {
-        now_ms: now,
-        dedupe_ttl_ms: settings.redis.dedupe_ttl_seconds * 1000,
-        max_delay_ms: settings.flush.max_delay_ms,
-        batch: settings.launchdarkly.max_keys_per_request,
-    };
-    let destinations = std::slice::from_ref(destination);
-    // The flusher polls every `flush.poll_interval_ms`; wake it only for a full batch.
-    let mut wake = false;
-    for push in request
-        .parsed
-        .pushes
-        .iter()
-        .filter(|p| !p.changes.is_empty())
-    {
-        let out = state
-            .store_for(push.changes.len())
-            .apply(&source_id, destinations, push, params)
-            .await
-            .map_err(PartnerError::Unavailable)?;
-        m::changes(&source_id, "accepted", out.accepted);
-        m::changes(&source_id, "stale", out.stale);
-        m::changes(&source_id, "unchanged", out.unchanged);
-        m::changes(&source_id, "superseded", out.superseded);
-        m::changes(&source_id, "cancelled", out.cancelled);
-        wake |= out.due_now;
-    }
-    m::changes(
-        &source_id,
-        "skipped_without_key",
-        request.parsed.skipped_without_key,
-    );
-    m::changes(
-        &source_id,
-        "skipped_invalid_key",
-        request.parsed.skipped_invalid_key,
-    );
-    if wake {
-        state.wake.notify_one();
-    }
-    Ok(request.parsed.skipped_invalid_key)
+    // An integration's cohort entry without changes is nothing to apply.
+    request.parsed.pushes.retain(|p| !p.changes.is_empty());
+    let summary = state
+        .ingest
+        .apply(
+            &crate::config::partner_source_id(key),
+            std::slice::from_ref(destination),
+            &request.parsed,
+            None,
+            now,
+        )
+        .await
+        .map_err(ApiError::from)?;
+    Ok(summary.skipped_invalid_key)
 }

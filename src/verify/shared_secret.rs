@@ -13,6 +13,18 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
+/// Whether any of `candidates` equals any of `secrets`. Every pair is
+/// compared: no early exit that would time which one matched.
+pub(super) fn matches_any(candidates: &[&[u8]], secrets: &[Secret]) -> bool {
+    let mut ok = false;
+    for s in secrets {
+        for c in candidates {
+            ok |= ct_eq(c, s.expose().as_bytes());
+        }
+    }
+    ok
+}
+
 /// Any configured secret must equal the header's value. A `Bearer ` prefix is
 /// accepted when the configured secret does not have one (Amplitude users
 /// often configure `Authorization: Bearer <token>`).
@@ -26,13 +38,7 @@ pub fn verify_header(
         .ok_or(VerifyError::MissingHeader("secret"))?
         .trim();
     let stripped = value.strip_prefix("Bearer ").unwrap_or(value);
-    let mut ok = false;
-    for s in secrets {
-        // Evaluate every secret: no early exit that would time which one matched.
-        ok |= ct_eq(value.as_bytes(), s.expose().as_bytes())
-            | ct_eq(stripped.as_bytes(), s.expose().as_bytes());
-    }
-    if ok {
+    if matches_any(&[value.as_bytes(), stripped.as_bytes()], secrets) {
         Ok(())
     } else {
         Err(VerifyError::Mismatch)

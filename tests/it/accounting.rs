@@ -307,7 +307,7 @@ async fn every_accepted_change_ends_in_exactly_one_counted_outcome() {
     assert_eq!(
         metric(
             &text,
-            "cohort_bridge_pushes_total",
+            "cohort_bridge_requests_total",
             &[("outcome", "duplicate")]
         ),
         1

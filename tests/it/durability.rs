@@ -129,7 +129,7 @@ async fn metrics_report_pushes_changes_requests_backlog_and_latency() {
     .await;
     assert_eq!(status, 200);
     for needle in [
-        "cohort_bridge_pushes_total{",
+        "cohort_bridge_requests_total{",
         "outcome=\"accepted\"",
         "cohort_bridge_changes_total{",
         "outcome=\"written\"",

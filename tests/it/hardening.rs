@@ -233,7 +233,7 @@ fn a_secret_file_readable_by_others_gets_a_warning() {
 /// answers 404), and nothing else there.
 #[tokio::test]
 async fn metrics_can_be_served_on_a_separate_listener() {
-    use cohort_bridge::http::Application;
+    use cohort_bridge::app::Application;
     let (_redis, _emu, mut cfg) = stack();
     cfg.set("server", "metrics_listen", "\"127.0.0.1:0\"");
     let app = Application::build(cfg.settings()).expect("build");

@@ -53,8 +53,9 @@ async fn the_same_delivery_sent_twice_at_once_is_applied_once() {
     // One application per delivery: a second one would count 3 more accepted.
     assert_eq!(changes(&bridge, "accepted").await, 3 * ROUNDS as u64);
     let (_, text) = bridge.get("/metrics").await;
-    let pushes =
-        |o: &str| crate::accounting::metric(&text, "cohort_bridge_pushes_total", &[("outcome", o)]);
+    let pushes = |o: &str| {
+        crate::accounting::metric(&text, "cohort_bridge_requests_total", &[("outcome", o)])
+    };
     assert_eq!(
         (pushes("accepted"), pushes("duplicate")),
         (ROUNDS as u64, ROUNDS as u64)

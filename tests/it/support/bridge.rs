@@ -1,7 +1,7 @@
 //! The bridge in-process on port 0, configured from real TOML text.
 
+use cohort_bridge::app::{Application, ShutdownHandle};
 use cohort_bridge::config::{self, MapSecrets, Settings};
-use cohort_bridge::http::{Application, ShutdownHandle};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};

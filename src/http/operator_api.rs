@@ -62,7 +62,9 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
         .map_err(|_| ApiError::OperatorUnauthorized)
 }
 
-fn link_id(raw: &str) -> Result<LinkId, ApiError> {
+/// Authorizes the operator, then reads the `{link}` of the path.
+fn authorized_link(req: &HttpRequest, state: &AppState, raw: &str) -> Result<LinkId, ApiError> {
+    authorize(req, state)?;
     LinkId::parse(raw).ok_or_else(|| {
         ApiError::Invalid(format!(
             "{raw:?} is not a link id: expected <destination>:<source>:<cohort>"
@@ -126,8 +128,7 @@ async fn show_link(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let link = link_id(&path)?;
+    let link = authorized_link(&req, &state, &path)?;
     match view(&state, link).await? {
         Some(v) => Ok(HttpResponse::Ok().json(v)),
         None => Err(ApiError::UnknownLink(path.into_inner())),
@@ -148,8 +149,7 @@ async fn dead_letters(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let link = link_id(&path)?;
+    let link = authorized_link(&req, &state, &path)?;
     let query = web::Query::<Page>::from_query(req.query_string())
         .map_err(|e| ApiError::Invalid(format!("bad query string: {e}")))?;
     let cursor = query.cursor.as_deref().unwrap_or("0");
@@ -185,8 +185,7 @@ async fn redrive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     // The token before any byte of the body is read.
-    authorize(&req, &state)?;
-    let link = link_id(&path)?;
+    let link = authorized_link(&req, &state, &path)?;
     let body = super::webhooks::read_body(&req, payload, &state.settings.server).await?;
     let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
         RedriveBody::default()
@@ -212,8 +211,7 @@ async fn resync(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let link = link_id(&path)?;
+    let link = authorized_link(&req, &state, &path)?;
     let n = state
         .store
         .resync(&link, now_ms(), RESYNC_CHUNK)
