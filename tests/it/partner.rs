@@ -113,7 +113,7 @@ fn members(v: &[&str], id_field: &str) -> Vec<Value> {
 }
 
 /// The bodies each integration's sender posts to add `add` and then remove
-/// `remove` from cohort `cohort` (shapes from launchdarkly.md's senders table
+/// `remove` from cohort `cohort` (shapes from the senders table of docs/launchdarkly.md
 /// and each manifest's request parser).
 fn bodies(key: &str, env: &str, cohort: &str, add: &[&str], remove: &[&str]) -> Vec<Value> {
     let name = format!("{key} cohort {cohort}");
