@@ -46,6 +46,8 @@ pub mod config;
 pub mod flush;
 pub mod http;
 pub mod launchdarkly;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 pub mod naming;
 pub mod operator;
