@@ -165,7 +165,8 @@ fn is_ident(c: char) -> bool {
 fn references(source: &str) -> Vec<(usize, String)> {
     let code = code_only(source);
     let chars: Vec<char> = code.chars().collect();
-    let line_at = |i: usize| 1 + chars[..i].iter().filter(|&&c| c == '\n').count();
+    let newlines: Vec<usize> = (0..chars.len()).filter(|&k| chars[k] == '\n').collect();
+    let line_at = |i: usize| 1 + newlines.partition_point(|&k| k < i);
     let mut found = Vec::new();
     let mut i = 0;
     while let Some(at) = find(&chars, i, "crate::") {

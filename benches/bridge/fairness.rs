@@ -2,14 +2,14 @@
 //! first sync drains at 10 LaunchDarkly requests per second.
 
 use crate::harness::{
-    amplitude, backlog, bridge_target, latencies, member, percentile, post_one, MAX_DELAY_MS,
+    amplitude, backlog, bridge_target, latencies, member, percentile, trickle, warm_up,
+    MAX_DELAY_MS,
 };
 use crate::load::{self, Mode};
 use crate::procs::{Bridge, BridgeOpts};
 use crate::report::{Report, Row};
 use crate::Bench;
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,20 +33,7 @@ pub async fn run(bench: &Bench, report: &mut Report) {
     )
     .await;
     let smalls = 10;
-    for c in 0..smalls {
-        post_one(
-            &bench.http,
-            &bridge,
-            amplitude(&format!("small{c}"), true, 1, &[member(c, 9_999_999)]),
-        )
-        .await;
-    }
-    let start = Instant::now();
-    let mut warm = 0;
-    while warm < smalls as u64 && start.elapsed() < Duration::from_secs(60) {
-        warm = bench.ctl.route_count("contexts").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    warm_up(&bench.http, &bench.ctl, &bridge, "small", smalls).await;
     // The emulator's own round trip, as the harness sees it.
     let mut rtts = Vec::new();
     for _ in 0..20 {
@@ -72,24 +59,16 @@ pub async fn run(bench: &Bench, report: &mut Report) {
     }
     let target = bridge_target(&bridge);
     let big_push = load::run(&target, Arc::new(big), 8, Mode::EachOnce).await;
-    let mut sent = HashMap::new();
-    let start = Instant::now();
-    let mut n = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    while start.elapsed() < bench.sz.fairness_for {
-        tick.tick().await;
-        let m = format!("f{n:019}");
-        let body = amplitude(
-            &format!("small{}", n % smalls),
-            true,
-            2,
-            std::slice::from_ref(&m),
-        );
-        if let Some(at) = post_one(&bench.http, &bridge, body).await {
-            sent.insert(m, at);
-        }
-        n += 1;
-    }
+    let sent = trickle(
+        &bench.http,
+        &bridge,
+        'f',
+        "small",
+        smalls,
+        Duration::from_millis(250),
+        bench.sz.fairness_for,
+    )
+    .await;
     let lat = latencies(&bench.ctl, &sent, since, Duration::from_secs(60)).await;
     let (still_dirty, _) = backlog(&bench.redis);
     let big_rate = bench.ctl.get("/_emulator/stats").await["max_requests_in_1s"]

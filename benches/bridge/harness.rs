@@ -208,3 +208,67 @@ pub async fn latencies(
     out.sort_unstable();
     out
 }
+
+/// One-member pushes, one every `every` for `length`, round-robin over the
+/// cohorts `<cohort_prefix>0..cohorts`, each adding a new member
+/// `<member_prefix><n>`: the members that got a 2xx, with when it arrived.
+pub async fn trickle(
+    http: &reqwest::Client,
+    bridge: &Bridge,
+    member_prefix: char,
+    cohort_prefix: &str,
+    cohorts: usize,
+    every: Duration,
+    length: Duration,
+) -> HashMap<String, i64> {
+    let mut sent = HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    let start = Instant::now();
+    let mut n = 0usize;
+    while start.elapsed() < length {
+        tick.tick().await;
+        let m = format!("{member_prefix}{n:019}");
+        let body = amplitude(
+            &format!("{cohort_prefix}{}", n % cohorts),
+            true,
+            2,
+            std::slice::from_ref(&m),
+        );
+        if let Some(at) = post_one(http, bridge, body).await {
+            sent.insert(m, at);
+        }
+        n += 1;
+    }
+    sent
+}
+
+/// One member into each of the cohorts `<cohort_prefix>0..cohorts`, then waits
+/// (at most 60 s) until the emulator has seen as many membership requests:
+/// every segment exists and the flusher has had its first turn at each.
+pub async fn warm_up(
+    http: &reqwest::Client,
+    ctl: &Control,
+    bridge: &Bridge,
+    cohort_prefix: &str,
+    cohorts: usize,
+) {
+    for c in 0..cohorts {
+        post_one(
+            http,
+            bridge,
+            amplitude(
+                &format!("{cohort_prefix}{c}"),
+                true,
+                1,
+                &[member(c, 9_999_999)],
+            ),
+        )
+        .await;
+    }
+    let mut warm = 0;
+    let start = Instant::now();
+    while warm < cohorts as u64 && start.elapsed() < Duration::from_secs(60) {
+        warm = ctl.route_count("contexts").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,13 +1,12 @@
 //! Figure 4a: propagation from a receiver's 2xx to LaunchDarkly's ack,
 //! with pushes at half the configured LaunchDarkly rate.
 
-use crate::harness::{amplitude, latencies, member, percentile, post_one, MAX_DELAY_MS};
+use crate::harness::{latencies, percentile, trickle, warm_up, MAX_DELAY_MS};
 use crate::procs::{Bridge, BridgeOpts};
 use crate::report::{Report, Row};
 use crate::Bench;
 use serde_json::json;
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub async fn run(bench: &Bench, report: &mut Report) {
     // ---- Figure 4a: propagation at half the configured LaunchDarkly rate.
@@ -26,20 +25,7 @@ pub async fn run(bench: &Bench, report: &mut Report) {
     )
     .await;
     let cohorts = 50;
-    for c in 0..cohorts {
-        post_one(
-            &bench.http,
-            &bridge,
-            amplitude(&format!("prop{c}"), true, 1, &[member(c, 9_999_999)]),
-        )
-        .await;
-    }
-    let mut warm = 0;
-    let start = Instant::now();
-    while warm < cohorts as u64 && start.elapsed() < Duration::from_secs(60) {
-        warm = bench.ctl.route_count("contexts").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    warm_up(&bench.http, &bench.ctl, &bridge, "prop", cohorts).await;
     let since = bench.ctl.get("/_emulator/stats").await["requests"]
         .as_u64()
         .unwrap_or(0);
@@ -50,25 +36,17 @@ pub async fn run(bench: &Bench, report: &mut Report) {
         .last()
         .and_then(|e| e["seq"].as_u64())
         .unwrap_or(since);
-    let mut sent = HashMap::new();
     let every = Duration::from_secs_f64(2.0 / ld_rps);
-    let mut tick = tokio::time::interval(every);
-    let start = Instant::now();
-    let mut n = 0usize;
-    while start.elapsed() < bench.sz.propagation_for {
-        tick.tick().await;
-        let m = format!("p{n:019}");
-        let body = amplitude(
-            &format!("prop{}", n % cohorts),
-            true,
-            2,
-            std::slice::from_ref(&m),
-        );
-        if let Some(at) = post_one(&bench.http, &bridge, body).await {
-            sent.insert(m, at);
-        }
-        n += 1;
-    }
+    let sent = trickle(
+        &bench.http,
+        &bridge,
+        'p',
+        "prop",
+        cohorts,
+        every,
+        bench.sz.propagation_for,
+    )
+    .await;
     let lat = latencies(&bench.ctl, &sent, since, Duration::from_secs(60)).await;
     drop(bridge);
     let (p50, p99) = (percentile(&lat, 50.0), percentile(&lat, 99.0));

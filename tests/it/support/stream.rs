@@ -314,7 +314,7 @@ pub fn segments_by_key(state: &[Value], environment: &str) -> BTreeMap<String, V
         .filter(|s| s["environment"] == json!(environment))
         .filter_map(|s| {
             let key = s["key"].as_str()?.to_string();
-            let mut m: Vec<String> = included(&s);
+            let mut m: Vec<String> = included(s);
             m.sort();
             Some((key, m))
         })
