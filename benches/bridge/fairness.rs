@@ -43,13 +43,7 @@ pub async fn run(bench: &Bench, report: &mut Report) {
     }
     rtts.sort_unstable();
     let rtt = percentile(&rtts, 50.0);
-    let since = bench
-        .ctl
-        .requests_since(0)
-        .await
-        .last()
-        .and_then(|e| e["seq"].as_u64())
-        .unwrap_or(0);
+    let since = bench.ctl.last_seq().await.unwrap_or(0);
     let mut big = Vec::new();
     for chunk in 0..bench.sz.fairness_members / 1000 {
         let members: Vec<String> = (chunk * 1000..(chunk + 1) * 1000)

@@ -104,6 +104,14 @@ impl Control {
             .unwrap_or_default()
     }
 
+    /// The sequence number of the last request in the emulator's log.
+    pub async fn last_seq(&self) -> Option<u64> {
+        self.requests_since(0)
+            .await
+            .last()
+            .and_then(|e| e["seq"].as_u64())
+    }
+
     pub async fn members(&self, key: &str) -> usize {
         self.get(&format!("/_emulator/segments/default/production/{key}"))
             .await["included"]

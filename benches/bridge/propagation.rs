@@ -29,13 +29,7 @@ pub async fn run(bench: &Bench, report: &mut Report) {
     let since = bench.ctl.get("/_emulator/stats").await["requests"]
         .as_u64()
         .unwrap_or(0);
-    let since = bench
-        .ctl
-        .requests_since(0)
-        .await
-        .last()
-        .and_then(|e| e["seq"].as_u64())
-        .unwrap_or(since);
+    let since = bench.ctl.last_seq().await.unwrap_or(since);
     let every = Duration::from_secs_f64(2.0 / ld_rps);
     let sent = trickle(
         &bench.http,
