@@ -54,6 +54,8 @@ pub mod flush;
 pub mod http;
 pub mod ingest;
 pub mod launchdarkly;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 pub mod naming;
 pub mod operator;

@@ -4,12 +4,9 @@
 //! not accepted are counted as stale or skipped without a key.
 
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, stack, Bridge, Emulator, RedisServer};
+use crate::support::{eventually, stack, Bridge, Emulator, RedisServer, WAIT};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Sums the samples of a Prometheus counter whose labels include `labels`.
 pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {

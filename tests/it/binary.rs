@@ -2,10 +2,9 @@
 //! and SIGTERM, and `replay`.
 
 use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET, HEAP_SECRET};
-use crate::support::{emulator::TOKEN, eventually, free_port, stack};
+use crate::support::{converge, emulator::TOKEN, eventually, free_port, stack, WAIT};
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn bridge_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cohort-bridge"));
@@ -70,7 +69,7 @@ async fn serve_logs_json_without_secrets_and_sigterm_releases_the_leases() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    eventually("the bridge is ready", Duration::from_secs(20), || async {
+    eventually("the bridge is ready", WAIT, || async {
         let r = http.get(format!("{base}/readyz")).send().await.ok()?;
         (r.status() == 200).then_some(())
     })
@@ -93,16 +92,7 @@ async fn serve_logs_json_without_secrets_and_sigterm_releases_the_leases() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    eventually(
-        "the member reaches LaunchDarkly",
-        Duration::from_secs(20),
-        || async {
-            (emu.members("default", "production", "amplitude-bin").await
-                == Some(vec!["u1".to_string()]))
-            .then_some(())
-        },
-    )
-    .await;
+    converge(&emu, "production", "amplitude-bin", &["u1"]).await;
     let leases_before = redis
         .keys(&cfg.prefix)
         .iter()
@@ -183,16 +173,7 @@ async fn replay_sends_fixtures_signed_as_their_source_would() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("[heap] -> 200"), "{stdout}");
-    eventually(
-        "the replayed member reaches LaunchDarkly",
-        Duration::from_secs(20),
-        || async {
-            (emu.members("default", "production", "heap-77").await
-                == Some(vec!["r@x.com".to_string()]))
-            .then_some(())
-        },
-    )
-    .await;
+    converge(&emu, "production", "heap-77", &["r@x.com"]).await;
     bridge.stop().await;
 }
 

@@ -2,10 +2,9 @@
 //! for late older events, and their removal after the retention window.
 
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, stack, Bridge, Emulator, RedisServer, TestConfig};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::{
+    converge, eventually, stack, Bridge, Emulator, RedisServer, TestConfig, WAIT,
+};
 
 #[tokio::test]
 async fn an_acknowledged_push_survives_a_redis_crash_and_still_reaches_launchdarkly() {
@@ -30,14 +29,11 @@ async fn an_acknowledged_push_survives_a_redis_crash_and_still_reaches_launchdar
         redis.want_value(&cfg.prefix, "durable-1").await.is_some(),
         "lost in the crash"
     );
-    eventually(
-        "the members reach LaunchDarkly after the crash",
-        WAIT,
-        || async {
-            (emu.members("default", "production", "amplitude-aof").await
-                == Some(vec!["durable-1".to_string(), "durable-2".to_string()]))
-            .then_some(())
-        },
+    converge(
+        &emu,
+        "production",
+        "amplitude-aof",
+        &["durable-1", "durable-2"],
     )
     .await;
     bridge.stop().await;
@@ -63,12 +59,7 @@ async fn tombstones_reject_late_older_events_then_are_swept_after_retention() {
     bridge
         .amplitude(&amplitude_body("tomb", false, now_s - 10, "t2", &["gone"]))
         .await;
-    eventually("the removal is written", WAIT, || async {
-        (emu.members("default", "production", "amplitude-tomb").await
-            == Some(vec!["keeper".to_string()]))
-        .then_some(())
-    })
-    .await;
+    converge(&emu, "production", "amplitude-tomb", &["keeper"]).await;
     // Within retention the removed member is a tombstone: a late, older enter is stale.
     let (_, late) = bridge
         .amplitude(&amplitude_body("tomb", true, now_s - 15, "t3", &["gone"]))

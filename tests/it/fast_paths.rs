@@ -3,11 +3,8 @@
 //! segment's creation).
 
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, stack, Bridge, RedisServer};
+use crate::support::{eventually, stack, Bridge, RedisServer, WAIT};
 use serde_json::json;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis

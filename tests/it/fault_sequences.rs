@@ -3,12 +3,9 @@
 
 use crate::support::fleet::Fleet;
 use crate::support::stream::{dirty_backlog, segments_by_key};
-use crate::support::{eventually, stack, Bridge, Emulator};
+use crate::support::{eventually, stack, Bridge, Emulator, WAIT_LONG};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
@@ -74,7 +71,7 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
         assert_eq!(s, 200, "{b}");
     }
     for c in &cohorts {
-        eventually("the seed reaches LaunchDarkly", WAIT, || async {
+        eventually("the seed reaches LaunchDarkly", WAIT_LONG, || async {
             (included(&fleet.emu, c).await == Some(set(&seed))).then_some(())
         })
         .await;
@@ -89,7 +86,7 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
         .amplitude(0, "h0", true, 2_000, "h0-t", &trigger)
         .await;
     assert_eq!(s, 200, "{b}");
-    eventually("the 429 was served", WAIT, || async {
+    eventually("the 429 was served", WAIT_LONG, || async {
         let reqs = fleet.emu.membership_requests().await;
         reqs.iter().any(|r| r["status"] == json!(429)).then_some(())
     })
@@ -102,7 +99,7 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
             .await;
         assert_eq!(s, 200, "{b}");
     }
-    eventually("bridge 0 claimed every add", WAIT, || async {
+    eventually("bridge 0 claimed every add", WAIT_LONG, || async {
         let mut c = client.get_multiplexed_async_connection().await.ok()?;
         let keys: Vec<String> = ::redis::cmd("KEYS")
             .arg(format!("*{prefix}*:due"))
@@ -127,7 +124,7 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
     .await;
     // Bridge 1 joins while the requests wait; the adds flip back through it.
     fleet.add().await;
-    eventually("bridge 1 holds partitions", WAIT, || async {
+    eventually("bridge 1 holds partitions", WAIT_LONG, || async {
         let holders: BTreeSet<String> = fleet.lease_holders().await.into_iter().collect();
         (holders.len() >= 2).then_some(())
     })
@@ -139,15 +136,15 @@ async fn a_request_held_by_a_429_pause_is_not_sent_after_its_partition_moves() {
         assert_eq!(s, 200, "{b}");
     }
     // Bridge 0 leaves once its flushes are over; bridge 1 finishes the rest.
-    eventually("everything was flushed once", WAIT, || async {
+    eventually("everything was flushed once", WAIT_LONG, || async {
         (dirty_backlog(&client, &prefix).await == Some(0)).then_some(())
     })
     .await;
     fleet.bridges[0].sigterm();
-    fleet.bridges[0].wait_exit(WAIT).await;
+    fleet.bridges[0].wait_exit(WAIT_LONG).await;
     let mut want_h0 = set(&seed);
     want_h0.extend(trigger.iter().cloned());
-    eventually("LaunchDarkly equals the model", WAIT, || async {
+    eventually("LaunchDarkly equals the model", WAIT_LONG, || async {
         if dirty_backlog(&client, &prefix).await != Some(0) {
             return None;
         }
@@ -180,7 +177,7 @@ async fn a_body_level_400_blocks_the_link_instead_of_dead_lettering_it() {
     let bridge = Bridge::start(&cfg).await;
     let first = users("a", 4);
     push(&bridge, "bl", true, 1_000, &first).await;
-    eventually("the segment exists", WAIT, || async {
+    eventually("the segment exists", WAIT_LONG, || async {
         (included(&emu, "bl").await == Some(set(&first))).then_some(())
     })
     .await;
@@ -191,15 +188,19 @@ async fn a_body_level_400_blocks_the_link_instead_of_dead_lettering_it() {
     .await;
     let more = users("b", 64);
     push(&bridge, "bl", true, 2_000, &more).await;
-    eventually("the refusal was retried after the block", WAIT, || async {
-        let refused = emu
-            .membership_requests()
-            .await
-            .into_iter()
-            .filter(|r| r["status"] == json!(400))
-            .count();
-        (refused >= 3).then_some(())
-    })
+    eventually(
+        "the refusal was retried after the block",
+        WAIT_LONG,
+        || async {
+            let refused = emu
+                .membership_requests()
+                .await
+                .into_iter()
+                .filter(|r| r["status"] == json!(400))
+                .count();
+            (refused >= 3).then_some(())
+        },
+    )
     .await;
     emu.clear_faults().await;
     let refused: Vec<Value> = emu
@@ -213,7 +214,7 @@ async fn a_body_level_400_blocks_the_link_instead_of_dead_lettering_it() {
     }
     let mut want = set(&first);
     want.extend(more.iter().cloned());
-    eventually("every member reaches LaunchDarkly", WAIT, || async {
+    eventually("every member reaches LaunchDarkly", WAIT_LONG, || async {
         (included(&emu, "bl").await == Some(want.clone())).then_some(())
     })
     .await;
@@ -230,9 +231,11 @@ async fn one_poison_key_costs_logarithmic_requests() {
     emu.configure(json!({"reject_keys": ["p77"]})).await;
     push(&bridge, "po", true, 1_000, &members).await;
     let want: BTreeSet<String> = members.iter().filter(|m| *m != "p77").cloned().collect();
-    eventually("every other key reaches LaunchDarkly", WAIT, || async {
-        (included(&emu, "po").await == Some(want.clone())).then_some(())
-    })
+    eventually(
+        "every other key reaches LaunchDarkly",
+        WAIT_LONG,
+        || async { (included(&emu, "po").await == Some(want.clone())).then_some(()) },
+    )
     .await;
     let sent = emu.membership_requests().await.len();
     let c = 3usize;
@@ -262,13 +265,13 @@ async fn shutdown_stops_a_split_at_the_next_request() {
         .amplitude(0, "sp", true, 1_000, "sp-1", &members)
         .await;
     assert_eq!(s, 200, "{b}");
-    eventually("the split is under way", WAIT, || async {
+    eventually("the split is under way", WAIT_LONG, || async {
         (fleet.emu.membership_requests().await.len() >= 3).then_some(())
     })
     .await;
     fleet.bridges[0].sigterm();
     let before = fleet.emu.membership_requests().await.len();
-    fleet.bridges[0].wait_exit(WAIT).await;
+    fleet.bridges[0].wait_exit(WAIT_LONG).await;
     let after = fleet.emu.membership_requests().await.len();
     assert!(
         after <= before + 1,
@@ -287,7 +290,7 @@ async fn a_claim_of_vanished_members_sends_nothing_and_does_not_panic() {
     let bridge = Bridge::start(&cfg).await;
     let first = users("e", 2);
     push(&bridge, "eb", true, 1_000, &first).await;
-    eventually("the segment exists", WAIT, || async {
+    eventually("the segment exists", WAIT_LONG, || async {
         (included(&emu, "eb").await == Some(set(&first))).then_some(())
     })
     .await;
@@ -319,7 +322,7 @@ async fn a_claim_of_vanished_members_sends_nothing_and_does_not_panic() {
         .query_async(&mut c)
         .await
         .expect("inject a vanished member");
-    eventually("the vanished member was dropped", WAIT, || async {
+    eventually("the vanished member was dropped", WAIT_LONG, || async {
         let n: i64 = ::redis::cmd("SCARD")
             .arg(format!("{tag}:dirty:{link}"))
             .query_async(&mut c.clone())
@@ -333,9 +336,11 @@ async fn a_claim_of_vanished_members_sends_nothing_and_does_not_panic() {
     push(&bridge, "eb", true, 2_000, &next).await;
     let mut all = set(&first);
     all.extend(next.iter().cloned());
-    eventually("the next change reaches LaunchDarkly", WAIT, || async {
-        (included(&emu, "eb").await == Some(all.clone())).then_some(())
-    })
+    eventually(
+        "the next change reaches LaunchDarkly",
+        WAIT_LONG,
+        || async { (included(&emu, "eb").await == Some(all.clone())).then_some(()) },
+    )
     .await;
     let empty: Vec<Value> = emu
         .membership_requests()
@@ -362,7 +367,7 @@ async fn leases_are_renewed_while_a_long_sweep_runs() {
     let seed = users("big", 1);
     let (s, b) = fleet.amplitude(0, "big", true, 1_000, "big-1", &seed).await;
     assert_eq!(s, 200, "{b}");
-    eventually("the segment exists", WAIT, || async {
+    eventually("the segment exists", WAIT_LONG, || async {
         (included(&fleet.emu, "big").await == Some(set(&seed))).then_some(())
     })
     .await;
@@ -397,7 +402,7 @@ async fn leases_are_renewed_while_a_long_sweep_runs() {
     }
     let count = |what: &str| fleet.bridges[0].logs().matches(what).count();
     let started = count("Sweep started.");
-    eventually("a sweep of the large cohort starts", WAIT, || async {
+    eventually("a sweep of the large cohort starts", WAIT_LONG, || async {
         (count("Sweep started.") > started).then_some(())
     })
     .await;
@@ -416,7 +421,7 @@ async fn leases_are_renewed_while_a_long_sweep_runs() {
         }
     };
     let mut last = pttl(c.clone()).await;
-    eventually("the lease is renewed", WAIT, || {
+    eventually("the lease is renewed", WAIT_LONG, || {
         let c = c.clone();
         let prev = last;
         let fut = pttl(c);

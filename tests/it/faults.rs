@@ -7,12 +7,10 @@
 //! reset, and that every queued fault was served.
 
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, stack, Bridge, Emulator};
+use crate::support::{eventually, stack, Bridge, Emulator, WAIT_LONG};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(60);
 /// The bridge's request rate in these tests (and the emulator's `max_rps`).
 const RPS: f64 = 10.0;
 /// The bridge's LaunchDarkly request timeout in these tests.
@@ -92,7 +90,7 @@ async fn run(case: Case) {
     push(&bridge, "fb", true, 1_000, "fb1", &b1).await;
     // Round two, once the first fault was served: some of round one's members
     // leave (they may sit in a request whose outcome is unknown), others join.
-    eventually("a membership write was answered", WAIT, || async {
+    eventually("a membership write was answered", WAIT_LONG, || async {
         let reqs = emu.membership_requests().await;
         let served = |name: &str| reqs.iter().any(|r| r["fault"] == json!(name));
         (!reqs.is_empty() && case.served.first().is_none_or(|f| served(f))).then_some(())
@@ -116,7 +114,7 @@ async fn run(case: Case) {
     let want_b: BTreeSet<String> = b1.iter().filter(|u| !b_out.contains(u)).cloned().collect();
     eventually(
         "both cohorts converge in both environments",
-        WAIT,
+        WAIT_LONG,
         || async {
             for env in ["production", "staging"] {
                 if members(&emu, env, "amplitude-fa").await.as_ref() != Some(&want_a)

@@ -2,10 +2,10 @@
 //! and Standard Webhooks pushes) leaves LaunchDarkly with exactly the
 //! membership worked out by hand below.
 
-use crate::support::{eventually, native, stack};
+use crate::support::emulator::included;
+use crate::support::{eventually, native, stack, WAIT};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Worked out from the fixture files (see fixtures/README.md): duplicates
 /// apply once, the late older enter of user-10688 is stale, a member both
@@ -160,19 +160,12 @@ async fn replaying_the_fixtures_yields_the_expected_segments() {
     assert_eq!(file, as_owned, "fixtures/expected.json says the same");
     let got = eventually(
         "LaunchDarkly matches the expected segments",
-        Duration::from_secs(30),
+        WAIT,
         || async {
             let mut got = BTreeMap::new();
             for seg in emu.segments().await {
                 let key = seg["key"].as_str().unwrap_or_default().to_string();
-                let members: Vec<String> = seg["included"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let members: Vec<String> = included(&seg);
                 got.insert(key, members);
             }
             let matches = got.len() == want.len()

@@ -125,22 +125,15 @@ async fn cost_of_the_worst_unauthenticated_request_per_receiver() {
 }
 
 use crate::support::native::{segment_identify, SEGMENT_SECRET};
-use crate::support::{BridgeProcess, RedisServer};
+use crate::support::{converge, BridgeProcess, RedisServer};
 use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches};
 use cohort_bridge::verify::{self, VerifyError};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn batched_vector() -> Value {
-    let all: Value =
-        serde_json::from_str(include_str!("../../reference/signature-vectors.json")).unwrap();
-    all["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["platform"] == "segment-webhooks-actions (batching enabled)")
-        .unwrap()
-        .clone()
+    crate::support::signature_vectors(|p| p == "segment-webhooks-actions (batching enabled)")
+        .remove(0)
 }
 
 fn sign(bytes: &[u8]) -> String {
@@ -336,15 +329,7 @@ async fn first_event_batches_apply_once_and_a_reused_element_0_applies_nothing()
     assert!(forged_keys(&redis, &cfg.prefix).is_empty());
 
     let key = "segment-first-aud_2djnfxHHnYGVQfOAEBroQ9Ti87N";
-    crate::support::eventually(
-        "the batch reaches LaunchDarkly",
-        Duration::from_secs(20),
-        || async {
-            (emu.members("default", "production", key).await == Some(vec!["user-123".into()]))
-                .then_some(())
-        },
-    )
-    .await;
+    converge(&emu, "production", key, &["user-123"]).await;
     bridge.stop().await;
 }
 
@@ -366,7 +351,7 @@ async fn a_first_event_batch_that_failed_is_applied_in_full_by_its_retry() {
     assert_eq!(status, 503, "{resp}");
     redis.restart();
     let (status, resp) =
-        crate::support::eventually("Redis is back", Duration::from_secs(20), || async {
+        crate::support::eventually("Redis is back", crate::support::WAIT, || async {
             let (status, resp) = bridge
                 .post("segment-first", body, &[("X-Signature", sig.clone())])
                 .await;
@@ -403,7 +388,7 @@ async fn raw_request(base: &str, head: &str, body: &[u8]) -> String {
     };
     // A generous bound of the client's own, far above any server timeout in
     // these tests: a server that never answers fails the test, not hangs it.
-    if tokio::time::timeout(Duration::from_secs(60), read)
+    if tokio::time::timeout(crate::support::WAIT_LONG, read)
         .await
         .is_err()
     {

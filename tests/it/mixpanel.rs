@@ -4,13 +4,11 @@
 //! Mixpanel's envelope on success and on every error.
 
 use crate::support::native::{self, mixpanel, mixpanel_body, MIXPANEL_USER};
-use crate::support::{eventually, stack, Emulator, RedisServer, TestConfig};
+use crate::support::{eventually, stack, Emulator, RedisServer, TestConfig, WAIT};
 use cohort_bridge::store::Keys;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
 const COHORT: i64 = 4242;
 
 fn keys(cfg: &TestConfig) -> (Keys, u16) {

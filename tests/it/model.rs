@@ -41,7 +41,7 @@ use crate::support::RedisServer;
 use cohort_bridge::config::RedisConfig;
 use cohort_bridge::sources::{Change, Push, Snapshot, Version};
 use cohort_bridge::store::{
-    Ack, AckedBatch, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, Store,
+    Ack, AckedBatch, ApplyOutcome, ApplyParams, Claim, Keys, LinkId, MemberValue, Store,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -333,30 +333,9 @@ fn params() -> ApplyParams {
     }
 }
 
-/// A decoded want-hash value (`store::MemberValue`).
-#[derive(Debug)]
-struct Member {
-    version: i64,
-    pending: bool,
-    desired: bool,
-    states: String,
-}
-
-impl Member {
-    fn parse(v: &str) -> Option<Member> {
-        let m = cohort_bridge::store::MemberValue::parse(v)?;
-        Some(Member {
-            version: m.version_ms,
-            pending: m.pending,
-            desired: m.desired,
-            states: m.states,
-        })
-    }
-
-    /// The state of a 0-based slot; slots past the end read as 'o'.
-    fn state(&self, slot: usize) -> char {
-        self.states.chars().nth(slot).unwrap_or('o')
-    }
+/// The state of a member in a 0-based link slot; slots past the end read as 'o'.
+fn slot_state(m: &MemberValue, slot: usize) -> char {
+    m.states.chars().nth(slot).unwrap_or('o')
 }
 
 impl Harness {
@@ -415,7 +394,7 @@ impl Harness {
         Ok(out)
     }
 
-    async fn want(&mut self, cohort: usize) -> Result<BTreeMap<String, Member>, Fail> {
+    async fn want(&mut self, cohort: usize) -> Result<BTreeMap<String, MemberValue>, Fail> {
         let p = self.p(cohort);
         let raw: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys.want(p, SOURCE, COHORTS[cohort]))
@@ -423,7 +402,7 @@ impl Harness {
             .await
             .map_err(fail)?;
         raw.into_iter()
-            .map(|(m, v)| match Member::parse(&v) {
+            .map(|(m, v)| match MemberValue::parse(&v) {
                 Some(d) => Ok((m, d)),
                 None => Err(fail(format!("undecodable want value {m:?} = {v:?}"))),
             })
@@ -904,7 +883,7 @@ impl Harness {
             for (m, w) in &want {
                 let (version, desired) = model[m];
                 prop_assert_eq!(
-                    (w.version, w.desired),
+                    (w.version_ms, w.desired),
                     (version, desired),
                     "member {} of cohort {}",
                     m,
@@ -996,7 +975,7 @@ impl Harness {
                 for (m, (_, desired)) in &self.model.members[cohort] {
                     let w = &want[m];
                     prop_assert!(!w.pending, "{} still pending after the drain", m);
-                    let state = slot.map(|s| w.state(s)).unwrap_or('o');
+                    let state = slot.map(|s| slot_state(w, s)).unwrap_or('o');
                     if self.model.dead.contains(&(link.to_string(), m.clone())) {
                         prop_assert_eq!(state, 'd', "dead-lettered {} in {}", m, link);
                     } else {

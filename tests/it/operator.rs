@@ -3,13 +3,11 @@
 
 use crate::support::bridge::{amplitude_body, OPERATOR_TOKEN};
 use crate::support::emulator::TOKEN;
-use crate::support::{eventually, stack, Bridge, TestConfig};
+use crate::support::{eventually, stack, Bridge, TestConfig, WAIT};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
 const SEGMENT: &str = "amplitude-poison";
 const LINK: &str = "production:amplitude:poison";
 

@@ -7,20 +7,8 @@
 
 use crate::accounting::{changes, unsettled};
 use crate::support::bridge::amplitude_body;
-use crate::support::{eventually, stack, Bridge, Emulator};
+use crate::support::{converge, eventually, stack, Bridge, WAIT};
 use serde_json::json;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn converge(emu: &Emulator, key: &str, want: &[&str]) {
-    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-    want.sort();
-    eventually(&format!("{key} == {want:?}"), WAIT, || async {
-        (emu.members("default", "production", key).await.as_ref() == Some(&want)).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn the_same_delivery_sent_twice_at_once_is_applied_once() {
@@ -83,7 +71,7 @@ async fn the_same_delivery_sent_twice_at_once_is_applied_once() {
         want.push("shared".into());
     }
     let refs: Vec<&str> = want.iter().map(String::as_str).collect();
-    converge(&emu, "amplitude-dup", &refs).await;
+    converge(&emu, "production", "amplitude-dup", &refs).await;
     bridge.stop().await;
 }
 
@@ -95,7 +83,7 @@ async fn an_older_change_after_a_flushed_newer_one_is_stale_even_across_a_restar
     bridge
         .amplitude(&amplitude_body("ord", true, t, "o1", &["stay", "gone"]))
         .await;
-    converge(&emu, "amplitude-ord", &["stay", "gone"]).await;
+    converge(&emu, "production", "amplitude-ord", &["stay", "gone"]).await;
     // Newer: "gone" leaves (its tombstone stays), "stay" is confirmed.
     let (_, r) = bridge
         .amplitude(&amplitude_body("ord", false, t + 100, "o2", &["gone"]))
@@ -109,7 +97,7 @@ async fn an_older_change_after_a_flushed_newer_one_is_stale_even_across_a_restar
         (json!(1), json!(1)),
         "{r}"
     );
-    converge(&emu, "amplitude-ord", &["stay"]).await;
+    converge(&emu, "production", "amplitude-ord", &["stay"]).await;
     eventually("the removal is acknowledged", WAIT, || async {
         (unsettled(&redis, &cfg.prefix).await == (0, 0)).then_some(())
     })
@@ -175,7 +163,7 @@ async fn an_older_change_after_a_flushed_newer_one_is_stale_even_across_a_restar
     bridge
         .amplitude(&amplitude_body("ord", true, t + 200, "o8", &["marker"]))
         .await;
-    converge(&emu, "amplitude-ord", &["marker", "stay"]).await;
+    converge(&emu, "production", "amplitude-ord", &["marker", "stay"]).await;
     let after: Vec<_> = emu.membership_requests().await[requests_before..].to_vec();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(

@@ -3,11 +3,13 @@
 //! cohort overrides, tokens (401/403, rotation), environments, manifests
 //! added from a directory, and bad input that never stores anything.
 
-use crate::support::{eventually, stack, Bridge, Emulator, RedisServer, TestConfig};
+use crate::support::emulator::included;
+use crate::support::{
+    data_keys, eventually, stack, Bridge, Emulator, RedisServer, TestConfig, WAIT,
+};
 use cohort_bridge::config::{self, MapSecrets};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
 use tempfile::TempDir;
 
 const PROD: &str = "61a0c0ffee0000000000prod";
@@ -113,7 +115,7 @@ fn members(v: &[&str], id_field: &str) -> Vec<Value> {
 }
 
 /// The bodies each integration's sender posts to add `add` and then remove
-/// `remove` from cohort `cohort` (shapes from launchdarkly.md's senders table
+/// `remove` from cohort `cohort` (shapes from the senders table of docs/launchdarkly.md
 /// and each manifest's request parser).
 fn bodies(key: &str, env: &str, cohort: &str, add: &[&str], remove: &[&str]) -> Vec<Value> {
     let name = format!("{key} cohort {cohort}");
@@ -197,14 +199,7 @@ async fn segment_members(emu: &Emulator) -> BTreeMap<String, Vec<String>> {
             seg["environment"].as_str().unwrap_or_default(),
             seg["key"].as_str().unwrap_or_default()
         );
-        let mut m: Vec<String> = seg["included"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut m: Vec<String> = included(&seg);
         m.sort();
         got.insert(key, m);
     }
@@ -233,7 +228,7 @@ async fn every_builtin_manifest_reaches_launchdarkly() {
     }
     eventually(
         "every integration's segment in LaunchDarkly",
-        Duration::from_secs(30),
+        WAIT,
         || async { (segment_members(&emu).await == want).then_some(()) },
     )
     .await;
@@ -279,7 +274,7 @@ async fn segment_and_rudderstack_pushes_route_by_environment_and_context_kind() 
             sorted(&["acct-1", "acct-2"]),
         ),
     ]);
-    eventually("both segments", Duration::from_secs(30), || async {
+    eventually("both segments", WAIT, || async {
         (segment_members(&emu).await == want).then_some(())
     })
     .await;
@@ -322,7 +317,7 @@ async fn per_member_cohort_overrides_write_several_segments() {
             sorted(&["b", "c"]),
         ),
     ]);
-    eventually("two segments", Duration::from_secs(30), || async {
+    eventually("two segments", WAIT, || async {
         (segment_members(&emu).await == want).then_some(())
     })
     .await;
@@ -334,43 +329,64 @@ async fn per_member_cohort_overrides_write_several_segments() {
     bridge.stop().await;
 }
 
-/// Keys that hold pushed data (leases and the replica registry are the flusher's own).
-fn data_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
-    redis
-        .keys(prefix)
-        .into_iter()
-        .filter(|k| !k.ends_with(":lease") && !k.ends_with(":replicas"))
-        .collect()
+/// One refused request: (what, integration key, body, Authorization,
+/// status, code, text the message names).
+type Refusal<'a> = (
+    &'a str,
+    &'a str,
+    Vec<u8>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+    &'a str,
+);
+
+/// A body the partner route accepts (RudderStack's shape).
+fn good_body() -> Value {
+    json!({"environmentId": PROD, "cohortId": "c", "cohortName": "n", "contextKind": "user",
+        "listData": {"add": [{"id": "m"}]}})
 }
 
-#[tokio::test]
-async fn refusals_mimic_launchdarkly_and_store_nothing() {
+/// The good body, changed by `f`.
+fn good_with(f: &dyn Fn(&mut Value)) -> Vec<u8> {
+    let mut b = good_body();
+    f(&mut b);
+    serde_json::to_vec(&b).unwrap()
+}
+
+/// Sends every refusal to a bridge taking bodies of at most 4 KiB: each gets
+/// its status and code, LaunchDarkly style, with a message naming the
+/// problem, and none of them stores anything.
+async fn assert_refused(cases: Vec<Refusal<'_>>) {
     let (redis, _emu, mut cfg, _files) = partner_stack("");
     cfg.set("server", "max_body_bytes", "4096");
     let bridge = Bridge::start(&cfg).await;
-    let good = json!({"environmentId": PROD, "cohortId": "c", "cohortName": "n", "contextKind": "user",
-        "listData": {"add": [{"id": "m"}]}});
-    let good_bytes = serde_json::to_vec(&good).unwrap();
-    let with = |f: &dyn Fn(&mut Value)| {
-        let mut b = good.clone();
-        f(&mut b);
-        serde_json::to_vec(&b).unwrap()
-    };
-    // (what, integration key, body, Authorization, status, code, text the message names)
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        Vec<u8>,
-        Option<&'a str>,
-        u16,
-        &'a str,
-        &'a str,
+    for (what, key, body, auth, status, code, needle) in cases {
+        let (got, resp) = post(&bridge, key, &body, auth).await;
+        assert_eq!(got, status, "{what}: {resp}");
+        assert_eq!(resp["code"], code, "{what}: {resp}");
+        let message = resp["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && message.contains(needle),
+            "{what}: {resp}"
+        );
+    }
+    assert!(
+        data_keys(&redis, &cfg.prefix).is_empty(),
+        "a rejected push stored something: {:?}",
+        data_keys(&redis, &cfg.prefix)
     );
-    let cases: Vec<Case> = vec![
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_is_401() {
+    let good = serde_json::to_vec(&good_body()).unwrap();
+    assert_refused(vec![
         (
             "no token",
             "rudderstack",
-            good_bytes.clone(),
+            good.clone(),
             None,
             401,
             "unauthorized",
@@ -379,7 +395,7 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "wrong token",
             "rudderstack",
-            good_bytes.clone(),
+            good.clone(),
             Some("nope"),
             401,
             "unauthorized",
@@ -388,7 +404,7 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "token with Bearer but wrong",
             "rudderstack",
-            good_bytes.clone(),
+            good.clone(),
             Some("Bearer nope"),
             401,
             "unauthorized",
@@ -397,16 +413,24 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "unknown integration, bad token",
             "no-such-integration",
-            good_bytes.clone(),
+            good,
             None,
             401,
             "unauthorized",
             "",
         ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_integration_is_404_and_one_outside_the_token_403() {
+    let good = serde_json::to_vec(&good_body()).unwrap();
+    assert_refused(vec![
         (
             "unknown integration",
             "no-such-integration",
-            good_bytes.clone(),
+            good.clone(),
             Some(TOKEN_OLD),
             404,
             "not_found",
@@ -415,16 +439,23 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "token limited to segment-audiences",
             "rudderstack",
-            good_bytes.clone(),
+            good,
             Some(TOKEN_SEGMENT_ONLY),
             403,
             "forbidden",
             "rudderstack",
         ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_the_manifest_cannot_read_is_400_naming_the_field() {
+    assert_refused(vec![
         (
             "missing cohortId",
             "rudderstack",
-            with(&|b| {
+            good_with(&|b| {
                 b.as_object_mut().unwrap().remove("cohortId");
             }),
             Some(TOKEN_OLD),
@@ -435,7 +466,7 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "missing environmentId",
             "rudderstack",
-            with(&|b| b["environmentId"] = Value::Null),
+            good_with(&|b| b["environmentId"] = Value::Null),
             Some(TOKEN_OLD),
             400,
             "invalid_request",
@@ -444,7 +475,7 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "no member arrays",
             "rudderstack",
-            with(&|b| b["listData"] = json!({})),
+            good_with(&|b| b["listData"] = json!({})),
             Some(TOKEN_OLD),
             400,
             "invalid_request",
@@ -453,16 +484,34 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "members not an array",
             "rudderstack",
-            with(&|b| b["listData"]["add"] = json!({"id": "m"})),
+            good_with(&|b| b["listData"]["add"] = json!({"id": "m"})),
             Some(TOKEN_OLD),
             400,
             "invalid_request",
             "/listData/add",
         ),
         (
+            "membership not a boolean",
+            "segment-audiences",
+            serde_json::to_vec(&json!({"environmentId": PROD,
+            "batch": [{"userId": "u", "cohortId": "c", "cohortName": "n", "value": {"x": 1}}]}))
+            .unwrap(),
+            Some(TOKEN_OLD),
+            400,
+            "invalid_request",
+            "/batch/0/value",
+        ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_environment_or_a_context_kind_mismatch_is_400() {
+    assert_refused(vec![
+        (
             "unknown environmentId",
             "rudderstack",
-            with(&|b| b["environmentId"] = json!("other-env")),
+            good_with(&|b| b["environmentId"] = json!("other-env")),
             Some(TOKEN_OLD),
             400,
             "invalid_request",
@@ -471,7 +520,7 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
         (
             "context kind mismatch",
             "rudderstack",
-            with(&|b| {
+            good_with(&|b| {
                 b["environmentId"] = json!(STAGING);
                 b["contextKind"] = json!("device");
             }),
@@ -480,6 +529,13 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
             "invalid_request",
             "device",
         ),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_400() {
+    assert_refused(vec![
         (
             "not json",
             "rudderstack",
@@ -516,53 +572,38 @@ async fn refusals_mimic_launchdarkly_and_store_nothing() {
             "invalid_request",
             "",
         ),
-        (
-            "membership not a boolean",
-            "segment-audiences",
-            serde_json::to_vec(&json!({"environmentId": PROD,
-            "batch": [{"userId": "u", "cohortId": "c", "cohortName": "n", "value": {"x": 1}}]}))
-            .unwrap(),
-            Some(TOKEN_OLD),
-            400,
-            "invalid_request",
-            "/batch/0/value",
-        ),
-        (
-            "too large",
-            "rudderstack",
-            with(&|b| {
-                b["listData"]["add"] =
-                    json!((0..2000).map(|i| json!({"id": i})).collect::<Vec<_>>())
-            }),
-            Some(TOKEN_OLD),
-            413,
-            "payload_too_large",
-            "",
-        ),
-    ];
-    for (what, key, body, auth, status, code, needle) in cases {
-        let (got, resp) = post(&bridge, key, &body, auth).await;
-        assert_eq!(got, status, "{what}: {resp}");
-        assert_eq!(resp["code"], code, "{what}: {resp}");
-        let message = resp["message"].as_str().unwrap_or_default();
-        assert!(
-            !message.is_empty() && message.contains(needle),
-            "{what}: {resp}"
-        );
-    }
-    assert!(
-        data_keys(&redis, &cfg.prefix).is_empty(),
-        "a rejected push stored something: {:?}",
-        data_keys(&redis, &cfg.prefix)
-    );
+    ])
+    .await;
+}
 
-    // Both secrets of the rotated token work, raw or with `Bearer `.
+#[tokio::test]
+async fn a_body_over_max_body_bytes_is_413() {
+    assert_refused(vec![(
+        "too large",
+        "rudderstack",
+        good_with(&|b| {
+            b["listData"]["add"] = json!((0..2000).map(|i| json!({"id": i})).collect::<Vec<_>>())
+        }),
+        Some(TOKEN_OLD),
+        413,
+        "payload_too_large",
+        "",
+    )])
+    .await;
+}
+
+#[tokio::test]
+async fn both_secrets_of_a_rotated_token_work_raw_or_with_bearer() {
+    let (redis, _emu, mut cfg, _files) = partner_stack("");
+    cfg.set("server", "max_body_bytes", "4096");
+    let bridge = Bridge::start(&cfg).await;
+    let good = serde_json::to_vec(&good_body()).unwrap();
     for auth in [
         TOKEN_OLD.to_string(),
         TOKEN_NEW.to_string(),
         format!("Bearer {TOKEN_NEW}"),
     ] {
-        let (status, resp) = post(&bridge, "rudderstack", &good_bytes, Some(&auth)).await;
+        let (status, resp) = post(&bridge, "rudderstack", &good, Some(&auth)).await;
         assert_eq!(status, 204, "{auth}: {resp}");
     }
     assert!(!data_keys(&redis, &cfg.prefix).is_empty());
@@ -651,19 +692,15 @@ async fn a_token_past_its_rate_gets_429_with_the_reset_and_nothing_is_stored() {
     // Another token is not limited by it.
     let (status, _) = post(&bridge, "rudderstack", &body("third"), Some(TOKEN_OLD)).await;
     assert_eq!(status, 204);
-    eventually(
-        "the accepted cohorts reach LaunchDarkly",
-        Duration::from_secs(20),
-        || async {
-            let keys: Vec<String> = emu
-                .segments()
-                .await
-                .iter()
-                .filter_map(|s| s["key"].as_str().map(str::to_string))
-                .collect();
-            (keys.len() == 2).then_some(keys)
-        },
-    )
+    eventually("the accepted cohorts reach LaunchDarkly", WAIT, || async {
+        let keys: Vec<String> = emu
+            .segments()
+            .await
+            .iter()
+            .filter_map(|s| s["key"].as_str().map(str::to_string))
+            .collect();
+        (keys.len() == 2).then_some(keys)
+    })
     .await;
     let stored: Vec<String> = redis
         .keys(&cfg.prefix)
@@ -714,7 +751,7 @@ async fn a_manifest_from_manifest_dirs_works_without_a_rebuild() {
         "production/partner-acme-cdp-vip".to_string(),
         sorted(&["p1"]),
     )]);
-    eventually("the acme segment", Duration::from_secs(30), || async {
+    eventually("the acme segment", WAIT, || async {
         (segment_members(&emu).await == want).then_some(())
     })
     .await;
@@ -735,7 +772,7 @@ async fn the_tealium_matcher_can_be_overridden() {
         "production/partner-tealium-synced-segments-t1".to_string(),
         sorted(&["a"]),
     )]);
-    eventually("tealium removes", Duration::from_secs(30), || async {
+    eventually("tealium removes", WAIT, || async {
         (segment_members(&emu).await == want).then_some(())
     })
     .await;
@@ -1038,11 +1075,9 @@ async fn invalid_member_keys_are_skipped_for_every_kind() {
         all.sort();
         all
     };
-    eventually(
-        "the good keys in LaunchDarkly",
-        Duration::from_secs(30),
-        || async { (included().await == good).then_some(()) },
-    )
+    eventually("the good keys in LaunchDarkly", WAIT, || async {
+        (included().await == good).then_some(())
+    })
     .await;
     let sent = serde_json::to_string(&emu.membership_requests().await).unwrap();
     assert!(

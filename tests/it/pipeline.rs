@@ -2,28 +2,12 @@
 //! LaunchDarkly emulator, including coalescing, ordering and LaunchDarkly faults.
 
 use crate::support::bridge::{amplitude_body, heap_body};
-use crate::support::{eventually, stack, Bridge, Emulator, RedisServer, TestConfig};
+use crate::support::{
+    converge, eventually, stack, Bridge, Emulator, RedisServer, TestConfig, WAIT,
+};
 use serde_json::{json, Value};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn strings(v: &[&str]) -> Vec<String> {
-    let mut out: Vec<String> = v.iter().map(|s| s.to_string()).collect();
-    out.sort();
-    out
-}
 
 /// Waits until a segment's members equal `want`.
-async fn converge(emu: &Emulator, env: &str, key: &str, want: &[&str]) {
-    let want = strings(want);
-    let what = format!("{env}/{key} == {want:?}");
-    eventually(&what, WAIT, || async {
-        (emu.members("default", env, key).await.as_ref() == Some(&want)).then_some(())
-    })
-    .await;
-}
-
 /// Every key that appeared in any membership request.
 fn keys_sent(reqs: &[Value]) -> Vec<String> {
     let mut out = Vec::new();

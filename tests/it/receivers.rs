@@ -3,32 +3,12 @@
 //! rejected request is stored.
 
 use crate::support::bridge::{amplitude_body, heap_body, AMPLITUDE_SECRET, HEAP_SECRET};
-use crate::support::{eventually, Bridge, RedisServer, TestConfig};
+use crate::support::{data_keys, eventually, Bridge, RedisServer, TestConfig, WAIT};
 use cohort_bridge::config::Secret;
 use serde_json::{json, Value};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Keys that hold pushed data (leases and the replica registry are the flusher's own).
-fn data_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
-    redis
-        .keys(prefix)
-        .into_iter()
-        .filter(|k| !k.ends_with(":lease") && !k.ends_with(":replicas"))
-        .collect()
-}
 
 fn heap_vector() -> Value {
-    let all: Value =
-        serde_json::from_str(include_str!("../../reference/signature-vectors.json")).unwrap();
-    all["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["platform"] == json!("heap"))
-        .cloned()
-        .unwrap()
+    crate::support::signature_vectors(|p| p == "heap").remove(0)
 }
 
 /// An LD URL nobody listens on: these tests only look at the receivers.
@@ -394,14 +374,10 @@ async fn redis_down_is_503_with_retry_after_and_the_same_push_succeeds_after() {
     assert_eq!(status, 503);
 
     redis.restart();
-    let (status, resp) = eventually(
-        "the push succeeds once Redis is back",
-        Duration::from_secs(15),
-        || async {
-            let r = bridge.heap(&body).await;
-            (r.0 == 200).then_some(r)
-        },
-    )
+    let (status, resp) = eventually("the push succeeds once Redis is back", WAIT, || async {
+        let r = bridge.heap(&body).await;
+        (r.0 == 200).then_some(r)
+    })
     .await;
     assert_eq!(status, 200);
     assert_eq!(resp["accepted"], 1, "{resp}");

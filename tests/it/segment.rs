@@ -3,34 +3,14 @@
 //! bodies; each reaching the LaunchDarkly emulator.
 
 use crate::support::native::{self, segment, segment_identify, segment_track, SEGMENT_SECRET};
-use crate::support::{eventually, stack, RedisServer};
+use crate::support::{converge, data_keys, eventually, signature_vectors, stack, WAIT};
 use cohort_bridge::config::Secret;
 use serde_json::{json, Value};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn vectors() -> Vec<Value> {
-    let all: Value =
-        serde_json::from_str(include_str!("../../reference/signature-vectors.json")).unwrap();
-    let v: Vec<Value> = all["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["platform"].as_str().unwrap().starts_with("segment"))
-        .cloned()
-        .collect();
+    let v = signature_vectors(|p| p.starts_with("segment"));
     assert_eq!(v.len(), 2, "single and batched Segment vectors");
     v
-}
-
-/// Keys that hold pushed data (leases and the replica registry are the flusher's own).
-fn data_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
-    redis
-        .keys(prefix)
-        .into_iter()
-        .filter(|k| !k.ends_with(":lease") && !k.ends_with(":replicas"))
-        .collect()
 }
 
 #[tokio::test]
@@ -140,11 +120,7 @@ async fn segment_vectors_verify_over_http_and_mutations_get_401_storing_nothing(
 
     // user-123 entered power_users_30d (both vectors); user-456 exited it.
     let key = "segment-aud_2djnfxHHnYGVQfOAEBroQ9Ti87N";
-    eventually("the audience reaches LaunchDarkly", WAIT, || async {
-        (emu.members("default", "production", key).await == Some(vec!["user-123".into()]))
-            .then_some(())
-    })
-    .await;
+    converge(&emu, "production", key, &["user-123"]).await;
     let seg = emu.segment("default", "production", key).await.unwrap();
     assert_eq!(seg["name"], "power_users_30d");
     bridge.stop().await;

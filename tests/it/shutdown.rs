@@ -5,13 +5,10 @@
 
 use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET};
 use crate::support::stream::{dirty_backlog, want};
-use crate::support::{eventually, stack, BridgeProcess, Emulator};
+use crate::support::{eventually, stack, BridgeProcess, Emulator, WAIT};
 use serde_json::{json, Value};
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Waits until the emulator holds a membership write in flight; returns it.
 async fn write_in_flight(emu: &Emulator) -> Value {

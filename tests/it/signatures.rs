@@ -2,6 +2,7 @@
 //! `reference/signature-vectors.json` (a copy of the shared reference), and
 //! mutations of each: through the public `verify::verify`, as the receivers call it.
 
+use crate::support::signature_vectors;
 use cohort_bridge::config::{ResolvedAuth, Secret, SegmentBatches};
 use cohort_bridge::verify::{self, Headers, VerifyError};
 use serde_json::Value;
@@ -10,15 +11,7 @@ use std::time::Duration;
 const TOL: Duration = Duration::from_secs(300);
 
 fn vectors(prefix: &str) -> Vec<Value> {
-    let all: Value =
-        serde_json::from_str(include_str!("../../reference/signature-vectors.json")).unwrap();
-    let v: Vec<Value> = all["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["platform"].as_str().unwrap().starts_with(prefix))
-        .cloned()
-        .collect();
+    let v = signature_vectors(|p| p.starts_with(prefix));
     assert!(!v.is_empty(), "no {prefix} vectors");
     v
 }

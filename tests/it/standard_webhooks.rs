@@ -5,28 +5,12 @@
 
 use crate::support::bridge::{amplitude_body, heap_body, AMPLITUDE_SECRET, HEAP_SECRET};
 use crate::support::native::{self, standard_webhooks, sw_headers, SW_NEW, SW_OLD};
-use crate::support::{eventually, stack, RedisServer};
+use crate::support::{data_keys, eventually, signature_vectors, stack, WAIT};
 use cohort_bridge::config::Secret;
 use serde_json::{json, Value};
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn vectors() -> Vec<Value> {
-    let all: Value =
-        serde_json::from_str(include_str!("../../reference/signature-vectors.json")).unwrap();
-    let v: Vec<Value> = all["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| {
-            v["platform"]
-                .as_str()
-                .unwrap()
-                .starts_with("standard-webhooks")
-        })
-        .cloned()
-        .collect();
+    let v = signature_vectors(|p| p.starts_with("standard-webhooks"));
     assert_eq!(v.len(), 2, "official and rotation vectors");
     v
 }
@@ -55,14 +39,6 @@ fn replace(
                 },
             )
         })
-        .collect()
-}
-
-fn data_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
-    redis
-        .keys(prefix)
-        .into_iter()
-        .filter(|k| !k.ends_with(":lease") && !k.ends_with(":replicas"))
         .collect()
 }
 

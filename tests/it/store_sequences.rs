@@ -5,7 +5,7 @@
 //! and one link per LaunchDarkly segment key.
 
 use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET, OPERATOR_TOKEN};
-use crate::support::{eventually, stack, Bridge, RedisServer};
+use crate::support::{converge, eventually, stack, Bridge, RedisServer, WAIT};
 use cohort_bridge::config::RedisConfig;
 use cohort_bridge::sources::{Change, Push, Snapshot, Version};
 use cohort_bridge::store::{ApplyParams, Claim, Keys, LinkId, Store};
@@ -13,7 +13,6 @@ use reqwest::Method;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
 const SRC: &str = "src";
 const COHORT: &str = "c";
 const DEST: &str = "d";
@@ -333,11 +332,7 @@ async fn a_segment_deleted_in_launchdarkly_is_recreated_with_the_whole_membershi
     )
     .await;
     let key = "amplitude-c1";
-    eventually("u1 and u2 in LaunchDarkly", WAIT, || async {
-        (emu.members("default", "production", key).await == Some(vec!["u1".into(), "u2".into()]))
-            .then_some(())
-    })
-    .await;
+    converge(&emu, "production", key, &["u1", "u2"]).await;
     emu.delete_segment("default", "production", key).await;
     amp(
         &bridge,
@@ -345,12 +340,7 @@ async fn a_segment_deleted_in_launchdarkly_is_recreated_with_the_whole_membershi
         &amplitude_body("c1", true, 2_000, "m2", &["u3"]),
     )
     .await;
-    eventually("the re-created segment holds everyone", WAIT, || async {
-        (emu.members("default", "production", key).await
-            == Some(vec!["u1".into(), "u2".into(), "u3".into()]))
-        .then_some(())
-    })
-    .await;
+    converge(&emu, "production", key, &["u1", "u2", "u3"]).await;
     bridge.stop().await;
 }
 
@@ -372,11 +362,7 @@ async fn two_links_rendering_one_segment_key_the_second_is_blocked() {
         &amplitude_body("eu-1234", true, 1_000, "m1", &["a1"]),
     )
     .await;
-    eventually("amp's member in amp-eu-1234", WAIT, || async {
-        (emu.members("default", "production", "amp-eu-1234").await == Some(vec!["a1".into()]))
-            .then_some(())
-    })
-    .await;
+    converge(&emu, "production", "amp-eu-1234", &["a1"]).await;
     amp(
         &bridge,
         "amp-eu",
@@ -450,11 +436,7 @@ async fn a_segment_made_by_hand_is_not_adopted_unless_the_destination_says_so() 
     })
     .await;
     assert!(reason.starts_with("segment_exists_unowned"), "{reason}");
-    eventually("adopted with adopt_existing_segments", WAIT, || async {
-        (emu.members("default", "staging", "amp2-c7").await == Some(vec!["u1".into()]))
-            .then_some(())
-    })
-    .await;
+    converge(&emu, "staging", "amp2-c7", &["u1"]).await;
     assert_eq!(
         emu.members("default", "production", "amplitude-c7").await,
         Some(vec![]),

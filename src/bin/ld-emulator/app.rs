@@ -6,7 +6,7 @@ use crate::faults::FaultQueue;
 use crate::journal::Journal;
 use crate::ratelimit::{Budgets, FixedWindow, RateMonitor};
 use crate::schema::Spec;
-use crate::state::Store;
+use crate::state::Segments;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ pub struct Emulator {
 /// Everything mutable, under one lock: simple and fast enough for a test
 /// double that handles at most thousands of requests per second.
 pub struct World {
-    pub store: Store,
+    pub segments: Segments,
     pub faults: FaultQueue,
     pub budgets: Budgets,
     pub limiter: FixedWindow,
@@ -38,7 +38,7 @@ impl Emulator {
             spec,
             tokens,
             world: Mutex::new(World {
-                store: Store::default(),
+                segments: Segments::default(),
                 faults: FaultQueue::default(),
                 budgets,
                 limiter: FixedWindow::default(),
@@ -71,7 +71,7 @@ impl World {
     /// window, max_rps, declared projects). Sequence numbers keep growing so
     /// `?since=` stays meaningful across resets.
     pub fn reset(&mut self) {
-        self.store.clear_segments();
+        self.segments.clear_segments();
         self.faults.clear();
         self.limiter.clear();
         self.monitor.clear();

@@ -36,7 +36,7 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Resp {
         (&Method::GET, ["segments", p, e, k]) => Ok(segment(&emu, p, e, k)),
         // Deletes a segment, as someone might in LaunchDarkly's UI.
         (&Method::DELETE, ["segments", p, e, k]) => {
-            let deleted = emu.world().store.delete(p, e, k);
+            let deleted = emu.world().segments.delete(p, e, k);
             Ok(ok(json!({"deleted": deleted})))
         }
         (&Method::GET, ["requests"]) => requests(&emu, &query),
@@ -85,9 +85,9 @@ fn config(emu: &Emulator) -> Resp {
         "rate_limit_global": world.budgets.global,
         "rate_limit_route": world.budgets.route,
         "window_ms": world.budgets.window_ms,
-        "projects": world.store.projects,
+        "projects": world.segments.projects,
         "max_rps": world.max_rps,
-        "reject_keys": world.store.reject_keys,
+        "reject_keys": world.segments.reject_keys,
     }))
 }
 
@@ -148,7 +148,7 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
     {
         let mut world = emu.world();
         if let Some(k) = reject_keys {
-            world.store.reject_keys = k;
+            world.segments.reject_keys = k;
         }
         if let Some(n) = global {
             world.budgets.global = n;
@@ -162,7 +162,7 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
             world.limiter.clear();
         }
         if let Some(p) = projects {
-            world.store.projects = p;
+            world.segments.projects = p;
         }
         if let Some(r) = max_rps {
             world.max_rps = r;
@@ -174,7 +174,7 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
 fn state(emu: &Emulator) -> Resp {
     let world = emu.world();
     let segments: Vec<Value> = world
-        .store
+        .segments
         .all()
         .iter()
         .map(|s| s.to_state_json())
@@ -185,10 +185,10 @@ fn state(emu: &Emulator) -> Resp {
 fn segment(emu: &Emulator, project: &str, environment: &str, key: &str) -> Resp {
     let world = emu.world();
     let found = world
-        .store
+        .segments
         .all()
         .into_iter()
-        .find(|s| s.project == project && s.environment == environment && s.key == key)
+        .find(|s| s.project == project && s.environment == environment && s.spec.key == key)
         .map(|s| s.to_state_json());
     match found {
         Some(v) => ok(v),

@@ -15,7 +15,7 @@ pub struct Budgets {
 
 /// What the limiter says about one request; becomes the response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub struct RateDecision {
     pub global_remaining: u64,
     pub route_remaining: u64,
     /// Unix epoch ms at which the current window ends.
@@ -52,7 +52,7 @@ impl FixedWindow {
     }
 
     /// Counts a request against both budgets unless one is exhausted.
-    pub fn admit(&mut self, budgets: &Budgets, route: Route, now_ms: u64) -> Verdict {
+    pub fn admit(&mut self, budgets: &Budgets, route: Route, now_ms: u64) -> RateDecision {
         let reset_ms = self.roll(budgets, now_ms);
         let route_used = self.route_used.get(&route).copied().unwrap_or(0);
         let limited = if self.global_used >= budgets.global {
@@ -71,7 +71,7 @@ impl FixedWindow {
 
     /// Current headers without counting the request (for responses that
     /// never reached the limiter: 401s, injected faults).
-    pub fn peek(&mut self, budgets: &Budgets, route: Route, now_ms: u64) -> Verdict {
+    pub fn peek(&mut self, budgets: &Budgets, route: Route, now_ms: u64) -> RateDecision {
         let reset_ms = self.roll(budgets, now_ms);
         self.peek_at(budgets, route, reset_ms, None)
     }
@@ -82,9 +82,9 @@ impl FixedWindow {
         route: Route,
         reset_ms: u64,
         limited: Option<Limiter>,
-    ) -> Verdict {
+    ) -> RateDecision {
         let route_used = self.route_used.get(&route).copied().unwrap_or(0);
-        Verdict {
+        RateDecision {
             global_remaining: budgets.global.saturating_sub(self.global_used),
             route_remaining: budgets.route.saturating_sub(route_used),
             reset_ms,

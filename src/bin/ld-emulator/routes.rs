@@ -1,6 +1,6 @@
 //! The LaunchDarkly routes: request logging, fault injection, and the
 //! normal handling (auth, rate limits, API version, body validation, the
-//! segment store), with `X-Ratelimit-*` headers on every response.
+//! segment data), with `X-Ratelimit-*` headers on every response.
 
 use crate::app::{now_ms, Emulator};
 use crate::faults::{FaultKind, Route, Then};
@@ -8,8 +8,8 @@ use crate::http::{
     json_response, ld_error, no_content, read_body, set_header, DropConnection, Resp,
 };
 use crate::journal::{LogEntry, Outcome};
-use crate::ratelimit::{allowed_per_second, Limiter, Verdict};
-use crate::state::{MembershipChange, NewSegment, StoreError};
+use crate::ratelimit::{allowed_per_second, Limiter, RateDecision};
+use crate::state::{MembershipChange, SegmentSpec, SegmentsError};
 use crate::target::{self, Target};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -213,13 +213,13 @@ async fn process(
     Ok(resp)
 }
 
-fn peek(emu: &Emulator, call: &Call) -> Verdict {
+fn peek(emu: &Emulator, call: &Call) -> RateDecision {
     let mut world = emu.world();
     let budgets = world.budgets;
     world.limiter.peek(&budgets, call.target.route(), now_ms())
 }
 
-fn add_rate_headers(resp: &mut Resp, v: &Verdict) {
+fn add_rate_headers(resp: &mut Resp, v: &RateDecision) {
     set_header(
         resp,
         "X-Ratelimit-Global-Remaining",
@@ -294,7 +294,7 @@ fn respond(emu: &Emulator, call: &Call) -> (Resp, bool) {
     }
     let (mut resp, applied) = match checked_body(emu, call) {
         Err((status, message)) => (ld_error(status, Some(&message)), false),
-        Ok(body) => apply(&mut world.store, call, body.as_ref(), now),
+        Ok(body) => apply(&mut world.segments, call, body.as_ref(), now),
     };
     add_rate_headers(&mut resp, &verdict);
     (resp, applied)
@@ -341,7 +341,7 @@ fn checked_body(emu: &Emulator, call: &Call) -> Result<Option<Value>, (u16, Stri
 }
 
 fn apply(
-    store: &mut crate::state::Store,
+    segments: &mut crate::state::Segments,
     call: &Call,
     body: Option<&Value>,
     now: u64,
@@ -350,18 +350,18 @@ fn apply(
     let null = Value::Null;
     let body = body.unwrap_or(&null);
     let result = match t.route() {
-        Route::Create => store
+        Route::Create => segments
             .create(
                 &t.project,
                 &t.environment,
-                NewSegment::from_validated(body),
+                SegmentSpec::from_validated(body),
                 now,
             )
             .map(|s| (json_response(StatusCode::CREATED, &s.to_ld_json()), true)),
-        Route::Get => store
+        Route::Get => segments
             .get(&t.project, &t.environment, &t.key)
             .map(|s| (json_response(StatusCode::OK, &s.to_ld_json()), false)),
-        Route::Contexts => store
+        Route::Contexts => segments
             .update_membership(
                 &t.project,
                 &t.environment,
@@ -370,7 +370,7 @@ fn apply(
                 now,
             )
             .map(|()| (no_content(), true)),
-        Route::GetContext => store.get(&t.project, &t.environment, &t.key).map(|s| {
+        Route::GetContext => segments.get(&t.project, &t.environment, &t.key).map(|s| {
             let target = json!({
                 "userKey": t.context_key,
                 "included": s.included.contains(&t.context_key),
@@ -378,29 +378,33 @@ fn apply(
             });
             (json_response(StatusCode::OK, &target), false)
         }),
-        Route::Unknown => Err(StoreError::NotFound),
+        Route::Unknown => Err(SegmentsError::NotFound),
     };
     result.unwrap_or_else(|e| (store_error(e, t), false))
 }
 
-fn store_error(e: StoreError, t: &Target) -> Resp {
+fn store_error(e: SegmentsError, t: &Target) -> Resp {
     match e {
-        StoreError::UnknownProject(p) => {
+        SegmentsError::UnknownProject(p) => {
             ld_error(404, Some(&format!("Unknown project key \"{p}\"")))
         }
-        StoreError::UnknownEnvironment(p, e) => ld_error(
+        SegmentsError::UnknownEnvironment(p, e) => ld_error(
             404,
             Some(&format!(
                 "Unknown environment key \"{e}\" in project \"{p}\""
             )),
         ),
-        StoreError::InvalidKey(k) => ld_error(400, Some(&format!("Invalid context key \"{k}\""))),
-        StoreError::NotFound => ld_error(404, Some(&format!("Unknown segment key \"{}\"", t.key))),
-        StoreError::Conflict(key) => ld_error(
+        SegmentsError::InvalidKey(k) => {
+            ld_error(400, Some(&format!("Invalid context key \"{k}\"")))
+        }
+        SegmentsError::NotFound => {
+            ld_error(404, Some(&format!("Unknown segment key \"{}\"", t.key)))
+        }
+        SegmentsError::Conflict(key) => ld_error(
             409,
             Some(&format!("Segment with key \"{key}\" already exists")),
         ),
-        StoreError::NotUnbounded => ld_error(
+        SegmentsError::NotUnbounded => ld_error(
             400,
             Some(&format!(
                 "Segment \"{}\" is not a big segment; this operation only supports big segments",

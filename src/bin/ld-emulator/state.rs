@@ -13,12 +13,8 @@ pub type SegmentId = (String, String, String);
 pub struct Segment {
     pub project: String,
     pub environment: String,
-    pub key: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub tags: Vec<String>,
-    pub unbounded: bool,
-    pub unbounded_context_kind: Option<String>,
+    /// What the create request chose: key, name, description, tags, kind.
+    pub spec: SegmentSpec,
     pub generation: u64,
     pub creation_date: u64,
     pub last_modified_date: u64,
@@ -28,8 +24,8 @@ pub struct Segment {
 }
 
 /// A validated `SegmentBody`, read without Rust types mirroring the bridge's.
-#[derive(Debug)]
-pub struct NewSegment {
+#[derive(Debug, Clone)]
+pub struct SegmentSpec {
     pub key: String,
     pub name: String,
     pub description: Option<String>,
@@ -38,15 +34,15 @@ pub struct NewSegment {
     pub unbounded_context_kind: Option<String>,
 }
 
-impl NewSegment {
+impl SegmentSpec {
     /// Reads a body that already passed schema validation as `SegmentBody`.
-    pub fn from_validated(body: &Value) -> NewSegment {
+    pub fn from_validated(body: &Value) -> SegmentSpec {
         let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
         let unbounded = body
             .get("unbounded")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        NewSegment {
+        SegmentSpec {
             key: text("key").unwrap_or_default(),
             name: text("name").unwrap_or_default(),
             description: text("description"),
@@ -101,7 +97,7 @@ impl MembershipChange {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum StoreError {
+pub enum SegmentsError {
     UnknownProject(String),
     UnknownEnvironment(String, String),
     NotFound,
@@ -113,8 +109,8 @@ pub enum StoreError {
 }
 
 #[derive(Debug, Default)]
-pub struct Store {
-    segments: HashMap<SegmentId, Segment>,
+pub struct Segments {
+    by_id: HashMap<SegmentId, Segment>,
     /// `None`: every project/environment exists. `Some`: only these do.
     pub projects: Option<BTreeMap<String, BTreeSet<String>>>,
     /// Context keys a membership update is refused for (400, the whole
@@ -122,15 +118,15 @@ pub struct Store {
     pub reject_keys: BTreeSet<String>,
 }
 
-impl Store {
+impl Segments {
     /// 404s for undeclared projects/environments once any are declared.
-    pub fn check_env(&self, project: &str, environment: &str) -> Result<(), StoreError> {
+    pub fn check_env(&self, project: &str, environment: &str) -> Result<(), SegmentsError> {
         let Some(projects) = &self.projects else {
             return Ok(());
         };
         match projects.get(project) {
-            None => Err(StoreError::UnknownProject(project.to_string())),
-            Some(envs) if !envs.contains(environment) => Err(StoreError::UnknownEnvironment(
+            None => Err(SegmentsError::UnknownProject(project.to_string())),
+            Some(envs) if !envs.contains(environment) => Err(SegmentsError::UnknownEnvironment(
                 project.to_string(),
                 environment.to_string(),
             )),
@@ -142,27 +138,22 @@ impl Store {
         &mut self,
         project: &str,
         environment: &str,
-        new: NewSegment,
+        new: SegmentSpec,
         now_ms: u64,
-    ) -> Result<&Segment, StoreError> {
+    ) -> Result<&Segment, SegmentsError> {
         self.check_env(project, environment)?;
         let id = (
             project.to_string(),
             environment.to_string(),
             new.key.clone(),
         );
-        if self.segments.contains_key(&id) {
-            return Err(StoreError::Conflict(new.key));
+        if self.by_id.contains_key(&id) {
+            return Err(SegmentsError::Conflict(new.key));
         }
         let segment = Segment {
             project: project.to_string(),
             environment: environment.to_string(),
-            key: new.key,
-            name: new.name,
-            description: new.description,
-            tags: new.tags,
-            unbounded: new.unbounded,
-            unbounded_context_kind: new.unbounded_context_kind,
+            spec: new,
             generation: 1,
             creation_date: now_ms,
             last_modified_date: now_ms,
@@ -170,12 +161,12 @@ impl Store {
             included: BTreeSet::new(),
             excluded: BTreeSet::new(),
         };
-        Ok(self.segments.entry(id).or_insert(segment))
+        Ok(self.by_id.entry(id).or_insert(segment))
     }
 
     /// Removes a segment; whether it existed.
     pub fn delete(&mut self, project: &str, environment: &str, key: &str) -> bool {
-        self.segments
+        self.by_id
             .remove(&(
                 project.to_string(),
                 environment.to_string(),
@@ -184,15 +175,20 @@ impl Store {
             .is_some()
     }
 
-    pub fn get(&self, project: &str, environment: &str, key: &str) -> Result<&Segment, StoreError> {
+    pub fn get(
+        &self,
+        project: &str,
+        environment: &str,
+        key: &str,
+    ) -> Result<&Segment, SegmentsError> {
         self.check_env(project, environment)?;
-        self.segments
+        self.by_id
             .get(&(
                 project.to_string(),
                 environment.to_string(),
                 key.to_string(),
             ))
-            .ok_or(StoreError::NotFound)
+            .ok_or(SegmentsError::NotFound)
     }
 
     /// Applies adds before removes, included then excluded: a key both added
@@ -204,18 +200,18 @@ impl Store {
         key: &str,
         change: MembershipChange,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), SegmentsError> {
         self.check_env(project, environment)?;
         let segment = self
-            .segments
+            .by_id
             .get_mut(&(
                 project.to_string(),
                 environment.to_string(),
                 key.to_string(),
             ))
-            .ok_or(StoreError::NotFound)?;
-        if !segment.unbounded {
-            return Err(StoreError::NotUnbounded);
+            .ok_or(SegmentsError::NotFound)?;
+        if !segment.spec.unbounded {
+            return Err(SegmentsError::NotUnbounded);
         }
         if let Some(bad) = change
             .included_add
@@ -225,7 +221,7 @@ impl Store {
             .chain(&change.excluded_remove)
             .find(|k| self.reject_keys.contains(*k))
         {
-            return Err(StoreError::InvalidKey(bad.clone()));
+            return Err(SegmentsError::InvalidKey(bad.clone()));
         }
         segment.included.extend(change.included_add);
         for k in &change.included_remove {
@@ -241,15 +237,19 @@ impl Store {
 
     /// All segments, ordered by project, environment, key.
     pub fn all(&self) -> Vec<&Segment> {
-        let mut all: Vec<&Segment> = self.segments.values().collect();
+        let mut all: Vec<&Segment> = self.by_id.values().collect();
         all.sort_by(|a, b| {
-            (&a.project, &a.environment, &a.key).cmp(&(&b.project, &b.environment, &b.key))
+            (&a.project, &a.environment, &a.spec.key).cmp(&(
+                &b.project,
+                &b.environment,
+                &b.spec.key,
+            ))
         });
         all
     }
 
     pub fn clear_segments(&mut self) {
-        self.segments.clear();
+        self.by_id.clear();
     }
 }
 
@@ -258,32 +258,32 @@ impl Segment {
     pub fn to_ld_json(&self) -> Value {
         let href = format!(
             "/api/v2/segments/{}/{}/{}",
-            self.project, self.environment, self.key
+            self.project, self.environment, self.spec.key
         );
         let mut v = json!({
-            "key": self.key,
-            "name": self.name,
-            "tags": self.tags,
+            "key": self.spec.key,
+            "name": self.spec.name,
+            "tags": self.spec.tags,
             "creationDate": self.creation_date,
             "lastModifiedDate": self.last_modified_date,
             "version": self.version,
             "deleted": false,
             "generation": self.generation,
             "rules": [],
-            "unbounded": self.unbounded,
+            "unbounded": self.spec.unbounded,
             "_links": {"self": {"href": href, "type": "application/json"}},
         });
-        if let Some(d) = &self.description {
+        if let Some(d) = &self.spec.description {
             v["description"] = json!(d);
         }
-        if self.unbounded {
+        if self.spec.unbounded {
             // Big segments report counts, not member lists.
             v["included"] = json!([]);
             v["excluded"] = json!([]);
-            v["unboundedContextKind"] = json!(self.unbounded_context_kind);
+            v["unboundedContextKind"] = json!(self.spec.unbounded_context_kind);
             v["_unboundedMetadata"] = json!({
                 "envId": self.environment,
-                "segmentId": self.key,
+                "segmentId": self.spec.key,
                 "version": self.version,
                 "includedCount": self.included.len(),
                 "excludedCount": self.excluded.len(),
@@ -302,12 +302,12 @@ impl Segment {
         json!({
             "project": self.project,
             "environment": self.environment,
-            "key": self.key,
-            "name": self.name,
-            "description": self.description,
-            "tags": self.tags,
-            "unbounded": self.unbounded,
-            "unboundedContextKind": self.unbounded_context_kind,
+            "key": self.spec.key,
+            "name": self.spec.name,
+            "description": self.spec.description,
+            "tags": self.spec.tags,
+            "unbounded": self.spec.unbounded,
+            "unboundedContextKind": self.spec.unbounded_context_kind,
             "generation": self.generation,
             "creationDate": self.creation_date,
             "lastModifiedDate": self.last_modified_date,
@@ -322,47 +322,49 @@ mod tests {
     use super::*;
     use crate::schema::{Spec, EMBEDDED_SPEC};
 
-    fn big(key: &str) -> NewSegment {
-        NewSegment::from_validated(&json!({"key": key, "name": "N", "unbounded": true}))
+    fn big(key: &str) -> SegmentSpec {
+        SegmentSpec::from_validated(&json!({"key": key, "name": "N", "unbounded": true}))
     }
 
     #[test]
     fn rendered_segment_validates_as_user_segment() {
         let spec = Spec::parse(EMBEDDED_SPEC).unwrap();
-        let mut store = Store::default();
-        let seg = store.create("p", "e", big("k"), 1).unwrap().clone();
-        assert_eq!(seg.unbounded_context_kind.as_deref(), Some("user"));
+        let mut segments = Segments::default();
+        let seg = segments.create("p", "e", big("k"), 1).unwrap().clone();
+        assert_eq!(seg.spec.unbounded_context_kind.as_deref(), Some("user"));
         assert_eq!(spec.validate("UserSegment", &seg.to_ld_json()), Ok(()));
         let small =
-            NewSegment::from_validated(&json!({"key": "s", "name": "S", "description": "d"}));
-        let seg = store.create("p", "e", small, 1).unwrap().clone();
+            SegmentSpec::from_validated(&json!({"key": "s", "name": "S", "description": "d"}));
+        let seg = segments.create("p", "e", small, 1).unwrap().clone();
         assert_eq!(spec.validate("UserSegment", &seg.to_ld_json()), Ok(()));
     }
 
     #[test]
     fn membership_adds_before_removes_and_projects_gate() {
-        let mut store = Store::default();
-        store.create("p", "e", big("k"), 1).unwrap();
+        let mut segments = Segments::default();
+        segments.create("p", "e", big("k"), 1).unwrap();
         assert_eq!(
-            store.create("p", "e", big("k"), 1).unwrap_err(),
-            StoreError::Conflict("k".into())
+            segments.create("p", "e", big("k"), 1).unwrap_err(),
+            SegmentsError::Conflict("k".into())
         );
         let change = MembershipChange::from_validated(
             &json!({"included": {"add": ["a", "b"], "remove": ["b"]}, "excluded": {"add": ["x"]}}),
         );
-        store.update_membership("p", "e", "k", change, 2).unwrap();
-        let seg = store.get("p", "e", "k").unwrap();
+        segments
+            .update_membership("p", "e", "k", change, 2)
+            .unwrap();
+        let seg = segments.get("p", "e", "k").unwrap();
         assert_eq!(seg.included.iter().collect::<Vec<_>>(), vec!["a"]);
         assert_eq!(seg.excluded.len(), 1);
-        store.projects = Some(BTreeMap::from([("p".into(), BTreeSet::from(["e".into()]))]));
-        assert!(store.get("p", "e", "k").is_ok());
+        segments.projects = Some(BTreeMap::from([("p".into(), BTreeSet::from(["e".into()]))]));
+        assert!(segments.get("p", "e", "k").is_ok());
         assert!(matches!(
-            store.get("p", "x", "k"),
-            Err(StoreError::UnknownEnvironment(..))
+            segments.get("p", "x", "k"),
+            Err(SegmentsError::UnknownEnvironment(..))
         ));
         assert!(matches!(
-            store.get("q", "e", "k"),
-            Err(StoreError::UnknownProject(_))
+            segments.get("q", "e", "k"),
+            Err(SegmentsError::UnknownProject(_))
         ));
     }
 }

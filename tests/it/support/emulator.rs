@@ -89,16 +89,7 @@ impl Emulator {
 
     /// Sorted included keys of a segment (None if it does not exist).
     pub async fn members(&self, project: &str, env: &str, key: &str) -> Option<Vec<String>> {
-        self.segment(project, env, key).await.map(|s| {
-            s["included"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
+        self.segment(project, env, key).await.map(|s| included(&s))
     }
 
     /// Deletes a segment (as someone might in LaunchDarkly's UI).
@@ -184,4 +175,16 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The included members of a segment as the control API reports it, in its order.
+pub fn included(segment: &Value) -> Vec<String> {
+    segment["included"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

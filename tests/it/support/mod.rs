@@ -15,8 +15,17 @@ pub use emulator::Emulator;
 pub use process::BridgeProcess;
 pub use redis::RedisServer;
 
+use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+/// How long a test waits for what should happen within a few flushes: a
+/// change reaching LaunchDarkly, a process becoming ready, Redis coming back.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How long a test waits through injected faults: retries with backoff,
+/// 429 pauses, lost leases, a client's read of a server that may never answer.
+pub const WAIT_LONG: Duration = Duration::from_secs(60);
 
 /// The usual test stack: a private Redis, the emulator, and a bridge
 /// configuration pointing at both (start the bridge with `Bridge::start`).
@@ -43,6 +52,41 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Waits until the emulator's segment `key` (project `default`, environment
+/// `env`) exists and includes exactly `want`.
+pub async fn converge(emu: &Emulator, env: &str, key: &str, want: &[&str]) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    eventually(&format!("{env}/{key} == {want:?}"), WAIT, || async {
+        (emu.members("default", env, key).await.as_ref() == Some(&want)).then_some(())
+    })
+    .await;
+}
+
+/// Every key under `prefix` that holds data (not the flusher's leases nor
+/// the replica heartbeats, which exist without any push).
+pub fn data_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    redis
+        .keys(prefix)
+        .into_iter()
+        .filter(|k| !k.ends_with(":lease") && !k.ends_with(":replicas"))
+        .collect()
+}
+
+/// The known-answer vectors of `reference/signature-vectors.json` whose
+/// `platform` passes `keep`.
+pub fn signature_vectors(keep: impl Fn(&str) -> bool) -> Vec<Value> {
+    let all: Value =
+        serde_json::from_str(include_str!("../../../reference/signature-vectors.json")).unwrap();
+    all["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| keep(v["platform"].as_str().unwrap()))
+        .cloned()
+        .collect()
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; we release it at once).

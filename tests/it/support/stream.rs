@@ -3,6 +3,7 @@
 //! the bridge must reproduce, and a sender that retries like a real platform.
 
 use super::bridge::AMPLITUDE_SECRET;
+use super::emulator::included;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -313,14 +314,7 @@ pub fn segments_by_key(state: &[Value], environment: &str) -> BTreeMap<String, V
         .filter(|s| s["environment"] == json!(environment))
         .filter_map(|s| {
             let key = s["key"].as_str()?.to_string();
-            let mut m: Vec<String> = s["included"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut m: Vec<String> = included(s);
             m.sort();
             Some((key, m))
         })
