@@ -278,7 +278,6 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 #[test]
-#[ignore = "enabled by the lead once the layering branches are merged"]
 fn every_import_points_down() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
