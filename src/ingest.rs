@@ -16,9 +16,9 @@
 //! Nothing here knows HTTP: a refusal is an [`IngestError`] that the caller
 //! answers in its own style.
 
-use crate::config::Settings;
+use crate::config::{Settings, SourceKind};
 use crate::metrics::{self as m, ChangeOutcome};
-use crate::sources::Delivery;
+use crate::sources::{self, Delivery, ParseError};
 use crate::store::snapshot::Finalized;
 use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, Store, StoreError};
 use serde::Serialize;
@@ -203,6 +203,23 @@ impl Ingest {
         } else {
             &self.store
         }
+    }
+
+    /// The checks every parsed request passes before it is applied, whatever
+    /// its route: nothing of a request with a version more than
+    /// `server.max_future_skew_seconds` ahead is stored (a 400), and member
+    /// keys LaunchDarkly cannot take are skipped and counted.
+    pub fn admit(
+        &self,
+        kind: SourceKind,
+        delivery: &mut Delivery,
+        now_ms: i64,
+    ) -> Result<(), ParseError> {
+        let server = &self.settings.server;
+        let skew_ms = (server.max_future_skew_seconds as i64).saturating_mul(1000);
+        sources::check_future_versions(kind, delivery, now_ms, skew_ms)?;
+        sources::drop_invalid_keys(delivery, server.max_key_bytes);
+        Ok(())
     }
 
     /// Applies a parsed request of `source` to Redis for `destinations`:

@@ -153,7 +153,7 @@ impl BareServer {
                         .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                         .route(
                             "/v1/webhooks/{source}",
-                            web::post().to(|body: web::Bytes| async move {
+                            web::post().to(|body: Bytes| async move {
                                 HttpResponse::Ok()
                                     .content_type("application/json")
                                     .body(format!("{{\"bytes\":{}}}", body.len()))

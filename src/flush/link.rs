@@ -374,7 +374,7 @@ pub async fn flush(
     }
     let max = settings.launchdarkly.max_keys_per_request;
     let margin = settings.request_timeout() + Duration::from_millis(500);
-    let claim = |ctx: Arc<super::FlushContext>, link: LinkId| async move {
+    let claim = |ctx: Arc<FlushContext>, link: LinkId| async move {
         let hold_until = now_ms() + ctx.settings.lease_ttl.as_millis() as i64;
         ctx.store
             .claim(partition, ctx.leases.token(), &link, max, hold_until)

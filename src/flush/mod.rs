@@ -376,7 +376,7 @@ async fn resume_snapshots(ctx: &FlushContext, partitions: &[Partition]) {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(source = %id, %cohort, error = %e, "Resuming a snapshot finalization failed; retrying.")
+                tracing::warn!(source = %id, %cohort, error = %e, "Resuming a snapshot finalization failed; retrying.");
             }
         }
     }

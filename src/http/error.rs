@@ -10,8 +10,8 @@
 //! - Mixpanel: `{"action": "<echo>", "status": "failure", "error": {"message", "code": <status>}}`.
 
 use crate::clock::now_ms;
-use crate::metrics::RequestOutcome;
 use crate::config::AnswerStyle;
+use crate::metrics::RequestOutcome;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;

@@ -28,7 +28,7 @@ pub struct AppState {
     /// Where verified, parsed requests go.
     pub ingest: Ingest,
     /// Per partner token rate limits (shared by every worker).
-    pub partner_limits: Arc<partner::PartnerLimits>,
+    pub partner_limits: Arc<PartnerLimits>,
     /// Wakes the flusher after an operator's redrive or resync.
     pub wake: Arc<Notify>,
     pub shutting_down: Arc<AtomicBool>,

@@ -17,10 +17,10 @@
 use super::webhooks::{read_body, OFF_LOOP_BYTES};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
-use crate::config::{PartnerSettings, PartnerToken};
-use crate::metrics::{self as m, RequestOutcome};
 use crate::config::manifest::Manifest;
 use crate::config::SourceKind;
+use crate::config::{PartnerSettings, PartnerToken};
+use crate::metrics::{self as m, RequestOutcome};
 use crate::verify::partner_token;
 use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
@@ -88,10 +88,10 @@ pub async fn receive(
         Err(e) => {
             match &e {
                 ApiError::Unavailable(err) => {
-                    tracing::warn!(integration = ?key, error = %err, "Partner push refused: Redis unavailable.")
+                    tracing::warn!(integration = ?key, error = %err, "Partner push refused: Redis unavailable.");
                 }
                 other => {
-                    tracing::info!(integration = ?key, error = %other, "Partner push rejected.")
+                    tracing::info!(integration = ?key, error = %other, "Partner push rejected.");
                 }
             }
             e.respond(SourceKind::Partner.answer_style(), "")
@@ -123,7 +123,8 @@ async fn handle(
     let now = now_ms();
     // As in /v1/webhooks: a big body is parsed on the blocking pool.
     let proof = tokens.proof();
-    let parse = move |body: &[u8]| crate::sources::partner::parse(&manifest, proof.verified(body).body(), now);
+    let parse =
+        move |body: &[u8]| crate::sources::partner::parse(&manifest, &proof.verified(body), now);
     let parsed = if body.len() > OFF_LOOP_BYTES {
         web::block(move || parse(&body))
             .await
@@ -144,14 +145,10 @@ async fn handle(
             partner.max_cohorts_per_request
         )));
     }
-    crate::sources::check_future_versions(
-        SourceKind::Partner,
-        &request.parsed,
-        now,
-        (settings.server.max_future_skew_seconds as i64).saturating_mul(1000),
-    )
-    .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    crate::sources::drop_invalid_keys(&mut request.parsed, settings.server.max_key_bytes);
+    state
+        .ingest
+        .admit(SourceKind::Partner, &mut request.parsed, now)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
 
     let names = partner
         .environments

@@ -17,9 +17,9 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::now_ms;
+use crate::config::AnswerStyle;
 use crate::ingest::{FirstEvent, Summary};
 use crate::metrics::{self as m, RequestOutcome};
-use crate::config::AnswerStyle;
 use crate::sources;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -100,7 +100,8 @@ fn parse_verified(
             )
         })?),
     };
-    let parsed = sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let parsed =
+        sources::parse(source, verified, now).map_err(|e| ApiError::Invalid(e.to_string()))?;
     // Element 0's push, if it has one, is the first and carries its messageId.
     let first_event = first_event.map(|message_id| FirstEvent {
         cohort: parsed
@@ -162,7 +163,7 @@ pub async fn receive(
         Err(e) => {
             match &e {
                 ApiError::Unavailable(err) => {
-                    tracing::warn!(source = %source.id, error = %err, "Push refused: Redis unavailable.")
+                    tracing::warn!(source = %source.id, error = %err, "Push refused: Redis unavailable.");
                 }
                 other => tracing::info!(source = %source.id, error = %other, "Push rejected."),
             }
@@ -195,12 +196,10 @@ async fn handle(
     *action = echo;
     let checked = checked?;
     let mut parsed = checked.parsed;
-    // Nothing of a push with a version from the future is stored; invalid
-    // member keys are skipped and counted.
-    let skew_ms = (settings.server.max_future_skew_seconds as i64).saturating_mul(1000);
-    sources::check_future_versions(source.kind, &parsed, now, skew_ms)
+    state
+        .ingest
+        .admit(source.kind, &mut parsed, now)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    sources::drop_invalid_keys(&mut parsed, settings.server.max_key_bytes);
     state
         .ingest
         .apply(

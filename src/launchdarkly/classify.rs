@@ -292,7 +292,7 @@ mod tests {
         r.message = "Access to the requested resource was denied".into();
         match classify(UpdateMembership, &Attempt::Replied(r), NOW) {
             Verdict::Block { reason } => {
-                assert!(reason.contains("denied") && reason.starts_with("403"))
+                assert!(reason.contains("denied") && reason.starts_with("403"));
             }
             v => panic!("{v:?}"),
         }

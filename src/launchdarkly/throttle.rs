@@ -113,7 +113,7 @@ impl Throttle {
 
     /// Waits for any pause to end and for a token. Call before every attempt.
     pub async fn acquire(&self) {
-        self.acquire_with(|| std::future::ready(None)).await
+        self.acquire_with(|| std::future::ready(None)).await;
     }
 
     /// [`Throttle::acquire`], also honouring a shared pause: `shared` reads

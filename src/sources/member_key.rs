@@ -81,7 +81,7 @@ struct Members<'a, 'p> {
 impl<'de> Visitor<'de> for Members<'_, '_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of members")
     }
 
@@ -119,7 +119,7 @@ impl<'de> DeserializeSeed<'de> for KeyAt<'_> {
 impl<'de> Visitor<'de> for KeyAt<'_> {
     type Value = Option<String>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member")
     }
 
@@ -185,7 +185,7 @@ impl<'de> DeserializeSeed<'de> for FieldIs<'_> {
 impl<'de> Visitor<'de> for FieldIs<'_> {
     type Value = bool;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
@@ -208,7 +208,7 @@ impl<'de> DeserializeSeed<'de> for Leaf {
 impl<'de> Visitor<'de> for Leaf {
     type Value = Option<String>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member key")
     }
 

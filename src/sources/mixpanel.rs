@@ -56,7 +56,7 @@ pub fn action_of(body: &[u8]) -> Option<&'static str> {
         #[serde(borrow)]
         action: Option<&'a serde_json::value::RawValue>,
     }
-    let a: Action = serde_json::from_slice(body).ok()?;
+    let a: Action<'_> = serde_json::from_slice(body).ok()?;
     let raw = a.action?.get();
     ACTIONS
         .iter()

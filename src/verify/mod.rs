@@ -125,9 +125,7 @@ pub fn precheck(
     now_ms: i64,
 ) -> Result<(), VerifyError> {
     match auth {
-        ResolvedAuth::Header { header, secrets } => {
-            shared_secret::verify_header(headers, header, secrets)
-        }
+        ResolvedAuth::Header { header, secrets } => verify_header(headers, header, secrets),
         ResolvedAuth::Basic {
             username,
             passwords,
@@ -158,7 +156,7 @@ pub fn verify<'a>(
     };
     match auth {
         ResolvedAuth::Header { header, secrets } => {
-            shared_secret::verify_header(headers, header, secrets)?
+            verify_header(headers, header, secrets)?;
         }
         ResolvedAuth::Basic {
             username,
@@ -175,7 +173,7 @@ pub fn verify<'a>(
                     return Err(VerifyError::UnsignedBatch)
                 }
                 (segment_signature::Coverage::FirstOnly(r), SegmentBatches::FirstEvent) => {
-                    v.first_event_only = Some(r)
+                    v.first_event_only = Some(r);
                 }
             }
         }

@@ -78,7 +78,7 @@ struct FirstElement;
 impl<'de> Visitor<'de> for FirstElement {
     type Value = Option<(&'de RawValue, usize)>;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON array")
     }
 

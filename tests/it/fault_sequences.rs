@@ -3,7 +3,7 @@
 
 use crate::support::fleet::Fleet;
 use crate::support::stream::{dirty_backlog, segments_by_key};
-use crate::support::{eventually, stack, Bridge, Emulator, WAIT_LONG};
+use crate::support::{eventually, stack, Bridge, Emulator, WAIT, WAIT_LONG};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -379,6 +379,9 @@ async fn leases_are_renewed_while_a_long_sweep_runs() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
+    // Writing 10,000 fields at a time while the bridge's scripts run can take
+    // longer than the client's default response timeout on a busy machine.
+    c.set_response_timeout(WAIT);
     let want: Vec<String> = ::redis::cmd("KEYS")
         .arg(format!("{{{}:*}}:want:amplitude:big", fleet.cfg.prefix))
         .query_async(&mut c)

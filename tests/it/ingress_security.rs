@@ -7,6 +7,7 @@ use crate::support::stack;
 use std::time::Duration;
 
 /// CPU time (user + system) of this process so far.
+#[allow(unsafe_code)] // getrusage has no safe wrapper in std
 fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -45,7 +46,7 @@ async fn cost_of_the_worst_unauthenticated_request_per_receiver() {
     let many = many.join(" ");
     let now = (cohort_bridge::clock::now_ms() / 1000).to_string();
     type Case<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'a str, String)>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "amplitude (header secret)",
             "/v1/webhooks/amplitude",

@@ -466,7 +466,7 @@ impl Harness {
             match state.get(&m) {
                 // The tie rule (store docs): at equal versions "out" wins.
                 Some((stored, d)) if v < *stored || (v == *stored && !*d && c.include) => {
-                    stale += 1
+                    stale += 1;
                 }
                 // Not held, and not newer than the newest completed
                 // snapshot: in none of its pages, so that snapshot's
@@ -734,7 +734,7 @@ impl Harness {
                 changes,
             } => {
                 self.push(*cohort as usize, *delivery, changes, None)
-                    .await?
+                    .await?;
             }
             Op::SnapPage {
                 cohort,
@@ -759,7 +759,7 @@ impl Harness {
                     armed_only: false,
                 };
                 self.push(*cohort as usize, None, &changes, Some(snap))
-                    .await?
+                    .await?;
             }
             Op::Finalize { cohort, all } => self.finalize(*cohort as usize, *all).await?,
             Op::Claim { cohort, link, max } => {

@@ -211,7 +211,7 @@ async fn every_builtin_manifest_reaches_launchdarkly() {
     let (_redis, emu, cfg, _files) = partner_stack("");
     let bridge = Bridge::start(&cfg).await;
     let mut want = BTreeMap::new();
-    for (key, _) in cohort_bridge::config::manifest::BUILTIN {
+    for (key, _) in config::manifest::BUILTIN {
         let cohort = format!("c-{key}");
         for body in bodies(key, PROD, &cohort, &["101", "102", "103"], &["103"]) {
             let (status, resp) = post_json(&bridge, key, &body).await;
@@ -582,7 +582,7 @@ async fn a_body_over_max_body_bytes_is_413() {
         "too large",
         "rudderstack",
         good_with(&|b| {
-            b["listData"]["add"] = json!((0..2000).map(|i| json!({"id": i})).collect::<Vec<_>>())
+            b["listData"]["add"] = json!((0..2000).map(|i| json!({"id": i})).collect::<Vec<_>>());
         }),
         Some(TOKEN_OLD),
         413,

@@ -46,7 +46,7 @@ auth = { scheme = "heap-hash", secret_env = "HEAP_VECTOR_SECRET", tolerance_seco
     let stale_ts = (cohort_bridge::clock::now_ms() - 301_000).to_string();
     let future_ts = (cohort_bridge::clock::now_ms() + 301_000).to_string();
     type Case<'a> = (&'a str, &'a [u8], Vec<(&'a str, String)>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("tampered body", &tampered, vec![("Heap-Hash", fresh(body))]),
         (
             "old vector timestamp",
@@ -299,7 +299,7 @@ async fn a_heap_drain_makes_the_next_full_sync_replace_membership() {
                 WAIT,
                 || async move { (members().await == want).then_some(()) },
             )
-            .await
+            .await;
         }
     };
     let ok = |(status, resp): (u16, Value)| {

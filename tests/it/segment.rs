@@ -31,7 +31,7 @@ async fn segment_vectors_verify_over_http_and_mutations_get_401_storing_nothing(
         flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
         let flipped = String::from_utf8(flipped).unwrap();
         type Case<'a> = (&'a str, &'a [u8], Vec<(&'a str, String)>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (
                 "tampered body",
                 &tampered,

@@ -59,7 +59,7 @@ async fn standard_webhooks_vectors_verify_over_http_and_mutations_get_401_storin
         let sig = v["headers"]["webhook-signature"].as_str().unwrap();
         let ts = v["headers"]["webhook-timestamp"].as_str().unwrap();
         type Case<'a> = (&'a str, &'a str, &'a [u8], Vec<(&'a str, String)>);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("tampered body", "sw-vectors", &tampered, h.clone()),
             (
                 "other webhook-id",

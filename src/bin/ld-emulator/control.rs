@@ -206,7 +206,7 @@ fn requests(emu: &Emulator, query: &str) -> Result<Resp, String> {
             Some(("since", v)) => {
                 since = v
                     .parse()
-                    .map_err(|_| "since must be a non-negative integer".to_string())?
+                    .map_err(|_| "since must be a non-negative integer".to_string())?;
             }
             _ => return Err(format!("unknown query parameter {pair}")),
         }

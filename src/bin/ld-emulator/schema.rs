@@ -154,7 +154,7 @@ impl Spec {
             match additional {
                 // Closed by default: LaunchDarkly rejects unknown fields.
                 None | Some(Value::Bool(false)) => {
-                    errors.push(format!("{}unknown field \"{name}\"", prefix(path)))
+                    errors.push(format!("{}unknown field \"{name}\"", prefix(path)));
                 }
                 Some(Value::Bool(true)) => {}
                 Some(extra) => self.check(extra, field, &child, errors, depth + 1),

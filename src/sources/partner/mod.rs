@@ -9,6 +9,7 @@
 use super::member_key::id_text;
 use super::{Change, Delivery, ParseError, Push, Version};
 use crate::config::manifest::{Manifest, Mode};
+use crate::verify::Verified;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -27,12 +28,16 @@ pub struct PartnerRequest {
     pub parsed: Delivery,
 }
 
-/// Parses a body with `manifest`. Every change gets `now_ms`, the arrival
+/// Parses a verified body (the caller's partner token matched) with `manifest`. Every change gets `now_ms`, the arrival
 /// time, as its version (partners send no time of their own). Members without an id are counted in
 /// `skipped_without_key`.
-pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerRequest, ParseError> {
+pub fn parse(
+    manifest: &Manifest,
+    verified: &Verified<'_>,
+    now_ms: i64,
+) -> Result<PartnerRequest, ParseError> {
     let now = Version::of_field(now_ms, "the arrival time")?;
-    let doc: Value = serde_json::from_slice(body).map_err(ParseError::json)?;
+    let doc: Value = serde_json::from_slice(verified.body()).map_err(ParseError::json)?;
     let p = &manifest.parser;
     let environment_id = text_at(&doc, &p.environment_id_path, "environmentId")?
         .ok_or_else(|| missing(&p.environment_id_path, "environmentId"))?;
@@ -141,7 +146,7 @@ pub fn parse(manifest: &Manifest, body: &[u8], now_ms: i64) -> Result<PartnerReq
                     delivery_id: None,
                     changes: vec![change],
                     snapshot: None,
-                })
+                });
             }
         }
     }

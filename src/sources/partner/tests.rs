@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::manifest::BUILTIN;
+use crate::sources::test_support::verified;
 use serde_json::json;
 
 fn builtin(key: &str) -> Manifest {
@@ -17,7 +18,8 @@ fn changes(p: &Push) -> Vec<(&str, bool)> {
 }
 
 fn parse(m: &Manifest, body: Value) -> Result<PartnerRequest, ParseError> {
-    super::parse(m, &serde_json::to_vec(&body).unwrap(), 42)
+    let body = serde_json::to_vec(&body).unwrap();
+    super::parse(m, &verified(&body), 42)
 }
 
 #[test]
@@ -210,8 +212,8 @@ fn wrong_types_and_garbage_are_errors_not_panics() {
         ] {
             assert!(parse(&m, body).is_err(), "{key}");
         }
-        assert!(super::parse(&m, b"{not json", 1).is_err());
-        assert!(super::parse(&m, b"", 1).is_err());
+        assert!(super::parse(&m, &verified(b"{not json"), 1).is_err());
+        assert!(super::parse(&m, &verified(b""), 1).is_err());
     }
 }
 
@@ -288,7 +290,7 @@ proptest::proptest! {
         let bytes = serde_json::to_vec(&body).unwrap();
         for (key, text) in BUILTIN {
             let m = Manifest::load(key, text, None).unwrap();
-            if let Ok(r) = super::parse(&m, &bytes, 1) {
+            if let Ok(r) = super::parse(&m, &verified(&bytes), 1) {
                 proptest::prop_assert!(!r.parsed.pushes.is_empty());
                 for p in &r.parsed.pushes {
                     proptest::prop_assert!(!p.cohort_id.trim().is_empty());

@@ -192,7 +192,7 @@ impl Bridge {
     /// POSTs a Heap body signed now.
     pub async fn heap(&self, body: &[u8]) -> (u16, Value) {
         let ts = cohort_bridge::clock::now_ms().to_string();
-        let secret = cohort_bridge::config::Secret::new(HEAP_SECRET);
+        let secret = config::Secret::new(HEAP_SECRET);
         let header = cohort_bridge::verify::heap_sign(&secret, &ts, body);
         self.post("heap", body, &[("Heap-Hash", header)]).await
     }

@@ -121,11 +121,11 @@ impl Emulator {
     }
 
     pub async fn fault(&self, fault: Value) {
-        self.post("/_emulator/faults", fault).await
+        self.post("/_emulator/faults", fault).await;
     }
 
     pub async fn configure(&self, cfg: Value) {
-        self.post("/_emulator/config", cfg).await
+        self.post("/_emulator/config", cfg).await;
     }
 
     pub async fn requests(&self) -> Vec<Value> {
