@@ -153,11 +153,7 @@ impl Keys {
         cohort: &str,
         session: &str,
     ) -> String {
-        format!(
-            "{}:snap:members:{source}:{}:{cohort}:{session}",
-            self.tag(partition),
-            cohort.len()
-        )
+        self.snapshot_key("members", partition, source, cohort, session)
     }
 
     /// Hash with TTL: the snapshot session's progress: `start` (version of its
@@ -170,8 +166,21 @@ impl Keys {
         cohort: &str,
         session: &str,
     ) -> String {
+        self.snapshot_key("meta", partition, source, cohort, session)
+    }
+
+    /// `<tag>:snap:<what>:<source>:<len(cohort)>:<cohort>:<session>`: the
+    /// keys of one snapshot session.
+    fn snapshot_key(
+        &self,
+        what: &str,
+        partition: Partition,
+        source: &str,
+        cohort: &str,
+        session: &str,
+    ) -> String {
         format!(
-            "{}:snap:meta:{source}:{}:{cohort}:{session}",
+            "{}:snap:{what}:{source}:{}:{cohort}:{session}",
             self.tag(partition),
             cohort.len()
         )
