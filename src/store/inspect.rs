@@ -1,5 +1,5 @@
 //! What operators see and do: links and their status, dead letters, redrive
-//! and resync (served by `http::operator` and the `operator` commands).
+//! and resync (served by `http::operator_api` and the `operator` commands).
 
 use super::{scripts, LinkId, Partition, Store, StoreError};
 use std::collections::HashMap;
