@@ -36,12 +36,53 @@ pub fn handle() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .expect("buckets are not empty");
             match builder.install_recorder() {
-                Ok(h) => h,
+                Ok(h) => {
+                    describe();
+                    h
+                }
                 // Another recorder is installed (embedding): render an empty registry.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }
         })
         .clone()
+}
+
+/// The HELP text of every metric (the table above, in one line each), so a
+/// scrape explains itself; `promtool check metrics` requires it
+/// (`tests/it/metrics_exposition.rs`).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS,
+        "Requests to a receiver, by source and outcome (accepted, duplicate, ignored, unauthorized, invalid, too_large, unavailable, rate_limited)."
+    );
+    describe_counter!(
+        CHANGES,
+        "Membership changes by source and final outcome (accepted, stale, unchanged, superseded, cancelled, written, dead_lettered, skipped_without_key, skipped_invalid_key)."
+    );
+    describe_counter!(
+        LD_REQUESTS,
+        "LaunchDarkly request attempts by operation and HTTP status (or timeout, transport, not_sent)."
+    );
+    describe_histogram!(
+        LD_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Duration of LaunchDarkly requests, by operation."
+    );
+    describe_histogram!(
+        FLUSH_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from a link's due time to its acknowledged LaunchDarkly write."
+    );
+    describe_gauge!(
+        DIRTY_BACKLOG,
+        "Members of this replica's partitions still waiting for a LaunchDarkly write."
+    );
+    describe_gauge!(LEASES_HELD, "Partitions this replica holds and flushes.");
+    describe_counter!(
+        LINKS_BLOCKED,
+        "Flush attempts stopped by a 401/403/404 from LaunchDarkly or a configuration gap, by reason."
+    );
 }
 
 /// The `outcome` label of `cohort_bridge_changes_total`.

@@ -16,6 +16,7 @@ mod fixtures;
 mod fuzz;
 mod hardening;
 mod ingress_security;
+mod metrics_exposition;
 mod mixpanel;
 mod model;
 mod operator;
