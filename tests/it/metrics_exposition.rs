@@ -3,7 +3,7 @@
 //! `prometheus` package; `.ci/run` installs it).
 
 use crate::support::bridge::amplitude_body;
-use crate::support::{converge, stack, Bridge};
+use crate::support::{converge, eventually, stack, Bridge, WAIT};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -47,7 +47,14 @@ async fn every_metric_has_help_and_promtool_accepts_the_exposition() {
     assert_eq!(status, 200, "{resp}");
     // Once the segment is written, the LaunchDarkly and flush histograms have samples.
     converge(&emu, "production", "amplitude-promtool", &["u1", "u2"]).await;
-    let (_, text) = bridge.get("/metrics").await;
+    // The flush records its lag just after the acknowledged write: wait for
+    // that sample rather than for the emulator alone.
+    let lag_count = format!("{}_count", cohort_bridge::metrics::FLUSH_LAG_SECONDS);
+    let text = eventually("the flush lag is recorded", WAIT, || async {
+        let (_, text) = bridge.get("/metrics").await;
+        text.contains(&lag_count).then_some(text)
+    })
+    .await;
     for name in [
         cohort_bridge::metrics::REQUESTS,
         cohort_bridge::metrics::CHANGES,
