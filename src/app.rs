@@ -49,6 +49,7 @@ impl Application {
         let store = Store::connect(&settings.redis)?;
         let wake = Arc::new(Notify::new());
         let flusher = Flusher::new(settings.clone(), store.clone(), wake.clone())?;
+        let reconciler = web::Data::new(flusher.reconciler());
         let shutting_down = Arc::new(AtomicBool::new(false));
         let metrics = crate::metrics::handle();
         let (listener, port) = bind(settings.listen, "")?;
@@ -96,6 +97,7 @@ impl Application {
             });
             App::new()
                 .app_data(data)
+                .app_data(reconciler.clone())
                 .configure(|cfg| http::routes(cfg, !separate_metrics))
         })
         .disable_signals()

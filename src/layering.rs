@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["app"],
     &["http", "replay"],
     &["operator", "flush"],
+    &["reconcile"],
     &["ingest"],
     &["store"],
     &["sources"],

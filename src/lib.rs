@@ -59,6 +59,7 @@ mod layering;
 pub mod metrics;
 pub mod naming;
 pub mod operator;
+pub mod reconcile;
 pub mod replay;
 pub mod sources;
 pub mod store;

@@ -81,6 +81,13 @@ enum Command {
         #[arg(long, env = CONFIG_ENV)]
         config: PathBuf,
     },
+    /// Compare a link with LaunchDarkly's export of its segment and mark every
+    /// difference for repair (a running bridge flushes it); prints the report.
+    Reconcile {
+        link: String,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,6 +155,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Resync { link, config } => {
             report(operator::resync(&config::load(&config)?, &link).await)
+        }
+        Command::Reconcile { link, config } => {
+            report(operator::reconcile(&config::load(&config)?, &link).await)
         }
         Command::Replay {
             paths,

@@ -10,6 +10,9 @@
 //! | `cohort_bridge_dirty_backlog` | gauge | | members of this replica's partitions still waiting for LaunchDarkly |
 //! | `cohort_bridge_leases_held` | gauge | | partitions this replica flushes |
 //! | `cohort_bridge_links_blocked_total` | counter | `reason` | flush attempts stopped by 401/403/404 or a configuration gap |
+//! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable` |
+//! | `cohort_bridge_reconcile_members_total` | counter | `kind` | members of finished reconciles: `checked`, `missing`, `extra`, `repaired` |
+//! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -22,6 +25,9 @@ pub const FLUSH_LAG_SECONDS: &str = "cohort_bridge_flush_lag_seconds";
 pub const DIRTY_BACKLOG: &str = "cohort_bridge_dirty_backlog";
 pub const LEASES_HELD: &str = "cohort_bridge_leases_held";
 pub const LINKS_BLOCKED: &str = "cohort_bridge_links_blocked_total";
+pub const RECONCILE_RUNS: &str = "cohort_bridge_reconcile_runs_total";
+pub const RECONCILE_MEMBERS: &str = "cohort_bridge_reconcile_members_total";
+pub const DRIFT_MEMBERS: &str = "cohort_bridge_drift_members_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -82,6 +88,18 @@ fn describe() {
     describe_counter!(
         LINKS_BLOCKED,
         "Flush attempts stopped by a 401/403/404 from LaunchDarkly or a configuration gap, by reason."
+    );
+    describe_counter!(
+        RECONCILE_RUNS,
+        "Reconciles with LaunchDarkly's big-segment export, by result (ok, bad_export, launchdarkly_error, redis_error, not_reconcilable)."
+    );
+    describe_counter!(
+        RECONCILE_MEMBERS,
+        "Members of finished reconciles, by kind (checked, missing, extra, repaired)."
+    );
+    describe_counter!(
+        DRIFT_MEMBERS,
+        "Members a reconcile found LaunchDarkly to differ on from what the bridge had recorded, by kind (missing, extra)."
     );
 }
 

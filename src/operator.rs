@@ -1,5 +1,5 @@
 //! Operator commands on the command line (`links`, `dead-letters`, `redrive`,
-//! `resync`): the same store calls as the operator API, straight against
+//! `resync`, `reconcile`): the same store calls as the operator API, straight against
 //! Redis, so they work while no bridge is running. Each returns the text to print.
 
 use crate::clock::now_ms;
@@ -46,8 +46,41 @@ pub async fn links(settings: &Settings) -> anyhow::Result<String> {
             get("last_flush_ms"),
             error
         );
+        if let Some(r) = s.reconcile {
+            let _ = writeln!(out, "  {}", reconcile_line(&r));
+        }
     }
     Ok(out)
+}
+
+fn reconcile_line(r: &crate::store::ReconcileReport) -> String {
+    format!(
+        "reconciled at {} ms: checked {}, missing {}, extra {}, repaired {}",
+        r.last_reconciled_ms, r.checked, r.missing, r.extra, r.repaired
+    )
+}
+
+/// Reconciles a link with LaunchDarkly's export (see `reconcile`): from this
+/// process, under `launchdarkly.requests_per_second` and the shared 429
+/// pause. The differences are marked dirty; a running bridge flushes them.
+pub async fn reconcile(settings: &Settings, raw_link: &str) -> anyhow::Result<String> {
+    use crate::launchdarkly::{LdClient, Throttle};
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    let ld = LdClient::new(&settings.launchdarkly, &settings.ld_token)?;
+    let throttle = std::sync::Arc::new(Throttle::new(settings.launchdarkly.requests_per_second));
+    let settings = std::sync::Arc::new(settings.clone());
+    let o = crate::reconcile::Reconciler::new(settings, store, ld, throttle)
+        .run(&l)
+        .await?;
+    let report = crate::store::ReconcileReport {
+        last_reconciled_ms: o.last_reconciled_ms,
+        checked: o.counts.checked,
+        missing: o.counts.missing,
+        extra: o.counts.extra,
+        repaired: o.counts.repaired,
+    };
+    Ok(format!("{l}: {}\n", reconcile_line(&report)))
 }
 
 /// Every dead letter of a link: key, when, LaunchDarkly's message.

@@ -193,6 +193,9 @@ pub struct FlushConfig {
     /// Rewrite every link in full this often (drift repair); 0 = never.
     /// Checked at each sweep, so the sweep interval is its granularity.
     pub resync_interval_seconds: u64,
+    /// Reconcile every link with LaunchDarkly's export this often (drift
+    /// found and repaired, see the `reconcile` module); 0 = never.
+    pub reconcile_interval_seconds: u64,
 }
 
 impl Default for FlushConfig {
@@ -204,6 +207,7 @@ impl Default for FlushConfig {
             poll_interval_ms: 100,
             sweep_interval_seconds: 3600,
             resync_interval_seconds: 0,
+            reconcile_interval_seconds: 0,
         }
     }
 }

@@ -17,6 +17,7 @@ pub use leases::Leases;
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::launchdarkly::{LdClient, Throttle};
+use crate::reconcile::Reconciler;
 use crate::store::{LinkId, Partition, Store};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,12 +101,19 @@ impl Flusher {
         })
     }
 
+    /// A reconciler sharing this flusher's LaunchDarkly client and throttle,
+    /// so an export's calls count against the same rate as the writes.
+    pub fn reconciler(&self) -> Reconciler {
+        reconciler(&self.ctx)
+    }
+
     /// Runs until `shutdown` turns true, then lets flushes in flight finish
     /// (up to the grace period) and releases the leases.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let ctx = self.ctx;
         let upkeep = tokio::spawn(keep_leases(ctx.clone(), shutdown.clone()));
         let maint = tokio::spawn(housekeeping(ctx.clone(), shutdown.clone()));
+        let reconciles = tokio::spawn(reconcile_due(ctx.clone(), shutdown.clone()));
         let concurrency = ctx.settings.flush.concurrency;
         let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
@@ -176,6 +184,7 @@ impl Flusher {
             tasks.abort_all();
         }
         let _ = maint.await;
+        reconciles.abort();
         let _ = upkeep.await;
         ctx.leases.release_all(&ctx.store, &keep).await;
         Ok(())
@@ -340,6 +349,56 @@ async fn resync_due(ctx: &FlushContext, partitions: &[Partition], interval_ms: i
                 Ok(n) => tracing::info!(link = %link, members = ?n, "Periodic resync."),
                 Err(e) => tracing::warn!(link = %link, error = %e, "Periodic resync failed."),
             }
+        }
+    }
+}
+
+fn reconciler(ctx: &FlushContext) -> Reconciler {
+    Reconciler::new(
+        ctx.settings.clone(),
+        ctx.store.clone(),
+        ctx.ld.clone(),
+        ctx.throttle.clone(),
+    )
+}
+
+/// `flush.reconcile_interval_seconds`: reconciles, one link at a time, each
+/// link of this replica's partitions whose last run (finished or failed)
+/// is older than the interval, or that never had one. Its own task: an
+/// export's polling and download never hold up a flush, and its
+/// LaunchDarkly calls share the flusher's throttle.
+async fn reconcile_due(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>) {
+    let interval = ctx.settings.flush.reconcile_interval_seconds;
+    if interval == 0 {
+        return;
+    }
+    let interval_ms = (interval as i64).saturating_mul(1000);
+    let every = Duration::from_millis((interval_ms / 4).clamp(200, 30_000) as u64);
+    let reconciler = reconciler(&ctx);
+    while !*shutdown.borrow() {
+        for partition in ctx.leases.usable(Duration::ZERO) {
+            let Ok(links) = ctx.store.links_in(partition).await else {
+                continue;
+            };
+            for link in links {
+                if *shutdown.borrow() || ctx.stopping() {
+                    return;
+                }
+                let last = ctx.store.reconcile_last_run_ms(&link).await;
+                let due = match last {
+                    Ok(Some(at)) => now_ms() - at >= interval_ms,
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+                if due {
+                    // Logged and counted by `run`; the next tick goes on.
+                    let _ = reconciler.run(&link).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
         }
     }
 }

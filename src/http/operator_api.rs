@@ -8,6 +8,7 @@
 //! | `GET /v1/operator/links/{link}/dead-letters?cursor=0&count=100` | a page of dead letters |
 //! | `POST /v1/operator/links/{link}/redrive` | sends dead letters again (body `{"keys": [..]}` or empty: all) |
 //! | `POST /v1/operator/links/{link}/resync` | rewrites the link in full: every tracked member is sent again |
+//! | `POST /v1/operator/links/{link}/reconcile` | compares the link with LaunchDarkly's export and marks every difference for repair |
 //!
 //! `{link}` is `<destination>:<source>:<cohort>`, percent-encoded where needed.
 //!
@@ -32,7 +33,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/links/{link}", web::get().to(show_link))
             .route("/links/{link}/dead-letters", web::get().to(dead_letters))
             .route("/links/{link}/redrive", web::post().to(redrive))
-            .route("/links/{link}/resync", web::post().to(resync)),
+            .route("/links/{link}/resync", web::post().to(resync))
+            .route(
+                "/links/{link}/reconcile",
+                web::post().to(reconcile::reconcile),
+            ),
     );
     cfg.route("/ops", web::get().to(page));
 }
@@ -221,4 +226,52 @@ async fn resync(
     tracing::info!(link = %link, members = n, "Resync requested by an operator.");
     state.wake.notify_one();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "link": link.to_string(), "members": n })))
+}
+
+/// `POST /v1/operator/links/{link}/reconcile`: runs a full reconcile (see
+/// `crate::reconcile`) and answers its report, or why it failed (nothing
+/// was marked): 404 unknown link, 409 no segment yet, 502 LaunchDarkly's
+/// error or an export layout other than the assumed one, 503 Redis.
+mod reconcile {
+    use super::{authorized_link, ApiError, AppState};
+    use crate::reconcile::{ReconcileError, Reconciler};
+    use actix_web::{web, HttpRequest, HttpResponse};
+    use serde_json::json;
+
+    pub(super) async fn reconcile(
+        req: HttpRequest,
+        path: web::Path<String>,
+        state: web::Data<AppState>,
+        reconciler: web::Data<Reconciler>,
+    ) -> Result<HttpResponse, ApiError> {
+        let link = authorized_link(&req, &state, &path)?;
+        // Its own task: a caller that hangs up does not stop a run halfway.
+        let run = {
+            let (reconciler, link) = (reconciler.clone(), link.clone());
+            tokio::spawn(async move { reconciler.run(&link).await })
+        };
+        let failed = |status: actix_web::http::StatusCode, code: &str, e: &ReconcileError| {
+            HttpResponse::build(status).json(json!({
+                "error": {"code": code, "message": e.to_string()},
+                "link": link.to_string(),
+            }))
+        };
+        use actix_web::http::StatusCode as S;
+        match run.await {
+            Ok(Ok(outcome)) => {
+                state.wake.notify_one();
+                Ok(HttpResponse::Ok().json(outcome))
+            }
+            Ok(Err(ReconcileError::UnknownLink(_))) => {
+                Err(ApiError::UnknownLink(path.into_inner()))
+            }
+            Ok(Err(ReconcileError::Store(e))) => Err(ApiError::Unavailable(e)),
+            Ok(Err(e @ (ReconcileError::NoSegment(_) | ReconcileError::UnknownDestination(_)))) => {
+                Ok(failed(S::CONFLICT, "not_reconcilable", &e))
+            }
+            Ok(Err(e @ ReconcileError::Export(_))) => Ok(failed(S::BAD_GATEWAY, "bad_export", &e)),
+            Ok(Err(e)) => Ok(failed(S::BAD_GATEWAY, "launchdarkly_error", &e)),
+            Err(e) => Err(ApiError::Invalid(format!("the reconcile task failed: {e}"))),
+        }
+    }
 }

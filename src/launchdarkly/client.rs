@@ -77,8 +77,8 @@ pub fn carries_mark(segment: &serde_json::Value, link: &str) -> bool {
 /// A LaunchDarkly REST client. `Debug` never shows the token.
 #[derive(Clone, Debug)]
 pub struct LdClient {
-    http: reqwest::Client,
-    base: reqwest::Url,
+    pub(super) http: reqwest::Client,
+    pub(super) base: reqwest::Url,
 }
 
 impl LdClient {
@@ -103,7 +103,7 @@ impl LdClient {
         Ok(LdClient { http, base })
     }
 
-    fn url(&self, segments: &[&str]) -> reqwest::Url {
+    pub(super) fn url(&self, segments: &[&str]) -> reqwest::Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty();
@@ -144,7 +144,12 @@ impl LdClient {
         environment: &str,
         segment: &str,
     ) -> (Attempt, Option<serde_json::Value>) {
-        let url = self.url(&[project, environment, segment]);
+        self.get_json(self.url(&[project, environment, segment]))
+            .await
+    }
+
+    /// `GET url`: the attempt, and the JSON body of a 2xx answer.
+    pub(super) async fn get_json(&self, url: reqwest::Url) -> (Attempt, Option<serde_json::Value>) {
         match self.http.get(url).send().await {
             Ok(resp) => {
                 let (reply, body) = read_reply_body(resp).await;
@@ -170,7 +175,7 @@ impl LdClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -189,7 +194,7 @@ async fn read_reply(resp: reqwest::Response) -> Reply {
     read_reply_body(resp).await.0
 }
 
-async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) {
+pub(super) async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) {
     let status = resp.status().as_u16();
     let h = resp.headers();
     let reset_ms = header_i64(h, "x-ratelimit-reset");

@@ -20,6 +20,9 @@ pub struct LinkStatus {
     pub due_at_ms: Option<i64>,
     /// Members the cohort tracks (in, and tombstones of removed ones).
     pub tracked_members: u64,
+    /// The link's last reconcile with LaunchDarkly's export, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<super::ReconcileReport>,
 }
 
 /// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
@@ -96,14 +99,16 @@ impl Store {
     /// to that destination.
     pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
         let partition = self.keys.partition(&link.source, &link.cohort);
-        let (slot, meta, dirty, dead, due, tracked): (
+        type Fields = (
             Option<String>,
             HashMap<String, String>,
             u64,
             u64,
             Option<f64>,
             u64,
-        ) = redis::pipe()
+            HashMap<String, String>,
+        );
+        let (slot, meta, dirty, dead, due, tracked, report): Fields = redis::pipe()
             .cmd("HGET")
             .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
             .arg(format!("slot:{}", link.destination))
@@ -118,6 +123,8 @@ impl Store {
             .arg(link.to_string())
             .cmd("HLEN")
             .arg(self.keys.want(partition, &link.source, &link.cohort))
+            .cmd("HGETALL")
+            .arg(self.keys.reconcile_report(partition, link))
             .query_async(&mut self.conn())
             .await?;
         if slot.is_none() {
@@ -130,6 +137,7 @@ impl Store {
             dead_letters: dead,
             due_at_ms: due.map(|d| d as i64),
             tracked_members: tracked,
+            reconcile: super::ReconcileReport::decode(&report),
         }))
     }
 

@@ -206,6 +206,22 @@ impl Keys {
         )
     }
 
+    /// Set with TTL: the context keys one reconcile run read from
+    /// LaunchDarkly's export of the link's segment, staged in chunks and
+    /// taken apart again by `reconcile.lua`. Shares the link's hash tag, so
+    /// the script sees it with the want hash and dirty set (Redis Cluster).
+    /// The run id (no `:`) comes first, the link last.
+    pub fn reconcile_stage(&self, partition: Partition, link: &LinkId, run: &str) -> String {
+        format!("{}:rec:stage:{run}:{link}", self.tag(partition))
+    }
+
+    /// Hash: the link's last reconcile: `last_reconciled_ms`, `checked`,
+    /// `missing`, `extra`, `repaired`, `drift_missing`, `drift_extra`; and `last_error`,
+    /// `last_error_ms` of the last run that failed.
+    pub fn reconcile_report(&self, partition: Partition, link: &LinkId) -> String {
+        format!("{}:rec:report:{link}", self.tag(partition))
+    }
+
     /// Sorted set (not partitioned): replica id → last heartbeat (ms).
     pub fn replicas(&self) -> String {
         format!("{}:replicas", self.prefix)

@@ -35,6 +35,7 @@
 //! - `inspect`: what operators see and do (links, dead letters, redrive, resync).
 //! - `health`: readiness and the memory policy.
 //! - `member_value`: the member value encoding, read from Rust.
+//! - `reconcile`: staging LaunchDarkly's export and comparing it chunk by chunk.
 //! - `reply`: decoding replies; [`StoreError`].
 //! - `connection`: one multiplexed connection, single Redis or Cluster.
 
@@ -46,6 +47,7 @@ mod health;
 mod inspect;
 pub mod keys;
 mod member_value;
+mod reconcile;
 mod replicas;
 mod reply;
 mod scripts;
@@ -59,6 +61,7 @@ pub use health::evicts;
 pub use inspect::{DeadLetter, LinkStatus};
 pub use keys::{Keys, LinkId, Partition};
 pub use member_value::MemberValue;
+pub use reconcile::{ReconcileCounts, ReconcilePhase, ReconcileReport};
 pub use reply::StoreError;
 
 use crate::config::RedisConfig;

@@ -37,8 +37,11 @@ pub static REDRIVE: LazyLock<Script> = script!("member.lua", "redrive.lua");
 /// Marks a link's whole membership for re-sending.
 pub static RESYNC: LazyLock<Script> = script!("member.lua", "resync.lua");
 
+/// Compares a chunk of a link with LaunchDarkly's staged export.
+pub static RECONCILE: LazyLock<Script> = script!("member.lua", "reconcile.lua");
+
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 11] {
+pub fn all() -> [&'static Script; 12] {
     [
         &APPLY,
         &CLAIM,
@@ -51,5 +54,6 @@ pub fn all() -> [&'static Script; 11] {
         &REDRIVE,
         &RESYNC,
         &RATE_PAUSE,
+        &RECONCILE,
     ]
 }

@@ -358,3 +358,310 @@ async fn requests_before_an_announced_reset_count_as_early() {
     emu.ld_get(path).await;
     assert_eq!(emu.violations("early_after_429").await, 1);
 }
+
+impl Emu {
+    async fn ld(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("Authorization", TOKEN)
+            .header("LD-API-Version", "20240415")
+    }
+}
+
+#[tokio::test]
+async fn listing_paginates_with_limit_and_offset() {
+    let emu = Emu::start();
+    for i in 0..25 {
+        emu.create_big(&format!("s{i:02}")).await;
+    }
+    let page: Value = emu
+        .ld_get("/api/v2/segments/proj/prod")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["totalCount"], 25);
+    let keys: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 20, "default limit is 20");
+    assert_eq!((keys[0], keys[19]), ("s00", "s19"));
+    assert!(page["_links"]["next"]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with("offset=20"));
+    let last: Value = emu
+        .ld_get("/api/v2/segments/proj/prod?limit=10&offset=20")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["items"].as_array().unwrap().len(), 5);
+    assert_eq!(last["items"][0]["key"], "s20");
+    assert!(last["_links"].get("next").is_none());
+    for bad in ["limit=0", "limit=x", "offset=-1", "filter=query:x"] {
+        let r = emu
+            .ld_get(&format!("/api/v2/segments/proj/prod?{bad}"))
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn patch_renames_by_json_patch_or_semantic_patch_and_delete_answers_204() {
+    let emu = Emu::start();
+    emu.create_big("seg").await;
+    let path = "/api/v2/segments/proj/prod/seg";
+    let bodies = [
+        (
+            "application/json",
+            json!([{"op": "replace", "path": "/name", "value": "One"}]),
+            "One",
+        ),
+        (
+            "application/json",
+            json!({"comment": "why", "patch": [{"op": "replace", "path": "/name", "value": "Two"}]}),
+            "Two",
+        ),
+        (
+            "application/json; domain-model=launchdarkly.semanticpatch",
+            json!({"environmentKey": "prod", "instructions": [{"kind": "updateName", "value": "Three"}]}),
+            "Three",
+        ),
+    ];
+    for (ct, body, name) in bodies {
+        let r = emu
+            .ld(reqwest::Method::PATCH, path)
+            .await
+            .header("Content-Type", ct)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{body}");
+        let seg: Value = r.json().await.unwrap();
+        assert_eq!(seg["name"], name);
+    }
+    let seg: Value = emu.ld_get(path).await.json().await.unwrap();
+    assert_eq!(seg["name"], "Three");
+    assert_eq!(seg["version"], 4);
+    for (ct, body) in [
+        (
+            "application/json",
+            json!([{"op": "replace", "path": "/tags", "value": []}]),
+        ),
+        ("application/json", json!([{"path": "/name", "value": "x"}])),
+        ("application/json", json!({"patch": [], "extra": 1})),
+        (
+            "application/json; domain-model=launchdarkly.semanticpatch",
+            json!({"instructions": [{"kind": "updateName", "value": "x"}]}),
+        ),
+        ("text/plain", json!([])),
+    ] {
+        let r = emu
+            .ld(reqwest::Method::PATCH, path)
+            .await
+            .header("Content-Type", ct)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{ct} {body}");
+    }
+    let r = emu
+        .ld(reqwest::Method::DELETE, path)
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(emu.ld_get(path).await.status(), 404);
+    let r = emu
+        .ld(reqwest::Method::DELETE, path)
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn an_export_completes_after_the_configured_polls_and_serves_its_file() {
+    let emu = Emu::start();
+    emu.control("/_emulator/config", Some(json!({"export_polls": 2})))
+        .await;
+    emu.create_big("big").await;
+    let r = emu
+        .ld_post(
+            "/api/v2/segments/proj/prod/big/contexts",
+            json!({"included": {"add": ["a", "b,c", "d"]}}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = emu
+        .ld(
+            reqwest::Method::POST,
+            "/api/v2/segments/proj/prod/big/exports",
+        )
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    // A member added after the export started is not in it.
+    emu.ld_post(
+        "/api/v2/segments/proj/prod/big/contexts",
+        json!({"included": {"add": ["late"]}}),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    let export = loop {
+        let v: Value = emu.ld_get(&location).await.json().await.unwrap();
+        statuses.push(v["status"].as_str().unwrap().to_string());
+        if v["status"] == "completed" {
+            break v;
+        }
+        assert!(v["_links"].get("file").is_none(), "{v}");
+        assert_eq!(emu.ld_get(&format!("{location}/file")).await.status(), 404);
+    };
+    assert_eq!(statuses, ["in_progress", "in_progress", "completed"]);
+    let file = emu
+        .ld_get(export["_links"]["file"]["href"].as_str().unwrap())
+        .await;
+    assert_eq!(file.headers()["content-type"], "text/csv");
+    assert_eq!(file.text().await.unwrap(), "a\r\n\"b,c\"\r\nd\r\n");
+    assert_eq!(
+        emu.ld_get("/api/v2/segments/proj/prod/big/exports/nope")
+            .await
+            .status(),
+        404
+    );
+    // Exports are for big segments only.
+    emu.ld_post(
+        "/api/v2/segments/proj/prod",
+        json!({"key": "small", "name": "s"}),
+    )
+    .await;
+    let r = emu
+        .ld(
+            reqwest::Method::POST,
+            "/api/v2/segments/proj/prod/small/exports",
+        )
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn drift_and_a_different_export_layout_are_set_through_the_control_api() {
+    let emu = Emu::start();
+    emu.create_big("big").await;
+    emu.control(
+        "/_emulator/segments/proj/prod/big/members",
+        Some(json!({"add": ["x", "y"]})),
+    )
+    .await;
+    emu.control(
+        "/_emulator/segments/proj/prod/big/members",
+        Some(json!({"remove": ["x"]})),
+    )
+    .await;
+    assert_eq!(emu.included("big").await, json!(["y"]));
+    emu.control(
+        "/_emulator/config",
+        Some(json!({"export_layout": "two_columns"})),
+    )
+    .await;
+    let r = emu
+        .ld(
+            reqwest::Method::POST,
+            "/api/v2/segments/proj/prod/big/exports",
+        )
+        .await
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let v: Value = emu.ld_get(&location).await.json().await.unwrap();
+    let file = emu
+        .ld_get(v["_links"]["file"]["href"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        file.text().await.unwrap(),
+        "contextKey,contextKind\r\ny,user\r\n"
+    );
+    let bad = emu
+        .http
+        .post(emu.url("/_emulator/config"))
+        .json(&json!({"export_layout": "xml"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+/// LaunchDarkly's own Python client (`launchdarkly-api`, pinned in
+/// `scripts/python-requirements.txt`) pages through the listing and reads an
+/// export back: the emulator answers what the real client expects.
+#[tokio::test]
+async fn launchdarkly_python_client_lists_segments_and_reads_an_export() {
+    let python = which("python").or_else(|| which("python3"));
+    let Some(python) = python.filter(|p| has_launchdarkly_api(p)) else {
+        panic!(
+            "no python with launchdarkly_api on PATH: run `PATH=$(scripts/python-tools.sh):$PATH cargo nextest run ...` (scripts/test.sh does)"
+        );
+    };
+    let emu = Emu::start();
+    for key in ["a", "b", "c", "d", "e"] {
+        emu.create_big(key).await;
+    }
+    emu.control("/_emulator/config", Some(json!({"export_polls": 1})))
+        .await;
+    emu.ld_post(
+        "/api/v2/segments/proj/prod/c/contexts",
+        json!({"included": {"add": ["u1", "u2"]}}),
+    )
+    .await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/ld_client_reads_back.py"
+    );
+    let out = tokio::process::Command::new(&python)
+        .args([script, &emu.base, TOKEN, "proj", "prod", "c"])
+        .output()
+        .await
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("script prints JSON");
+    assert_eq!(v["keys"], json!(["a", "b", "c", "d", "e"]), "{v}");
+    assert_eq!(v["total"], 5);
+    assert_eq!(v["statuses"], json!(["in_progress", "completed"]));
+    assert_eq!(v["segment_key"], "c");
+    assert_eq!(v["content_type"], "text/csv");
+    assert_eq!(v["lines"], json!(["u1", "u2"]));
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn has_launchdarkly_api(python: &std::path::Path) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import launchdarkly_api"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

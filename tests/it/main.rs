@@ -24,6 +24,7 @@ mod ordering;
 mod partner;
 mod pipeline;
 mod receivers;
+mod reconcile;
 mod segment;
 mod shutdown;
 mod signatures;

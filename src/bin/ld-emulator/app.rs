@@ -2,6 +2,7 @@
 //! mutex over everything that changes. Handlers lock it briefly and never
 //! across an `.await`.
 
+use crate::exports::Exports;
 use crate::faults::FaultQueue;
 use crate::journal::Journal;
 use crate::ratelimit::{Budgets, FixedWindow, RateMonitor};
@@ -20,6 +21,8 @@ pub struct Emulator {
 /// double that handles at most thousands of requests per second.
 pub struct World {
     pub segments: Segments,
+    /// Big-segment exports and how they are served.
+    pub exports: Exports,
     pub faults: FaultQueue,
     pub budgets: Budgets,
     pub limiter: FixedWindow,
@@ -39,6 +42,7 @@ impl Emulator {
             tokens,
             world: Mutex::new(World {
                 segments: Segments::default(),
+                exports: Exports::default(),
                 faults: FaultQueue::default(),
                 budgets,
                 limiter: FixedWindow::default(),
@@ -72,6 +76,7 @@ impl World {
     /// `?since=` stays meaningful across resets.
     pub fn reset(&mut self) {
         self.segments.clear_segments();
+        self.exports.clear();
         self.faults.clear();
         self.limiter.clear();
         self.monitor.clear();

@@ -2,6 +2,7 @@
 //! faults, runtime config, state, request log, stats, reset.
 
 use crate::app::Emulator;
+use crate::exports::ExportLayout;
 use crate::faults::parse_faults;
 use crate::http::{json_response, read_body, Resp};
 use hyper::body::Incoming;
@@ -38,6 +39,10 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Resp {
         (&Method::DELETE, ["segments", p, e, k]) => {
             let deleted = emu.world().segments.delete(p, e, k);
             Ok(ok(json!({"deleted": deleted})))
+        }
+        // Adds and removes included members behind the bridge's back (drift).
+        (&Method::POST, ["segments", p, e, k, "members"]) => {
+            parse().and_then(|v| drift(&emu, p, e, k, &v))
         }
         (&Method::GET, ["requests"]) => requests(&emu, &query),
         (&Method::GET, ["stats"]) => Ok(stats(&emu)),
@@ -88,6 +93,8 @@ fn config(emu: &Emulator) -> Resp {
         "projects": world.segments.projects,
         "max_rps": world.max_rps,
         "reject_keys": world.segments.reject_keys,
+        "export_polls": world.exports.polls,
+        "export_layout": world.exports.layout.name(),
     }))
 }
 
@@ -105,6 +112,8 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
         "projects",
         "max_rps",
         "reject_keys",
+        "export_polls",
+        "export_layout",
     ];
     if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("unknown config field \"{unknown}\""));
@@ -145,8 +154,29 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
                 .map_err(|e| format!("reject_keys must be an array of context keys: {e}"))?,
         ),
     };
+    let export_polls = match fields.get("export_polls") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or("export_polls must be a non-negative integer")?,
+        ),
+    };
+    let export_layout = match fields.get("export_layout") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(ExportLayout::parse)
+                .ok_or("export_layout must be \"keys\" or \"two_columns\"")?,
+        ),
+    };
     {
         let mut world = emu.world();
+        if let Some(n) = export_polls {
+            world.exports.polls = n;
+        }
+        if let Some(l) = export_layout {
+            world.exports.layout = l;
+        }
         if let Some(k) = reject_keys {
             world.segments.reject_keys = k;
         }
@@ -169,6 +199,33 @@ fn set_config(emu: &Emulator, body: &Value) -> Result<Resp, String> {
         }
     }
     Ok(config(emu))
+}
+
+/// `{"add": [keys], "remove": [keys]}` applied to a segment's included
+/// list with no request logged: what someone editing the segment in
+/// LaunchDarkly (or another tool) would leave behind.
+fn drift(emu: &Emulator, p: &str, e: &str, k: &str, body: &Value) -> Result<Resp, String> {
+    let list = |name: &str| -> Result<Vec<String>, String> {
+        match body.get(name) {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| format!("{name} must be an array of context keys: {e}")),
+        }
+    };
+    if let Some(unknown) = body
+        .as_object()
+        .ok_or("members must be a JSON object")?
+        .keys()
+        .find(|k| *k != "add" && *k != "remove")
+    {
+        return Err(format!("unknown members field \"{unknown}\""));
+    }
+    let (add, remove) = (list("add")?, list("remove")?);
+    emu.world()
+        .segments
+        .drift(p, e, k, add, &remove)
+        .map_err(|_| format!("no segment {p}/{e}/{k}"))?;
+    Ok(segment(emu, p, e, k))
 }
 
 fn state(emu: &Emulator) -> Resp {

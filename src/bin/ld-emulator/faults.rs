@@ -19,6 +19,18 @@ pub enum Route {
     Contexts,
     /// `GET .../{key}/contexts/{ck}` or `.../{key}/users/{uk}`
     GetContext,
+    /// `GET /api/v2/segments/{p}/{e}` (paginated listing)
+    List,
+    /// `PATCH /api/v2/segments/{p}/{e}/{key}` (JSON patch or semantic patch)
+    Patch,
+    /// `DELETE /api/v2/segments/{p}/{e}/{key}`
+    Delete,
+    /// `POST .../{key}/exports`: starts a big-segment export
+    CreateExport,
+    /// `GET .../{key}/exports/{id}`: the export's status
+    GetExport,
+    /// `GET .../{key}/exports/{id}/file`: the exported file
+    ExportFile,
     /// Anything else under `/api/`.
     Unknown,
 }
@@ -30,6 +42,12 @@ impl Route {
             Route::Get => "get",
             Route::Contexts => "contexts",
             Route::GetContext => "get_context",
+            Route::List => "list",
+            Route::Patch => "patch",
+            Route::Delete => "delete",
+            Route::CreateExport => "create_export",
+            Route::GetExport => "get_export",
+            Route::ExportFile => "export_file",
             Route::Unknown => "unknown",
         }
     }
@@ -45,6 +63,12 @@ pub enum RouteMatch {
     Get,
     Contexts,
     GetContext,
+    List,
+    Patch,
+    Delete,
+    CreateExport,
+    GetExport,
+    ExportFile,
 }
 
 impl RouteMatch {
@@ -56,6 +80,12 @@ impl RouteMatch {
                 | (RouteMatch::Get, Route::Get)
                 | (RouteMatch::Contexts, Route::Contexts)
                 | (RouteMatch::GetContext, Route::GetContext)
+                | (RouteMatch::List, Route::List)
+                | (RouteMatch::Patch, Route::Patch)
+                | (RouteMatch::Delete, Route::Delete)
+                | (RouteMatch::CreateExport, Route::CreateExport)
+                | (RouteMatch::GetExport, Route::GetExport)
+                | (RouteMatch::ExportFile, Route::ExportFile)
         )
     }
 }

@@ -33,6 +33,14 @@ pub fn json_response(status: StatusCode, body: &Value) -> Resp {
     resp
 }
 
+pub fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
 pub fn no_content() -> Resp {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;

@@ -1,6 +1,6 @@
 //! `ld-emulator`: a stateful stand-in for the slice of LaunchDarkly's REST
-//! API that cohort-bridge writes to (create/get segments, big-segment
-//! membership), with LaunchDarkly's auth rule, `LD-API-Version` handling,
+//! API that cohort-bridge writes to and reads back (create, get, list,
+//! patch and delete segments, big-segment membership and exports), with LaunchDarkly's auth rule, `LD-API-Version` handling,
 //! error bodies and rate-limit headers, plus a test-only control API under
 //! `/_emulator` for fault injection and inspection.
 //!
@@ -12,6 +12,7 @@
 
 mod app;
 mod control;
+mod exports;
 mod faults;
 mod http;
 mod journal;

@@ -2,10 +2,11 @@
 //! normal handling (auth, rate limits, API version, body validation, the
 //! segment data), with `X-Ratelimit-*` headers on every response.
 
-use crate::app::{now_ms, Emulator};
+use crate::app::{now_ms, Emulator, World};
+use crate::exports::Export;
 use crate::faults::{FaultKind, Route, Then};
 use crate::http::{
-    json_response, ld_error, no_content, read_body, set_header, DropConnection, Resp,
+    json_response, ld_error, no_content, read_body, set_header, text_response, DropConnection, Resp,
 };
 use crate::journal::{LogEntry, Outcome};
 use crate::ratelimit::{allowed_per_second, Limiter, RateDecision};
@@ -28,6 +29,8 @@ struct Call {
     version: Option<String>,
     auth_ok: bool,
     content_type: Option<String>,
+    /// The request URI's query string (the listing's `limit` and `offset`).
+    query: String,
     body: Bytes,
 }
 
@@ -79,6 +82,7 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
     let content_type = header(CONTENT_TYPE.as_str());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let target = target::parse(&method, &path);
     let (body, unreadable) = match read_body(req.into_body()).await {
         Ok(b) => (b, None),
@@ -90,6 +94,7 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
         version,
         auth_ok,
         content_type,
+        query,
         body,
     };
     if let Some(e) = unreadable {
@@ -294,7 +299,7 @@ fn respond(emu: &Emulator, call: &Call) -> (Resp, bool) {
     }
     let (mut resp, applied) = match checked_body(emu, call) {
         Err((status, message)) => (ld_error(status, Some(&message)), false),
-        Ok(body) => apply(&mut world.segments, call, body.as_ref(), now),
+        Ok(body) => apply(&mut world, call, body.as_ref(), now),
     };
     add_rate_headers(&mut resp, &verdict);
     (resp, applied)
@@ -316,6 +321,7 @@ fn checked_body(emu: &Emulator, call: &Call) -> Result<Option<Value>, (u16, Stri
     let schema = match call.target.route {
         Some(Route::Create) => "SegmentBody",
         Some(Route::Contexts) => "SegmentUserState",
+        Some(Route::Patch) => return checked_patch(emu, call).map(Some),
         Some(_) => return Ok(None),
         None if call.target.wrong_method => {
             return Err((405, format!("Method {} not allowed here", call.method)))
@@ -340,46 +346,67 @@ fn checked_body(emu: &Emulator, call: &Call) -> Result<Option<Value>, (u16, Stri
     Ok(Some(body))
 }
 
-fn apply(
-    segments: &mut crate::state::Segments,
-    call: &Call,
-    body: Option<&Value>,
-    now: u64,
-) -> (Resp, bool) {
+fn apply(world: &mut World, call: &Call, body: Option<&Value>, now: u64) -> (Resp, bool) {
     let t = &call.target;
+    match t.route() {
+        Route::List => return list(&world.segments, call),
+        Route::CreateExport | Route::GetExport | Route::ExportFile => {
+            return export_route(world, t, now)
+        }
+        _ => {}
+    }
+    let segments = &mut world.segments;
     let null = Value::Null;
     let body = body.unwrap_or(&null);
-    let result = match t.route() {
-        Route::Create => segments
-            .create(
-                &t.project,
-                &t.environment,
-                SegmentSpec::from_validated(body),
-                now,
-            )
-            .map(|s| (json_response(StatusCode::CREATED, &s.to_ld_json()), true)),
-        Route::Get => segments
-            .get(&t.project, &t.environment, &t.key)
-            .map(|s| (json_response(StatusCode::OK, &s.to_ld_json()), false)),
-        Route::Contexts => segments
-            .update_membership(
-                &t.project,
-                &t.environment,
-                &t.key,
-                MembershipChange::from_validated(body),
-                now,
-            )
-            .map(|()| (no_content(), true)),
-        Route::GetContext => segments.get(&t.project, &t.environment, &t.key).map(|s| {
-            let target = json!({
-                "userKey": t.context_key,
-                "included": s.included.contains(&t.context_key),
-                "excluded": s.excluded.contains(&t.context_key),
-            });
-            (json_response(StatusCode::OK, &target), false)
-        }),
-        Route::Unknown => Err(SegmentsError::NotFound),
-    };
+    let result =
+        match t.route() {
+            Route::Create => segments
+                .create(
+                    &t.project,
+                    &t.environment,
+                    SegmentSpec::from_validated(body),
+                    now,
+                )
+                .map(|s| (json_response(StatusCode::CREATED, &s.to_ld_json()), true)),
+            Route::Get => segments
+                .get(&t.project, &t.environment, &t.key)
+                .map(|s| (json_response(StatusCode::OK, &s.to_ld_json()), false)),
+            Route::Contexts => segments
+                .update_membership(
+                    &t.project,
+                    &t.environment,
+                    &t.key,
+                    MembershipChange::from_validated(body),
+                    now,
+                )
+                .map(|()| (no_content(), true)),
+            Route::GetContext => segments.get(&t.project, &t.environment, &t.key).map(|s| {
+                let target = json!({
+                    "userKey": t.context_key,
+                    "included": s.included.contains(&t.context_key),
+                    "excluded": s.excluded.contains(&t.context_key),
+                });
+                (json_response(StatusCode::OK, &target), false)
+            }),
+            Route::Patch => {
+                let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+                segments
+                    .rename(&t.project, &t.environment, &t.key, name, now)
+                    .map(|s| (json_response(StatusCode::OK, &s.to_ld_json()), true))
+            }
+            Route::Delete => segments
+                .check_env(&t.project, &t.environment)
+                .and_then(
+                    |()| match segments.delete(&t.project, &t.environment, &t.key) {
+                        true => Ok((no_content(), true)),
+                        false => Err(SegmentsError::NotFound),
+                    },
+                ),
+            Route::List | Route::CreateExport | Route::GetExport | Route::ExportFile => {
+                unreachable!("answered above")
+            }
+            Route::Unknown => Err(SegmentsError::NotFound),
+        };
     result.unwrap_or_else(|e| (store_error(e, t), false))
 }
 
@@ -411,5 +438,198 @@ fn store_error(e: SegmentsError, t: &Target) -> Resp {
                 t.key
             )),
         ),
+    }
+}
+
+/// The two ways a `PATCH` may rename a segment, checked against
+/// LaunchDarkly's schemas: a JSON patch (`[PatchOperation]`, or
+/// `PatchWithComment`) replacing `/name`, or a semantic patch
+/// (`domain-model=launchdarkly.semanticpatch`) with an `updateName`
+/// instruction. Returns `{"name": …}`; other edits are refused with a 400
+/// naming what the emulator does not support.
+fn checked_patch(emu: &Emulator, call: &Call) -> Result<Value, (u16, String)> {
+    let ct = call.content_type.as_deref().unwrap_or("none");
+    let mut parts = ct.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
+    {
+        return Err((
+            400,
+            format!("Content-Type must be application/json, got {ct}"),
+        ));
+    }
+    let semantic = parts.any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("domain-model")
+                && v.trim().trim_matches('"') == "launchdarkly.semanticpatch"
+        })
+    });
+    let body: Value =
+        serde_json::from_slice(&call.body).map_err(|e| (400, format!("Invalid JSON body: {e}")))?;
+    let invalid =
+        |errors: Vec<String>| (400, format!("Invalid request body: {}", errors.join("; ")));
+    if semantic {
+        let Some(fields) = body.as_object() else {
+            return Err((400, "Invalid request body: expected object".into()));
+        };
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !["comment", "environmentKey", "instructions"].contains(&k.as_str()))
+        {
+            return Err(invalid(vec![format!("unknown field \"{unknown}\"")]));
+        }
+        if !fields.get("environmentKey").is_some_and(Value::is_string) {
+            return Err(invalid(vec![
+                "missing required field \"environmentKey\"".into()
+            ]));
+        }
+        let instructions = fields
+            .get("instructions")
+            .ok_or_else(|| invalid(vec!["missing required field \"instructions\"".into()]))?;
+        emu.spec
+            .validate("Instructions", instructions)
+            .map_err(invalid)?;
+        let mut name = None;
+        for i in instructions.as_array().into_iter().flatten() {
+            match (i.get("kind").and_then(Value::as_str), i.get("value")) {
+                (Some("updateName"), Some(Value::String(v))) => name = Some(v.clone()),
+                (Some("updateName"), _) => {
+                    return Err(invalid(vec!["updateName needs a string \"value\"".into()]))
+                }
+                (kind, _) => {
+                    return Err((
+                        400,
+                        format!("The emulator supports only updateName, not {kind:?}"),
+                    ))
+                }
+            }
+        }
+        return name
+            .map(|n| json!({"name": n}))
+            .ok_or_else(|| invalid(vec!["no instructions".into()]));
+    }
+    let ops = if body.is_array() {
+        emu.spec
+            .validate("PatchWithComment", &json!({"patch": body}))
+            .map_err(invalid)?;
+        body
+    } else {
+        emu.spec
+            .validate("PatchWithComment", &body)
+            .map_err(invalid)?;
+        body["patch"].clone()
+    };
+    let mut name = None;
+    for op in ops.as_array().into_iter().flatten() {
+        match (op["op"].as_str(), op["path"].as_str(), &op["value"]) {
+            (Some("replace"), Some("/name"), Value::String(v)) => name = Some(v.clone()),
+            (Some("replace"), Some("/name"), _) => {
+                return Err(invalid(vec!["/name must be replaced with a string".into()]))
+            }
+            (o, p, _) => {
+                return Err((
+                    400,
+                    format!("The emulator supports only replace /name, not {o:?} {p:?}"),
+                ))
+            }
+        }
+    }
+    name.map(|n| json!({"name": n}))
+        .ok_or_else(|| invalid(vec!["empty patch".into()]))
+}
+
+/// Largest page the listing serves, as LaunchDarkly caps it.
+const MAX_LIMIT: usize = 50;
+
+/// `GET /api/v2/segments/{p}/{e}`: `UserSegments`, ordered by key, paged by
+/// `limit` (default 20) and `offset` as in API version 20240415.
+fn list(segments: &crate::state::Segments, call: &Call) -> (Resp, bool) {
+    let t = &call.target;
+    let (mut limit, mut offset) = (20usize, 0usize);
+    for pair in call.query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = value.parse::<usize>();
+        match (name, number) {
+            ("limit", Ok(n)) if (1..=MAX_LIMIT).contains(&n) => limit = n,
+            ("offset", Ok(n)) => offset = n,
+            ("limit" | "offset", _) => {
+                let why = format!("{name} must be a non-negative integer (limit 1 to {MAX_LIMIT})");
+                return (ld_error(400, Some(&why)), false);
+            }
+            _ => {
+                let why = format!("The emulator does not support the query parameter {name}");
+                return (ld_error(400, Some(&why)), false);
+            }
+        }
+    }
+    let all = match segments.list(&t.project, &t.environment) {
+        Ok(all) => all,
+        Err(e) => return (store_error(e, t), false),
+    };
+    let total = all.len();
+    let items: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|s| s.to_ld_json())
+        .collect();
+    let base = format!("/api/v2/segments/{}/{}", t.project, t.environment);
+    let link = |o: usize| json!({"href": format!("{base}?limit={limit}&offset={o}"), "type": "application/json"});
+    let last = total.saturating_sub(1) / limit * limit;
+    let mut links = json!({"self": link(offset), "first": link(0), "last": link(last)});
+    if offset + limit < total {
+        links["next"] = link(offset + limit);
+    }
+    if offset > 0 {
+        links["prev"] = link(offset.saturating_sub(limit));
+    }
+    let body = json!({"items": items, "_links": links, "totalCount": total});
+    (json_response(StatusCode::OK, &body), false)
+}
+
+/// The export routes: start one, read its status, download its file.
+fn export_route(world: &mut World, t: &Target, now: u64) -> (Resp, bool) {
+    let (p, e, k, id) = (&t.project, &t.environment, &t.key, &t.export_id);
+    let unknown = || {
+        let why = format!("Unknown export \"{id}\" of segment \"{k}\"");
+        (ld_error(404, Some(&why)), false)
+    };
+    match t.route() {
+        Route::CreateExport => {
+            let keys: Vec<String> = match world.segments.get(p, e, k) {
+                Ok(s) if !s.spec.unbounded => {
+                    return (store_error(SegmentsError::NotUnbounded, t), false)
+                }
+                Ok(s) => s.included.iter().cloned().collect(),
+                Err(err) => return (store_error(err, t), false),
+            };
+            let export = world.exports.start(Export {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                project: p.clone(),
+                environment: e.clone(),
+                segment_key: k.clone(),
+                creation_ms: now,
+                keys,
+                polls_left: 0,
+                completed: false,
+            });
+            // LaunchDarkly answers with no body: the id is the Location's last element.
+            let mut resp = Resp::new(Default::default());
+            set_header(&mut resp, "Location", &export.href());
+            (resp, true)
+        }
+        Route::GetExport => match world.exports.poll(p, e, k, id) {
+            Some(v) => (json_response(StatusCode::OK, &v), false),
+            None => unknown(),
+        },
+        _ => match world.exports.file(p, e, k, id) {
+            Some(Some(text)) => (text_response(StatusCode::OK, "text/csv", text), false),
+            Some(None) => {
+                let why = format!("Export \"{id}\" has not completed");
+                (ld_error(404, Some(&why)), false)
+            }
+            None => unknown(),
+        },
     }
 }

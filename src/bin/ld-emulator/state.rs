@@ -235,6 +235,67 @@ impl Segments {
         Ok(())
     }
 
+    /// One environment's segments ordered by key, as the listing pages them.
+    pub fn list(&self, project: &str, environment: &str) -> Result<Vec<&Segment>, SegmentsError> {
+        self.check_env(project, environment)?;
+        let mut found: Vec<&Segment> = self
+            .by_id
+            .values()
+            .filter(|s| s.project == project && s.environment == environment)
+            .collect();
+        found.sort_by(|a, b| a.spec.key.cmp(&b.spec.key));
+        Ok(found)
+    }
+
+    /// Renames a segment (a `PATCH`): a new version, as LaunchDarkly counts them.
+    pub fn rename(
+        &mut self,
+        project: &str,
+        environment: &str,
+        key: &str,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<&Segment, SegmentsError> {
+        self.check_env(project, environment)?;
+        let segment = self
+            .by_id
+            .get_mut(&(
+                project.to_string(),
+                environment.to_string(),
+                key.to_string(),
+            ))
+            .ok_or(SegmentsError::NotFound)?;
+        segment.spec.name = name.to_string();
+        segment.version += 1;
+        segment.last_modified_date = now_ms;
+        Ok(segment)
+    }
+
+    /// Changes a segment's included members behind every client's back (the
+    /// control API's drift): no version, no rejected keys, no big-segment check.
+    pub fn drift(
+        &mut self,
+        project: &str,
+        environment: &str,
+        key: &str,
+        add: Vec<String>,
+        remove: &[String],
+    ) -> Result<(), SegmentsError> {
+        let segment = self
+            .by_id
+            .get_mut(&(
+                project.to_string(),
+                environment.to_string(),
+                key.to_string(),
+            ))
+            .ok_or(SegmentsError::NotFound)?;
+        segment.included.extend(add);
+        for k in remove {
+            segment.included.remove(k);
+        }
+        Ok(())
+    }
+
     /// All segments, ordered by project, environment, key.
     pub fn all(&self) -> Vec<&Segment> {
         let mut all: Vec<&Segment> = self.by_id.values().collect();

@@ -13,6 +13,8 @@ pub struct Target {
     pub environment: String,
     pub key: String,
     pub context_key: String,
+    /// The export id of the export routes.
+    pub export_id: String,
 }
 
 impl Target {
@@ -29,16 +31,43 @@ pub fn parse(method: &Method, path: &str) -> Target {
         .map(percent_decode)
         .collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let get = method == Method::GET;
-    let post = method == Method::POST;
+    let m = |want: Method, route: Route| (route, *method == want);
     let (route, ok, p) = match parts.as_slice() {
-        ["api", "v2", "segments", p, e] => (Route::Create, post, [*p, *e, "", ""]),
-        ["api", "v2", "segments", p, e, k] => (Route::Get, get, [*p, *e, *k, ""]),
+        ["api", "v2", "segments", p, e] => {
+            let (r, ok) = if *method == Method::GET {
+                m(Method::GET, Route::List)
+            } else {
+                m(Method::POST, Route::Create)
+            };
+            (r, ok, [*p, *e, "", "", ""])
+        }
+        ["api", "v2", "segments", p, e, k] => {
+            let (r, ok) = match *method {
+                Method::PATCH => m(Method::PATCH, Route::Patch),
+                Method::DELETE => m(Method::DELETE, Route::Delete),
+                _ => m(Method::GET, Route::Get),
+            };
+            (r, ok, [*p, *e, *k, "", ""])
+        }
         ["api", "v2", "segments", p, e, k, "contexts" | "users"] => {
-            (Route::Contexts, post, [*p, *e, *k, ""])
+            let (r, ok) = m(Method::POST, Route::Contexts);
+            (r, ok, [*p, *e, *k, "", ""])
         }
         ["api", "v2", "segments", p, e, k, "contexts" | "users", c] => {
-            (Route::GetContext, get, [*p, *e, *k, *c])
+            let (r, ok) = m(Method::GET, Route::GetContext);
+            (r, ok, [*p, *e, *k, *c, ""])
+        }
+        ["api", "v2", "segments", p, e, k, "exports"] => {
+            let (r, ok) = m(Method::POST, Route::CreateExport);
+            (r, ok, [*p, *e, *k, "", ""])
+        }
+        ["api", "v2", "segments", p, e, k, "exports", id] => {
+            let (r, ok) = m(Method::GET, Route::GetExport);
+            (r, ok, [*p, *e, *k, "", *id])
+        }
+        ["api", "v2", "segments", p, e, k, "exports", id, "file"] => {
+            let (r, ok) = m(Method::GET, Route::ExportFile);
+            (r, ok, [*p, *e, *k, "", *id])
         }
         _ => return Target::default(),
     };
@@ -49,6 +78,7 @@ pub fn parse(method: &Method, path: &str) -> Target {
         environment: p[1].to_string(),
         key: p[2].to_string(),
         context_key: p[3].to_string(),
+        export_id: p[4].to_string(),
     }
 }
 
@@ -91,8 +121,21 @@ mod tests {
             (t.route, t.context_key.as_str()),
             (Some(Route::GetContext), "a@b.c%2")
         );
-        let t = parse(&Method::DELETE, "/api/v2/segments/p/e/k");
+        let t = parse(&Method::PUT, "/api/v2/segments/p/e/k");
         assert!(t.wrong_method && t.route.is_none());
+        assert_eq!(
+            parse(&Method::DELETE, "/api/v2/segments/p/e/k").route,
+            Some(Route::Delete)
+        );
+        assert_eq!(
+            parse(&Method::GET, "/api/v2/segments/p/e").route,
+            Some(Route::List)
+        );
+        let t = parse(&Method::GET, "/api/v2/segments/p/e/k/exports/x1/file");
+        assert_eq!(
+            (t.route, t.export_id.as_str()),
+            (Some(Route::ExportFile), "x1")
+        );
         assert_eq!(parse(&Method::GET, "/api/v2/flags").route(), Route::Unknown);
     }
 }

@@ -120,6 +120,15 @@ impl Emulator {
         assert_eq!(r.status().as_u16(), 201, "create by hand");
     }
 
+    /// Adds and removes included members behind the bridge's back (drift).
+    pub async fn drift(&self, project: &str, env: &str, key: &str, add: &[&str], remove: &[&str]) {
+        self.post(
+            &format!("/_emulator/segments/{project}/{env}/{key}/members"),
+            json!({"add": add, "remove": remove}),
+        )
+        .await;
+    }
+
     pub async fn fault(&self, fault: Value) {
         self.post("/_emulator/faults", fault).await;
     }
