@@ -350,3 +350,59 @@ async fn the_interval_reconciles_on_its_own() {
         .expect("a report");
     assert!(at >= drifted_at, "{v}");
 }
+
+/// On a three-primary Redis Cluster: the staging set, the want hash and the
+/// dirty set of a link share its hash tag, so the comparison script runs on
+/// whichever node holds the link, for links on every node.
+#[tokio::test]
+async fn reconcile_works_for_links_on_every_node_of_a_redis_cluster() {
+    use crate::support::cluster::RedisCluster;
+    use cohort_bridge::store::{Keys, LinkId};
+    const PARTITIONS: u16 = 16;
+    let cluster = RedisCluster::start();
+    let emu = Emulator::start();
+    let mut cfg = TestConfig::new(&cluster.url(), &emu.base);
+    cfg.set("redis", "cluster", "true")
+        .set("redis", "cluster_urls", cluster.other_urls_toml())
+        .set("redis", "partitions", PARTITIONS.to_string());
+    with_operator(&mut cfg);
+    let keys = Keys::new(&cfg.prefix, PARTITIONS);
+    let mut per_node: [Option<String>; 3] = Default::default();
+    for i in 0.. {
+        if per_node.iter().all(Option::is_some) {
+            break;
+        }
+        let cohort = format!("n{i}");
+        let p = keys.partition("amplitude", &cohort);
+        let link = LinkId::parse(&format!("production:amplitude:{cohort}")).unwrap();
+        let node = cluster.node_of(&keys.want(p, "amplitude", &cohort));
+        assert_eq!(
+            node,
+            cluster.node_of(&keys.reconcile_stage(p, &link, "run"))
+        );
+        per_node[node].get_or_insert(cohort);
+    }
+    let bridge = Bridge::start(&cfg).await;
+    for cohort in per_node.iter().flatten() {
+        let segment = converged_then_drifted(&bridge, &emu, cohort).await;
+        let (s, v) = bridge
+            .operator(
+                Method::POST,
+                &format!("/links/production:amplitude:{cohort}/reconcile"),
+                Some(OPERATOR_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (&v["missing"], &v["extra"], &v["repaired"]),
+            (&json!(1), &json!(2), &json!(3)),
+            "{v}"
+        );
+        let want = set(&["u1", "u2", "u3", "u4"]);
+        eventually("the drift is repaired", WAIT, || async {
+            (members(&emu, &segment).await == want).then_some(())
+        })
+        .await;
+    }
+}
