@@ -230,7 +230,7 @@ impl Reconciler {
         let (attempt, value) = f().await;
         metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => operation)
             .record(started.elapsed().as_secs_f64());
-        metrics::counter!(m::LD_REQUESTS, "operation" => operation, "status" => status_label(&attempt))
+        metrics::counter!(m::LD_REQUESTS, "operation" => operation, "status" => attempt.status_label())
             .increment(1);
         if let Attempt::Replied(r) = &attempt {
             if r.status == 429 {
@@ -399,13 +399,4 @@ fn ld_error(step: &'static str, a: &Attempt) -> ReconcileError {
         Attempt::Transport(e) | Attempt::NotSent(e) => e.clone(),
     };
     ReconcileError::LaunchDarkly { step, detail }
-}
-
-fn status_label(a: &Attempt) -> String {
-    match a {
-        Attempt::Replied(r) => r.status.to_string(),
-        Attempt::TimedOut => "timeout".into(),
-        Attempt::Transport(_) => "transport".into(),
-        Attempt::NotSent(_) => "not_sent".into(),
-    }
 }

@@ -28,15 +28,6 @@ fn now_ms() -> i64 {
     crate::clock::now_ms()
 }
 
-fn status_label(a: &Attempt) -> String {
-    match a {
-        Attempt::Replied(r) => r.status.to_string(),
-        Attempt::TimedOut => "timeout".into(),
-        Attempt::Transport(_) => "transport".into(),
-        Attempt::NotSent(_) => "not_sent".into(),
-    }
-}
-
 /// Sends one request after the throttle allows it, recording metrics.
 ///
 /// `None`: not sent, because after the waits the partition's lease no longer
@@ -67,7 +58,7 @@ where
     };
     metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => label)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!(m::LD_REQUESTS, "operation" => label, "status" => status_label(&attempt))
+    metrics::counter!(m::LD_REQUESTS, "operation" => label, "status" => attempt.status_label())
         .increment(1);
     let now = now_ms();
     // Slow down before a 429: nothing left in this window means wait for its reset.

@@ -39,6 +39,19 @@ pub enum Attempt {
     NotSent(String),
 }
 
+impl Attempt {
+    /// The `status` label of `cohort_bridge_ld_requests_total`: the HTTP
+    /// status, or `timeout` / `transport` / `not_sent`.
+    pub fn status_label(&self) -> String {
+        match self {
+            Attempt::Replied(r) => r.status.to_string(),
+            Attempt::TimedOut => "timeout".into(),
+            Attempt::Transport(_) => "transport".into(),
+            Attempt::NotSent(_) => "not_sent".into(),
+        }
+    }
+}
+
 /// What the flusher does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -26,6 +26,13 @@ async fn members(emu: &Emulator, segment: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// An operator API call with the token.
+async fn op(bridge: &Bridge, method: Method, path: &str) -> (u16, Value) {
+    bridge
+        .operator(method, path, Some(OPERATOR_TOKEN), None)
+        .await
+}
+
 fn set(keys: &[&str]) -> BTreeSet<String> {
     keys.iter().map(|k| k.to_string()).collect()
 }
@@ -62,14 +69,7 @@ async fn converged_then_drifted(bridge: &Bridge, emu: &Emulator, cohort: &str) -
     .await;
     let link = format!("production:amplitude:{cohort}");
     eventually("nothing is dirty", WAIT, || async {
-        let (_, v) = bridge
-            .operator(
-                Method::GET,
-                &format!("/links/{link}"),
-                Some(OPERATOR_TOKEN),
-                None,
-            )
-            .await;
+        let (_, v) = op(bridge, Method::GET, &format!("/links/{link}")).await;
         (v["dirty"] == 0).then_some(())
     })
     .await;
@@ -91,14 +91,7 @@ async fn the_operator_api_finds_and_repairs_drift_and_reports_it() {
     let segment = converged_then_drifted(&bridge, &emu, "api").await;
     let link = "production:amplitude:api";
 
-    let (s, v) = bridge
-        .operator(
-            Method::POST,
-            &format!("/links/{link}/reconcile"),
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (s, v) = op(&bridge, Method::POST, &format!("/links/{link}/reconcile")).await;
     assert_eq!(s, 200, "{v}");
     // u1..u5 tracked (u5 a tombstone) and x9 only in LaunchDarkly.
     assert_eq!(
@@ -124,14 +117,7 @@ async fn the_operator_api_finds_and_repairs_drift_and_reports_it() {
     })
     .await;
 
-    let (_, one) = bridge
-        .operator(
-            Method::GET,
-            &format!("/links/{link}"),
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (_, one) = op(&bridge, Method::GET, &format!("/links/{link}")).await;
     let report = &one["reconcile"];
     assert_eq!(
         report
@@ -156,9 +142,7 @@ async fn the_operator_api_finds_and_repairs_drift_and_reports_it() {
         (&json!(6), &json!(1), &json!(2), &json!(3))
     );
     assert!(report["last_reconciled_ms"].as_i64().unwrap() > 0);
-    let (_, all) = bridge
-        .operator(Method::GET, "/links", Some(OPERATOR_TOKEN), None)
-        .await;
+    let (_, all) = op(&bridge, Method::GET, "/links").await;
     assert_eq!(all["links"][0]["reconcile"], *report);
 
     // The export's calls were LaunchDarkly requests like any other.
@@ -180,14 +164,7 @@ async fn the_operator_api_finds_and_repairs_drift_and_reports_it() {
     assert!(metrics.contains("cohort_bridge_reconcile_members_total{kind=\"repaired\"}"));
 
     // Reconciling again finds nothing left to repair.
-    let (s, v) = bridge
-        .operator(
-            Method::POST,
-            &format!("/links/{link}/reconcile"),
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (s, v) = op(&bridge, Method::POST, &format!("/links/{link}/reconcile")).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         (&v["missing"], &v["extra"], &v["repaired"]),
@@ -196,14 +173,12 @@ async fn the_operator_api_finds_and_repairs_drift_and_reports_it() {
     );
 
     // Unknown links and missing tokens are refused before anything runs.
-    let (s, _) = bridge
-        .operator(
-            Method::POST,
-            "/links/production:amplitude:nope/reconcile",
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (s, _) = op(
+        &bridge,
+        Method::POST,
+        "/links/production:amplitude:nope/reconcile",
+    )
+    .await;
     assert_eq!(s, 404);
     let (s, _) = bridge
         .operator(
@@ -226,14 +201,7 @@ async fn an_export_in_another_layout_fails_the_reconcile_and_changes_nothing() {
     emu.configure(json!({"export_layout": "two_columns"})).await;
     let before = emu.requests().await.len();
 
-    let (s, v) = bridge
-        .operator(
-            Method::POST,
-            &format!("/links/{link}/reconcile"),
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (s, v) = op(&bridge, Method::POST, &format!("/links/{link}/reconcile")).await;
     assert_eq!(s, 502, "{v}");
     assert_eq!(v["error"]["code"], "bad_export", "{v}");
     let message = v["error"]["message"].as_str().unwrap();
@@ -242,14 +210,7 @@ async fn an_export_in_another_layout_fails_the_reconcile_and_changes_nothing() {
         "{message}"
     );
 
-    let (_, one) = bridge
-        .operator(
-            Method::GET,
-            &format!("/links/{link}"),
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (_, one) = op(&bridge, Method::GET, &format!("/links/{link}")).await;
     assert_eq!(one["dirty"], 0, "nothing was marked: {one}");
     assert!(one.get("reconcile").is_none(), "no report: {one}");
     // Only the export's three calls reached LaunchDarkly: no membership write.
@@ -337,14 +298,7 @@ async fn the_interval_reconciles_on_its_own() {
     let link = "production:amplitude:tick";
     // Nothing else repairs (no resync interval, no operator call); the
     // report is of a run after the drift (later runs find nothing left).
-    let (_, v) = bridge
-        .operator(
-            Method::GET,
-            &format!("/links/{link}"),
-            Some(OPERATOR_TOKEN),
-            None,
-        )
-        .await;
+    let (_, v) = op(&bridge, Method::GET, &format!("/links/{link}")).await;
     let at = v["reconcile"]["last_reconciled_ms"]
         .as_i64()
         .expect("a report");
@@ -385,14 +339,12 @@ async fn reconcile_works_for_links_on_every_node_of_a_redis_cluster() {
     let bridge = Bridge::start(&cfg).await;
     for cohort in per_node.iter().flatten() {
         let segment = converged_then_drifted(&bridge, &emu, cohort).await;
-        let (s, v) = bridge
-            .operator(
-                Method::POST,
-                &format!("/links/production:amplitude:{cohort}/reconcile"),
-                Some(OPERATOR_TOKEN),
-                None,
-            )
-            .await;
+        let (s, v) = op(
+            &bridge,
+            Method::POST,
+            &format!("/links/production:amplitude:{cohort}/reconcile"),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(
             (&v["missing"], &v["extra"], &v["repaired"]),

@@ -202,26 +202,20 @@ impl Segments {
         now_ms: u64,
     ) -> Result<(), SegmentsError> {
         self.check_env(project, environment)?;
-        let segment = self
-            .by_id
-            .get_mut(&(
-                project.to_string(),
-                environment.to_string(),
-                key.to_string(),
-            ))
-            .ok_or(SegmentsError::NotFound)?;
-        if !segment.spec.unbounded {
-            return Err(SegmentsError::NotUnbounded);
-        }
-        if let Some(bad) = change
+        let bad = change
             .included_add
             .iter()
             .chain(&change.included_remove)
             .chain(&change.excluded_add)
             .chain(&change.excluded_remove)
             .find(|k| self.reject_keys.contains(*k))
-        {
-            return Err(SegmentsError::InvalidKey(bad.clone()));
+            .cloned();
+        let segment = self.segment_mut(project, environment, key)?;
+        if !segment.spec.unbounded {
+            return Err(SegmentsError::NotUnbounded);
+        }
+        if let Some(bad) = bad {
+            return Err(SegmentsError::InvalidKey(bad));
         }
         segment.included.extend(change.included_add);
         for k in &change.included_remove {
@@ -233,6 +227,12 @@ impl Segments {
         }
         segment.last_modified_date = now_ms;
         Ok(())
+    }
+
+    fn segment_mut(&mut self, p: &str, e: &str, k: &str) -> Result<&mut Segment, SegmentsError> {
+        self.by_id
+            .get_mut(&(p.to_string(), e.to_string(), k.to_string()))
+            .ok_or(SegmentsError::NotFound)
     }
 
     /// One environment's segments ordered by key, as the listing pages them.
@@ -257,14 +257,7 @@ impl Segments {
         now_ms: u64,
     ) -> Result<&Segment, SegmentsError> {
         self.check_env(project, environment)?;
-        let segment = self
-            .by_id
-            .get_mut(&(
-                project.to_string(),
-                environment.to_string(),
-                key.to_string(),
-            ))
-            .ok_or(SegmentsError::NotFound)?;
+        let segment = self.segment_mut(project, environment, key)?;
         segment.spec.name = name.to_string();
         segment.version += 1;
         segment.last_modified_date = now_ms;
@@ -281,14 +274,7 @@ impl Segments {
         add: Vec<String>,
         remove: &[String],
     ) -> Result<(), SegmentsError> {
-        let segment = self
-            .by_id
-            .get_mut(&(
-                project.to_string(),
-                environment.to_string(),
-                key.to_string(),
-            ))
-            .ok_or(SegmentsError::NotFound)?;
+        let segment = self.segment_mut(project, environment, key)?;
         segment.included.extend(add);
         for k in remove {
             segment.included.remove(k);
