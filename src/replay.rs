@@ -172,14 +172,29 @@ impl Replayed {
         self.status == 0 && !self.dry_run
     }
 
-    /// The `accepted` count of a 200 answer (0 for any other answer, and
-    /// for the partner endpoint's bodiless 204).
+    /// The answer's JSON body, for a 2xx that has one.
+    fn answer(&self) -> Option<serde_json::Value> {
+        if !(200..300).contains(&self.status) || self.dry_run {
+            return None;
+        }
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// Whether the bridge answered that the delivery was a retry it had
+    /// already applied (`"duplicate": true`).
+    pub fn is_duplicate(&self) -> bool {
+        self.answer()
+            .is_some_and(|v| v.get("duplicate") == Some(&serde_json::Value::Bool(true)))
+    }
+
+    /// The changes this push had accepted: the `accepted` count of a 2xx
+    /// answer, 0 for a duplicate (its changes were accepted the first time),
+    /// for any other answer, and for the partner endpoint's bodiless 204.
     pub fn accepted(&self) -> u64 {
-        if !(200..300).contains(&self.status) {
+        if self.is_duplicate() {
             return 0;
         }
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
+        self.answer()
             .and_then(|v| v.get("accepted").and_then(|a| a.as_u64()))
             .unwrap_or(0)
     }
@@ -434,7 +449,9 @@ pub struct Summary {
     pub status_5xx: usize,
     /// Answers outside 2xx, 4xx and 5xx.
     pub status_other: usize,
-    /// The sum of `accepted` over the 200 answers.
+    /// 2xx answers saying the delivery had already been applied.
+    pub duplicates: usize,
+    /// The sum of `accepted` over the 2xx answers that were not duplicates.
     pub accepted_changes: u64,
     /// `--dry-run`: requests described, not sent.
     pub not_sent: usize,
@@ -461,6 +478,7 @@ impl Summary {
             s.pushes += 1;
             s.paced += usize::from(r.waited_for_rate);
             s.accepted_changes += r.accepted();
+            s.duplicates += usize::from(r.is_duplicate());
             match r.status {
                 200..=299 => s.status_2xx += 1,
                 400..=499 => s.status_4xx += 1,
@@ -484,6 +502,7 @@ impl Summary {
         if self.status_other > 0 {
             rows.push(("other status", self.status_other as u64));
         }
+        rows.push(("duplicates", self.duplicates as u64));
         rows.push(("accepted changes", self.accepted_changes));
         rows.push(("paced by --rate", self.paced as u64));
         if self.not_sent > 0 {
