@@ -52,6 +52,13 @@ enum Command {
         /// Source id for every file (default: the directory name, as source id or kind).
         #[arg(long)]
         source: Option<String>,
+        /// Send at most N requests per second (no burst).
+        #[arg(long, value_name = "N")]
+        rate: Option<std::num::NonZeroU32>,
+        /// Print what would be sent (method, URL, headers with credentials
+        /// redacted, body size) and send nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long, env = CONFIG_ENV)]
         config: PathBuf,
     },
@@ -163,29 +170,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             paths,
             url,
             source,
+            rate,
+            dry_run,
             config,
         } => {
             let settings = config::load(&config)?;
-            let results = cohort_bridge::replay::replay(&settings, &url, &paths, source.as_deref())
+            let opts = cohort_bridge::replay::Options {
+                source,
+                rate,
+                dry_run,
+            };
+            let summary = cohort_bridge::replay::run_cli(&settings, &url, &paths, &opts)
                 .await
                 .context("replay")?;
-            let mut failed = false;
-            for r in &results {
-                if r.status == 0 {
-                    // Skipped: found in a directory that names no source.
-                    println!("{} -> {}", r.file.display(), r.body);
-                    continue;
-                }
-                println!(
-                    "{} [{}] -> {} {}",
-                    r.file.display(),
-                    r.source,
-                    r.status,
-                    r.body
-                );
-                failed |= r.status >= 500;
-            }
-            Ok(if failed {
+            Ok(if summary.status_5xx > 0 {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
