@@ -49,6 +49,9 @@ use std::path::Path;
 /// Environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "COHORT_BRIDGE_CONFIG";
 /// Prefix of environment overrides: `COHORT_BRIDGE_REDIS__URL` sets `redis.url`.
+/// Only names with a `__` (a `<section>__<key>` path) are overrides: every
+/// top-level key is a section, so `COHORT_BRIDGE_OPERATOR_TOKEN` stays free
+/// to hold a secret that `*_env` settings name.
 pub const ENV_PREFIX: &str = "COHORT_BRIDGE_";
 
 /// Reads the file, applies environment overrides and validates everything.
@@ -63,6 +66,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         .merge(Toml::file(path))
         .merge(
             Env::prefixed(ENV_PREFIX)
+                .filter(|key| key.as_str().contains("__"))
                 .split("__")
                 .ignore(&["config", "log", "log_format"]),
         );

@@ -204,6 +204,19 @@ fn environment_overrides_win_over_the_file_and_are_validated() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&overridden.stdout).contains("16 partition(s)"));
+    // A secret whose name starts with the prefix (config/example.toml's
+    // `COHORT_BRIDGE_OPERATOR_TOKEN`) is not read as a configuration key.
+    let secret_named_like_an_override = bridge_cmd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("COHORT_BRIDGE_OPERATOR_TOKEN", "a-secret-value")
+        .output()
+        .unwrap();
+    assert!(
+        secret_named_like_an_override.status.success(),
+        "{}",
+        String::from_utf8_lossy(&secret_named_like_an_override.stderr)
+    );
     let bad = bridge_cmd()
         .args(["check-config", "--config"])
         .arg(&path)
