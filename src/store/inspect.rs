@@ -5,7 +5,7 @@ use super::{scripts, LinkId, Partition, Store, StoreError};
 use std::collections::HashMap;
 
 /// What an operator sees of one link.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     /// The partition holding the link's keys.
     pub partition: Partition,
@@ -23,7 +23,7 @@ pub struct LinkStatus {
 }
 
 /// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The member's key.
     pub key: String,
