@@ -150,7 +150,8 @@ async fn list_links(
     path = "/v1/operator/links/{link}",
     tag = "operator",
     security(("operator_token" = [])),
-    params(("link" = String, Path, description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
     responses(
         (status = 200, description = "The link.", body = LinkView),
         (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),
@@ -188,7 +189,8 @@ struct Page {
     path = "/v1/operator/links/{link}/dead-letters",
     tag = "operator",
     security(("operator_token" = [])),
-    params(("link" = String, Path, description = "`<destination>:<source>:<cohort>`, percent-encoded where needed."), Page),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed."), Page),
     responses(
         (status = 200, description = "A page of dead letters.", body = DeadLetterPage),
         (status = 400, description = "`{link}` is not a link id, or a bad query string or cursor (`invalid_payload`).", body = NativeError),
@@ -238,9 +240,10 @@ struct RedriveBody {
     path = "/v1/operator/links/{link}/redrive",
     tag = "operator",
     security(("operator_token" = [])),
-    params(("link" = String, Path, description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
     request_body(content = Option<RedriveBody>, content_type = "application/json",
-        description = "Empty (every dead letter) or `{\"keys\": [...]}`."),
+        description = "Empty or `null` (every dead letter), or `{\"keys\": [...]}`."),
     responses(
         (status = 200, description = "How many left the dead letters.", body = Redriven),
         (status = 400, description = "`{link}` is not a link id, or the body is neither empty nor `{\"keys\": [...]}` (`invalid_payload`).", body = NativeError),
@@ -264,11 +267,14 @@ async fn redrive(
     let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
         RedriveBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::Invalid(format!(
-                "body must be empty or {{\"keys\": [\"<context key>\", ...]}}: {e}"
-            ))
-        })?
+        // `null` is the empty body's JSON spelling: every dead letter.
+        serde_json::from_slice::<Option<RedriveBody>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                ApiError::Invalid(format!(
+                    "body must be empty or {{\"keys\": [\"<context key>\", ...]}}: {e}"
+                ))
+            })?
     };
     let n = state
         .store
@@ -289,7 +295,8 @@ async fn redrive(
     path = "/v1/operator/links/{link}/resync",
     tag = "operator",
     security(("operator_token" = [])),
-    params(("link" = String, Path, description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
     responses(
         (status = 200, description = "How many members will be sent again.", body = Resynced),
         (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),

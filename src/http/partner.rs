@@ -71,9 +71,13 @@ impl PartnerLimits {
     path = "/api/v2/segment-targets/{integration_key}",
     tag = "partner",
     security(("partner_token" = [])),
-    params(("integration_key" = String, Path, description = "The integration's key: a built-in manifest or one from `partner.manifest_dirs`.")),
+    params(("integration_key" = String, Path, example = "segment-audiences",
+        description = "The integration's key: a built-in manifest or one from `partner.manifest_dirs`.")),
     request_body(content = Object, content_type = "application/json",
-        description = "The partner's body, as the integration's manifest reads it."),
+        description = "The partner's body, as the integration's manifest reads it; the example is \
+            `segment-audiences`' (Segment's \"LaunchDarkly Audiences\").",
+        example = json!({"environmentId": "61a0c0ffee0000000000prod", "contextKind": "user",
+            "batch": [{"userId": "user-1", "cohortId": "1234", "cohortName": "Power users", "value": true}]})),
     responses(
         (status = 204, description = "Every accepted change is in Redis.",
             headers(("X-Skipped-Invalid-Key" = u64, description = "Members skipped for an invalid key (only when some were)."))),

@@ -156,9 +156,14 @@ fn first_message_id(event: &[u8]) -> Option<String> {
     post,
     path = "/v1/webhooks/{source}",
     tag = "receivers",
-    params(("source" = String, Path, description = "The `id` of a configured `[[sources]]` entry.")),
+    params(("source" = String, Path, example = "amplitude",
+        description = "The `id` of a configured `[[sources]]` entry.")),
     request_body(content = Object, content_type = "application/json",
-        description = "The sender's body, as its platform posts it (see the source kinds in the README)."),
+        description = "The sender's body, as its platform posts it (see the source kinds in the README); \
+            the example is an Amplitude Cohort Webhooks body.",
+        example = json!({"cohort_id": "1234", "cohort_name": "Power users", "in_cohort": true,
+            "computed_time": "1700000000000", "message_id": "m-1",
+            "users": [{"user_id": "user-1"}, {"user_id": "user-2"}]})),
     responses(
         (status = 200, description = "Every accepted change is in Redis: the summary, or Mixpanel's success envelope.",
             body = super::openapi::WebhookAnswer),

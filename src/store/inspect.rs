@@ -8,6 +8,7 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     /// The partition holding the link's keys.
+    #[schema(value_type = u16)]
     pub partition: Partition,
     /// The link meta hash: segment key and name, created, last flush, last
     /// error, blocked reason, retry time and counters.

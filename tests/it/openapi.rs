@@ -15,14 +15,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 const PARTNER_TOKEN: &str = "partner-openapi-token";
+const PARTNER_LIMITED: &str = "partner-openapi-limited";
 const PARTNER_ENV: &str = "61a0c0ffee0000000000prod";
 
-/// The operator token and a `[partner]` section whose token is read from a
-/// file in `dir`.
-fn configure(cfg: &mut TestConfig, dir: &Path) {
+/// The operator token and a `[partner]` section whose token, `partner_token`,
+/// is read from a file in `dir`.
+fn configure(cfg: &mut TestConfig, dir: &Path, partner_token: &str) {
     cfg.set("server", "operator_token_env", "\"OPERATOR_TOKEN\"");
     let token = dir.join("partner-token");
-    std::fs::write(&token, format!("{PARTNER_TOKEN}\n")).unwrap();
+    std::fs::write(&token, format!("{partner_token}\n")).unwrap();
+    // One request per 1,000 s: the second is refused at once.
+    let limited = dir.join("partner-limited");
+    std::fs::write(&limited, format!("{PARTNER_LIMITED}\n")).unwrap();
     cfg.sources.push_str(&format!(
         r#"
 [partner.environments]
@@ -31,8 +35,14 @@ fn configure(cfg: &mut TestConfig, dir: &Path) {
 [[partner.tokens]]
 secret_file = {token:?}
 integrations = ["*"]
+
+[[partner.tokens]]
+secret_file = {limited:?}
+integrations = ["*"]
+requests_per_second = 0.001
 "#,
         token = token.display().to_string(),
+        limited = limited.display().to_string(),
     ));
 }
 
@@ -150,7 +160,7 @@ fn partner_body(cohort: &str, users: &[&str]) -> Vec<u8> {
 async fn real_answers_of_every_route_conform_to_the_document() {
     let (_redis, emu, mut cfg) = stack();
     let dir = tempfile::tempdir().unwrap();
-    configure(&mut cfg, dir.path());
+    configure(&mut cfg, dir.path(), PARTNER_TOKEN);
     native::add_sources(&mut cfg);
     let bridge = Bridge::start_settings(native::settings(&cfg)).await;
     let http = &bridge.http;
@@ -290,6 +300,31 @@ async fn real_answers_of_every_route_conform_to_the_document() {
         400,
         push("segment-audiences", b"[]".to_vec(), Some(PARTNER_TOKEN)).await,
     );
+    let first = push("segment-audiences", pb.clone(), Some(PARTNER_LIMITED)).await;
+    check("post", partner, 204, first);
+    let limited = http
+        .post(format!("{base}/api/v2/segment-targets/segment-audiences"))
+        .header("Authorization", PARTNER_LIMITED)
+        .body(pb.clone())
+        .send()
+        .await
+        .unwrap();
+    for header in ["Retry-After", "X-Ratelimit-Reset"] {
+        assert!(
+            limited.headers().contains_key(header),
+            "429 without {header}"
+        );
+    }
+    let content_type = limited.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let limited = Answer {
+        status: limited.status().as_u16(),
+        content_type,
+        text: limited.text().await.unwrap(),
+    };
+    check("post", partner, 429, limited);
 
     // The operator API, once the link exists.
     let link = "production:amplitude:oa";
@@ -371,6 +406,13 @@ async fn real_answers_of_every_route_conform_to_the_document() {
         200,
         op(Method::POST, format!("{links}/{link}/redrive"), t).await,
     );
+    for body in ["null", "{\"keys\": [\"u1\"]}", "{\"keys\": null}"] {
+        let r = http
+            .post(format!("{base}{links}/{link}/redrive"))
+            .header("Authorization", format!("Bearer {OPERATOR_TOKEN}"))
+            .body(body);
+        check("post", redrive, 200, send(r).await);
+    }
     check(
         "post",
         redrive,
@@ -458,6 +500,28 @@ async fn real_answers_of_every_route_conform_to_the_document() {
     })
     .await;
     conformance(&doc, "get", "/readyz", &a).unwrap();
+    let resp = eventually("a push answers 503 without Redis", WAIT, || async {
+        let r = bridge
+            .http
+            .post(format!("{}/v1/webhooks/amplitude", bridge.base))
+            .header("X-Cohort-Bridge-Token", AMPLITUDE_SECRET)
+            .body(amp.clone())
+            .send()
+            .await
+            .unwrap();
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    assert!(
+        resp.headers().contains_key("Retry-After"),
+        "503 without Retry-After"
+    );
+    let a = Answer {
+        status: 503,
+        content_type: resp.headers()["content-type"].to_str().unwrap().to_string(),
+        text: resp.text().await.unwrap(),
+    };
+    conformance(&doc, "post", webhook, &a).unwrap();
     bridge.stop().await;
 }
 
@@ -465,7 +529,7 @@ async fn real_answers_of_every_route_conform_to_the_document() {
 async fn a_schema_that_disagrees_with_the_answers_is_caught() {
     let (_redis, _emu, mut cfg) = stack();
     let dir = tempfile::tempdir().unwrap();
-    configure(&mut cfg, dir.path());
+    configure(&mut cfg, dir.path(), PARTNER_TOKEN);
     let bridge = Bridge::start_settings(native::settings(&cfg)).await;
     let mut doc = document(&bridge.http, &bridge.base).await;
     let (status, summary) = bridge
@@ -515,14 +579,17 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
 
     let (_redis, _emu, mut cfg) = stack();
     let dir = tempfile::tempdir().unwrap();
-    configure(&mut cfg, dir.path());
+    // The partner token is the operator's, so that the one `Authorization:
+    // Bearer` header schemathesis sends authenticates both APIs.
+    configure(&mut cfg, dir.path(), OPERATOR_TOKEN);
     let mut bridge = BridgeProcess::start(&mut cfg).await;
-    // A link, so the operator routes have something real to show.
+    // The link of the document's examples, so the operator routes have
+    // something real to show.
     let seeded = bridge
         .http
         .post(format!("{}/v1/webhooks/amplitude", bridge.base))
         .header("X-Cohort-Bridge-Token", AMPLITUDE_SECRET)
-        .json(&amplitude_body("st", true, 1, "s1", &["u1"]))
+        .json(&amplitude_body("1234", true, 1, "s1", &["u1"]))
         .send()
         .await
         .unwrap();
@@ -557,6 +624,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         .arg(&report)
         .arg("-H")
         .arg(format!("Authorization: Bearer {OPERATOR_TOKEN}"))
+        // The examples' source is `amplitude`: its shared secret.
+        .arg("-H")
+        .arg(format!("X-Cohort-Bridge-Token: {AMPLITUDE_SECRET}"))
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -572,6 +642,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         out.status,
         bridge.logs()
     );
+    // What it tried, for the test's log.
+    eprintln!("{stdout}");
     // It ran cases, and the bridge is alive and ready afterwards.
     assert!(stdout.contains("passed"), "{stdout}");
     assert!(
@@ -580,6 +652,29 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         bridge.logs()
     );
     bridge.wait_ready().await;
+    // Its requests reached the receivers' real work: the examples' push was accepted.
+    let metrics = bridge
+        .http
+        .get(format!("{}/metrics", bridge.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let accepted: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("cohort_bridge_requests_total{")
+                && l.contains("source=\"amplitude\"")
+                && l.contains("outcome=\"accepted\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        accepted >= 2.0,
+        "only the seeding push was accepted:\n{metrics}"
+    );
     let health = bridge
         .http
         .get(format!("{}/healthz", bridge.base))
