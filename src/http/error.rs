@@ -176,6 +176,9 @@ impl ApiError {
 
 /// The native error body: every native receiver, operator and ops route.
 #[derive(Debug, Serialize, ToSchema)]
+// In the document: `additionalProperties: false`, so that a receiver's
+// `oneOf` (native or Mixpanel's envelope) matches exactly one.
+#[serde(deny_unknown_fields)]
 pub struct NativeError {
     pub error: ErrorDetail,
 }

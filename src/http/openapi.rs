@@ -284,7 +284,7 @@ mod tests {
                     match (path, m, &on) {
                         (Some(p), Some(m), None) => self.record(m, &p),
                         (Some(p), Some(m), Some((kind, prefix))) if kind == "scope" => {
-                            self.record(m, &format!("{prefix}{p}"))
+                            self.record(m, &format!("{prefix}{p}"));
                         }
                         _ => self.unreadable("a route", call),
                     }
@@ -292,12 +292,12 @@ mod tests {
                 ("route", 1) => match (method_of(&call.args[0]), &on) {
                     (Some(m), Some((kind, p))) if kind == "resource" => {
                         let p = p.clone();
-                        self.record(m, &p)
+                        self.record(m, &p);
                     }
                     _ => self.unreadable("a route", call),
                 },
                 ("to", _) if on.as_ref().is_some_and(|(k, _)| k == "resource") => {
-                    self.unreadable("a resource for every method", call)
+                    self.unreadable("a resource for every method", call);
                 }
                 ("service", _) => {
                     for arg in &call.args {
