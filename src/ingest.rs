@@ -27,17 +27,26 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The 200 answer: what happened to the push's changes.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Summary {
+    /// Changes newer than what was stored for their member.
     pub accepted: u64,
+    /// Changes older than what was stored: no effect.
     pub stale: u64,
+    /// Accepted changes LaunchDarkly already reflects: nothing to write.
     pub unchanged: u64,
+    /// Earlier pending changes this push replaced before they were written.
     pub superseded: u64,
+    /// Accepted changes that undid a pending change (a flip back).
     pub cancelled: u64,
+    /// Members without the source's `key_field`.
     pub skipped_without_key: u64,
     /// Members whose key is too long or holds a control character.
     pub skipped_invalid_key: u64,
+    /// The delivery was applied before; nothing was applied again.
     pub duplicate: bool,
+    /// Only when the push was understood but carries nothing (or not
+    /// everything) to apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
     /// Present when the push was a page of a full snapshot.
@@ -47,7 +56,7 @@ pub struct Summary {
 
 /// What a snapshot page did: `complete` once every page of its session has
 /// arrived; `removed` members were in no page and are now desired out.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct SnapshotSummary {
     pub session: String,
     pub page: u32,

@@ -14,8 +14,9 @@ use crate::config::AnswerStyle;
 use crate::metrics::RequestOutcome;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -150,18 +151,101 @@ impl ApiError {
             _ => {}
         }
         let message = self.to_string();
-        resp.json(match style {
-            AnswerStyle::Native => json!({"error": {"code": self.code(), "message": message}}),
-            AnswerStyle::LaunchDarkly => {
-                json!({"code": self.launchdarkly_code(), "message": message})
-            }
-            AnswerStyle::Mixpanel => json!({
-                "action": action,
-                "status": "failure",
-                "error": {"message": message, "code": status.as_u16()},
+        match style {
+            AnswerStyle::Native => resp.json(NativeError {
+                error: ErrorDetail {
+                    code: self.code(),
+                    message,
+                },
             }),
-        })
+            AnswerStyle::LaunchDarkly => resp.json(LaunchDarklyError {
+                code: self.launchdarkly_code(),
+                message,
+            }),
+            AnswerStyle::Mixpanel => resp.json(MixpanelEnvelope {
+                action: action.to_string(),
+                status: MixpanelStatus::Failure,
+                error: Some(MixpanelError {
+                    message,
+                    code: status.as_u16(),
+                }),
+            }),
+        }
     }
+}
+
+/// The native error body: every native receiver, operator and ops route.
+#[derive(Debug, Serialize, ToSchema)]
+// In the document: `additionalProperties: false`, so that a receiver's
+// `oneOf` (native or Mixpanel's envelope) matches exactly one.
+#[serde(deny_unknown_fields)]
+pub struct NativeError {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in a native error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unknown_source`, `unauthorized`,
+    /// `invalid_payload`, `payload_too_large`, `body_timeout`,
+    /// `batch_in_progress`, `store_unavailable`, `not_found`,
+    /// `operator_api_disabled`, `unknown_link`, `forbidden`,
+    /// `unknown_integration`, `rate_limited`.
+    #[schema(example = "unauthorized")]
+    pub code: &'static str,
+    /// For people: what was wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+/// The partner endpoint's error body, as LaunchDarkly's API answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LaunchDarklyError {
+    /// LaunchDarkly's code for the status: `unauthorized`, `forbidden`,
+    /// `not_found`, `payload_too_large`, `request_timeout`,
+    /// `service_unavailable`, `rate_limited` or `invalid_request`.
+    #[schema(example = "invalid_request")]
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Mixpanel's envelope: every answer to a Mixpanel source, success or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MixpanelEnvelope {
+    /// The body's `action`, echoed (empty when the body was not verified or
+    /// carries none).
+    pub action: String,
+    pub status: MixpanelStatus,
+    /// Only on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<MixpanelError>,
+}
+
+impl MixpanelEnvelope {
+    /// The 200 answer.
+    pub fn success(action: &str) -> MixpanelEnvelope {
+        MixpanelEnvelope {
+            action: action.to_string(),
+            status: MixpanelStatus::Success,
+            error: None,
+        }
+    }
+}
+
+/// Whether Mixpanel should consider the request done.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MixpanelStatus {
+    Success,
+    Failure,
+}
+
+/// A failure in Mixpanel's envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MixpanelError {
+    pub message: String,
+    /// The HTTP status, repeated.
+    #[schema(example = 401)]
+    pub code: u16,
 }
 
 /// Routes that return `Result<_, ApiError>` answer in the native style.

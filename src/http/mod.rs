@@ -2,6 +2,7 @@
 //! [`crate::app::Application`] builds the servers that serve them.
 
 mod error;
+pub mod openapi;
 pub mod operator_api;
 pub mod ops;
 mod partner;
@@ -45,6 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         )
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
+        .route("/openapi.json", web::get().to(openapi::serve))
         .configure(operator_api::configure);
     if with_metrics {
         cfg.route("/metrics", web::get().to(ops::metrics));

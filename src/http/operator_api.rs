@@ -15,7 +15,7 @@
 //! `GET /ops` serves a small page over the same API (the token is entered in
 //! the page and sent with each call; the page itself holds no data).
 
-use super::error::ApiError;
+use super::error::{ApiError, NativeError};
 use super::AppState;
 use crate::clock::now_ms;
 use crate::store::{LinkId, LinkStatus};
@@ -44,6 +44,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 const PAGE: &str = include_str!("assets/operator.html");
 
+/// The operator page: a small page over this API (the token is entered in
+/// the page; the page holds no data).
+#[utoipa::path(get, path = "/ops", tag = "operator",
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
+    ))]
 async fn page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.settings.operator_token.is_none() {
         return Err(ApiError::OperatorDisabled);
@@ -78,7 +85,7 @@ fn authorized_link(req: &HttpRequest, state: &AppState, raw: &str) -> Result<Lin
 }
 
 /// One link as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
     pub link: String,
     pub destination: String,
@@ -113,6 +120,20 @@ async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiErr
     }))
 }
 
+/// Every link with its status.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/links",
+    tag = "operator",
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "Every link.", body = LinkList),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 async fn list_links(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -125,9 +146,26 @@ async fn list_links(
             out.push(v);
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "links": out })))
+    Ok(HttpResponse::Ok().json(LinkList { links: out }))
 }
 
+/// One link: segment, backlog, last flush, errors, dead letters.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/links/{link}",
+    tag = "operator",
+    security(("operator_token" = [])),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+    responses(
+        (status = 200, description = "The link.", body = LinkView),
+        (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 async fn show_link(
     req: HttpRequest,
     path: web::Path<String>,
@@ -140,7 +178,8 @@ async fn show_link(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct Page {
     #[serde(default)]
@@ -149,6 +188,23 @@ struct Page {
     count: Option<usize>,
 }
 
+/// A page of the link's dead letters: members LaunchDarkly rejected.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/links/{link}/dead-letters",
+    tag = "operator",
+    security(("operator_token" = [])),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed."), Page),
+    responses(
+        (status = 200, description = "A page of dead letters.", body = DeadLetterPage),
+        (status = 400, description = "`{link}` is not a link id, or a bad query string or cursor (`invalid_payload`).", body = NativeError),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 async fn dead_letters(
     req: HttpRequest,
     path: web::Path<String>,
@@ -169,20 +225,41 @@ async fn dead_letters(
         .dead_letters(&link, cursor, count)
         .await
         .map_err(ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "link": link.to_string(),
-        "dead_letters": letters,
-        "next_cursor": (next != "0").then_some(next),
-    })))
+    Ok(HttpResponse::Ok().json(DeadLetterPage {
+        link: link.to_string(),
+        dead_letters: letters,
+        next_cursor: (next != "0").then_some(next),
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveBody {
     #[serde(default)]
     keys: Option<Vec<String>>,
 }
 
+/// Sends dead letters again: those named, or every one (empty body).
+#[utoipa::path(
+    post,
+    path = "/v1/operator/links/{link}/redrive",
+    tag = "operator",
+    security(("operator_token" = [])),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+    request_body(content = Option<RedriveBody>, content_type = "application/json",
+        description = "Empty or `null` (every dead letter), or `{\"keys\": [...]}`."),
+    responses(
+        (status = 200, description = "How many left the dead letters.", body = Redriven),
+        (status = 400, description = "`{link}` is not a link id, or the body is neither empty nor `{\"keys\": [...]}` (`invalid_payload`).", body = NativeError),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 408, description = "The body did not arrive in time (`body_timeout`).", body = NativeError),
+        (status = 413, description = "The body is over `server.max_body_bytes` (`payload_too_large`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 async fn redrive(
     req: HttpRequest,
     path: web::Path<String>,
@@ -195,11 +272,14 @@ async fn redrive(
     let body: RedriveBody = if body.iter().all(u8::is_ascii_whitespace) {
         RedriveBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::Invalid(format!(
-                "body must be empty or {{\"keys\": [\"<context key>\", ...]}}: {e}"
-            ))
-        })?
+        // `null` is the empty body's JSON spelling: every dead letter.
+        serde_json::from_slice::<Option<RedriveBody>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                ApiError::Invalid(format!(
+                    "body must be empty or {{\"keys\": [\"<context key>\", ...]}}: {e}"
+                ))
+            })?
     };
     let n = state
         .store
@@ -208,9 +288,29 @@ async fn redrive(
         .map_err(ApiError::Unavailable)?;
     tracing::info!(link = %link, redriven = n, "Dead letters redriven by an operator.");
     state.wake.notify_one();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "link": link.to_string(), "redriven": n })))
+    Ok(HttpResponse::Ok().json(Redriven {
+        link: link.to_string(),
+        redriven: n,
+    }))
 }
 
+/// Rewrites the link in full: every tracked member is sent again.
+#[utoipa::path(
+    post,
+    path = "/v1/operator/links/{link}/resync",
+    tag = "operator",
+    security(("operator_token" = [])),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+    responses(
+        (status = 200, description = "How many members will be sent again.", body = Resynced),
+        (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 async fn resync(
     req: HttpRequest,
     path: web::Path<String>,
@@ -225,7 +325,41 @@ async fn resync(
         .ok_or_else(|| ApiError::UnknownLink(path.into_inner()))?;
     tracing::info!(link = %link, members = n, "Resync requested by an operator.");
     state.wake.notify_one();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "link": link.to_string(), "members": n })))
+    Ok(HttpResponse::Ok().json(Resynced {
+        link: link.to_string(),
+        members: n,
+    }))
+}
+
+/// `GET /v1/operator/links`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkList {
+    pub links: Vec<LinkView>,
+}
+
+/// `GET /v1/operator/links/{link}/dead-letters`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterPage {
+    pub link: String,
+    pub dead_letters: Vec<crate::store::DeadLetter>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/operator/links/{link}/redrive`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Redriven {
+    pub link: String,
+    /// How many members left the dead letters to be sent again.
+    pub redriven: u64,
+}
+
+/// `POST /v1/operator/links/{link}/resync`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Resynced {
+    pub link: String,
+    /// How many tracked members will be sent again.
+    pub members: u64,
 }
 
 /// `POST /v1/operator/links/{link}/reconcile`: runs a full reconcile (see

@@ -7,11 +7,20 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 
 /// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "The process answers.", body = super::openapi::Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready: Redis reachable, scripts loaded, no evicting memory policy, not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready for traffic.", body = super::openapi::Health),
+        (status = 503, description = "Not ready: shutting down, Redis unreachable or not loaded, or an evicting `maxmemory-policy`.",
+            body = super::openapi::Unready,
+            headers(("Retry-After" = u32, description = "Seconds to wait before asking again (5)."))),
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let unready = |reason: String| {
         HttpResponse::ServiceUnavailable()
@@ -38,6 +47,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ready"}))
 }
 
+/// The Prometheus exposition of this replica's metrics (also on
+/// `server.metrics_listen`, when set, instead of here).
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String,
+        content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     render_metrics(&state.metrics)
 }

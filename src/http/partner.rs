@@ -14,6 +14,7 @@
 //! Answers mimic LaunchDarkly's: 204 without a body on success, errors as
 //! `{"code", "message"}` (not the native receivers' `{"error": {...}}`).
 
+use super::error::LaunchDarklyError;
 use super::webhooks::{read_body, OFF_LOOP_BYTES};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
@@ -56,6 +57,46 @@ impl PartnerLimits {
     }
 }
 
+/// LaunchDarkly's synced-segment endpoint: a partner's push for the
+/// integration `{integration_key}`.
+///
+/// The body is parsed by the integration's manifest (its
+/// `syncedSegment.requestParser`); `environmentId` and the context kind pick
+/// the destination. Authenticate with `Authorization: <token>` (or
+/// `Bearer <token>`), a `[[partner.tokens]]` secret allowed for the
+/// integration. Answers mimic LaunchDarkly's: 204 without a body, errors as
+/// `{"code", "message"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v2/segment-targets/{integration_key}",
+    tag = "partner",
+    security(("partner_token" = [])),
+    params(("integration_key" = String, Path, example = "segment-audiences",
+        description = "The integration's key: a built-in manifest or one from `partner.manifest_dirs`.")),
+    request_body(content = Object, content_type = "application/json",
+        description = "The partner's body, as the integration's manifest reads it; the example is \
+            `segment-audiences`' (Segment's \"LaunchDarkly Audiences\").",
+        example = json!({"environmentId": "61a0c0ffee0000000000prod", "contextKind": "user",
+            "batch": [{"userId": "user-1", "cohortId": "1234", "cohortName": "Power users", "value": true}]})),
+    responses(
+        (status = 204, description = "Every accepted change is in Redis.",
+            headers(("X-Skipped-Invalid-Key" = u64, description = "Members skipped for an invalid key (only when some were)."))),
+        (status = 400, description = "Not JSON, a required pointer missing, a wrong type, an unknown `environmentId` or context kind, too many cohorts (`invalid_request`).",
+            body = LaunchDarklyError),
+        (status = 401, description = "`Authorization` missing or matching no token (checked first).", body = LaunchDarklyError),
+        (status = 403, description = "The token may not use this integration or environment.", body = LaunchDarklyError),
+        (status = 404, description = "No manifest has that integration key.", body = LaunchDarklyError),
+        (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms`.", body = LaunchDarklyError),
+        (status = 413, description = "The body is over `server.max_body_bytes`.", body = LaunchDarklyError),
+        (status = 429, description = "The token is past its `requests_per_second`; nothing was read or stored.", body = LaunchDarklyError,
+            headers(
+                ("Retry-After" = u64, description = "Seconds to wait before retrying."),
+                ("X-Ratelimit-Reset" = i64, description = "When the token may send again, in Unix ms."),
+            )),
+        (status = 503, description = "Redis is unreachable or too slow: retry.", body = LaunchDarklyError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<String>,

@@ -14,7 +14,7 @@
 //! codes): `{"action": "<echo>", "status": "success" | "failure", "error"?:
 //! {"message", "code": <HTTP status>}}`; the others natively (`super::error`).
 
-use super::error::ApiError;
+use super::error::{ApiError, MixpanelEnvelope, NativeError};
 use super::AppState;
 use crate::clock::now_ms;
 use crate::config::AnswerStyle;
@@ -130,6 +130,55 @@ fn first_message_id(event: &[u8]) -> Option<String> {
         .filter(|m| !m.is_empty())
 }
 
+/// Receives one push from the source `{source}`.
+///
+/// The body is the sender's own (Amplitude Cohort Webhooks, a Heap
+/// `segment.users.sync`, Segment Engage events, Mixpanel's cohort sync, or
+/// the Standard Webhooks body); the source's `kind` in the configuration
+/// says which. Each source authenticates as its sender does, checked on the
+/// raw bytes before parsing (401 otherwise):
+///
+/// - `scheme = "header"` (Amplitude): the configured header (e.g.
+///   `X-Cohort-Bridge-Token`) holds a shared secret;
+/// - `heap-hash` (Heap): `Heap-Hash: ts:<ms>,hmac:<base64>`, HMAC-SHA256 over
+///   the timestamp and the body, within the tolerance window;
+/// - `segment-signature` (Segment): `X-Signature`, hex HMAC-SHA1 of the body;
+/// - `basic` (Mixpanel): `Authorization: Basic <user:password>`;
+/// - `standard-webhooks`: `webhook-id`, `webhook-timestamp` and
+///   `webhook-signature` (`v1,<base64>`), HMAC-SHA256 over
+///   `<id>.<timestamp>.<body>`.
+///
+/// Answers are in the source's style: natively (the summary on 200,
+/// `{"error": {"code", "message"}}` otherwise), or in Mixpanel's envelope
+/// (`{"action", "status", "error"?}`, with the same statuses) for Mixpanel
+/// sources. 200 means every accepted change is in Redis.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{source}",
+    tag = "receivers",
+    params(("source" = String, Path, example = "amplitude",
+        description = "The `id` of a configured `[[sources]]` entry.")),
+    request_body(content = Object, content_type = "application/json",
+        description = "The sender's body, as its platform posts it (see the source kinds in the README); \
+            the example is an Amplitude Cohort Webhooks body.",
+        example = json!({"cohort_id": "1234", "cohort_name": "Power users", "in_cohort": true,
+            "computed_time": "1700000000000", "message_id": "m-1",
+            "users": [{"user_id": "user-1"}, {"user_id": "user-2"}]})),
+    responses(
+        (status = 200, description = "Every accepted change is in Redis: the summary, or Mixpanel's success envelope.",
+            body = super::openapi::WebhookAnswer),
+        (status = 400, description = "Not JSON or not the source's shape (`invalid_payload`).", body = super::openapi::WebhookError),
+        (status = 401, description = "Missing or wrong credentials, a bad signature, or a signed timestamp outside the window (`unauthorized`).",
+            body = super::openapi::WebhookError),
+        (status = 404, description = "No source with that id (`unknown_source`, always native).", body = NativeError),
+        (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms` (`body_timeout`).",
+            body = super::openapi::WebhookError),
+        (status = 413, description = "The body is over `server.max_body_bytes` (`payload_too_large`).", body = super::openapi::WebhookError),
+        (status = 503, description = "Redis is unreachable or too slow, or another request applies the same Segment batch (`store_unavailable`, `batch_in_progress`): retry.",
+            body = super::openapi::WebhookError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
@@ -155,9 +204,7 @@ pub async fn receive(
     let action = action.unwrap_or("");
     match result {
         Ok(summary) => Ok(match style {
-            AnswerStyle::Mixpanel => {
-                HttpResponse::Ok().json(serde_json::json!({"action": action, "status": "success"}))
-            }
+            AnswerStyle::Mixpanel => HttpResponse::Ok().json(MixpanelEnvelope::success(action)),
             AnswerStyle::Native | AnswerStyle::LaunchDarkly => HttpResponse::Ok().json(summary),
         }),
         Err(e) => {

@@ -5,9 +5,10 @@ use super::{scripts, LinkId, Partition, Store, StoreError};
 use std::collections::HashMap;
 
 /// What an operator sees of one link.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct LinkStatus {
     /// The partition holding the link's keys.
+    #[schema(value_type = u16)]
     pub partition: Partition,
     /// The link meta hash: segment key and name, created, last flush, last
     /// error, blocked reason, retry time and counters.
@@ -26,7 +27,7 @@ pub struct LinkStatus {
 }
 
 /// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The member's key.
     pub key: String,

@@ -20,6 +20,7 @@ mod ingress_security;
 mod metrics_exposition;
 mod mixpanel;
 mod model;
+mod openapi;
 mod operator;
 mod ordering;
 mod partner;

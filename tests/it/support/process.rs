@@ -2,7 +2,7 @@
 //! file, on a fixed port so it can be killed (`kill -9`), stopped (SIGTERM)
 //! and started again at the same address.
 
-use super::bridge::{TestConfig, AMPLITUDE_SECRET, HEAP_SECRET};
+use super::bridge::{TestConfig, AMPLITUDE_SECRET, HEAP_SECRET, OPERATOR_TOKEN};
 use super::emulator::TOKEN;
 use super::{eventually, free_port};
 use std::fs::OpenOptions;
@@ -66,6 +66,7 @@ impl BridgeProcess {
             .env("LD_API_TOKEN", TOKEN)
             .env("AMPLITUDE_SECRET", AMPLITUDE_SECRET)
             .env("HEAP_SECRET", HEAP_SECRET)
+            .env("OPERATOR_TOKEN", OPERATOR_TOKEN)
             .env_remove("COHORT_BRIDGE_CONFIG")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
