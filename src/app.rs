@@ -46,11 +46,12 @@ impl Application {
     /// Binds the listener (port 0 picks one) and prepares every part.
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
+        // The recorder first: the flusher sets its constant gauges when built.
+        let metrics = crate::metrics::handle();
         let store = Store::connect(&settings.redis)?;
         let wake = Arc::new(Notify::new());
         let flusher = Flusher::new(settings.clone(), store.clone(), wake.clone())?;
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let metrics = crate::metrics::handle();
         let (listener, port) = bind(settings.listen, "")?;
         let grace = settings.server.shutdown_grace_seconds;
         let metrics_server = match settings.metrics_listen {

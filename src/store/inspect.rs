@@ -20,6 +20,9 @@ pub struct LinkStatus {
     pub due_at_ms: Option<i64>,
     /// Members the cohort tracks (in, and tombstones of removed ones).
     pub tracked_members: u64,
+    /// When the link's oldest change not yet acknowledged by LaunchDarkly
+    /// was accepted (ms), if it has one.
+    pub dirty_since_ms: Option<i64>,
 }
 
 /// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
@@ -96,13 +99,14 @@ impl Store {
     /// to that destination.
     pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
         let partition = self.keys.partition(&link.source, &link.cohort);
-        let (slot, meta, dirty, dead, due, tracked): (
+        let (slot, meta, dirty, dead, due, tracked, since): (
             Option<String>,
             HashMap<String, String>,
             u64,
             u64,
             Option<f64>,
             u64,
+            Option<i64>,
         ) = redis::pipe()
             .cmd("HGET")
             .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
@@ -118,6 +122,9 @@ impl Store {
             .arg(link.to_string())
             .cmd("HLEN")
             .arg(self.keys.want(partition, &link.source, &link.cohort))
+            .cmd("HGET")
+            .arg(self.keys.dirty_since(partition))
+            .arg(link.to_string())
             .query_async(&mut self.conn())
             .await?;
         if slot.is_none() {
@@ -130,7 +137,34 @@ impl Store {
             dead_letters: dead,
             due_at_ms: due.map(|d| d as i64),
             tracked_members: tracked,
+            // Only while something is dirty: an entry outliving its dirty
+            // set is dropped by the flusher's next `oldest_dirty`.
+            dirty_since_ms: since.filter(|_| dirty > 0),
         }))
+    }
+
+    /// How many links of these partitions are blocked now (their meta hash
+    /// holds a `blocked` reason).
+    pub async fn blocked_links(&self, partitions: &[Partition]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for &partition in partitions {
+            let links = self.links_in(partition).await?;
+            if links.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for l in &links {
+                pipe.cmd("HGET")
+                    .arg(self.keys.link_meta(partition, l))
+                    .arg("blocked");
+            }
+            let reasons: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await?;
+            n += reasons
+                .iter()
+                .filter(|r| r.as_deref().is_some_and(|r| !r.is_empty()))
+                .count() as u64;
+        }
+        Ok(n)
     }
 
     /// One page of the link's dead letters, from `cursor` ("0" starts; the

@@ -37,8 +37,11 @@ pub static REDRIVE: LazyLock<Script> = script!("member.lua", "redrive.lua");
 /// Marks a link's whole membership for re-sending.
 pub static RESYNC: LazyLock<Script> = script!("member.lua", "resync.lua");
 
+/// Keeps a partition's dirty-since hash true and returns its oldest entry.
+pub static DIRTY_SINCE: LazyLock<Script> = script!("dirty_since.lua");
+
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 11] {
+pub fn all() -> [&'static Script; 12] {
     [
         &APPLY,
         &CLAIM,
@@ -51,5 +54,6 @@ pub fn all() -> [&'static Script; 11] {
         &REDRIVE,
         &RESYNC,
         &RATE_PAUSE,
+        &DIRTY_SINCE,
     ]
 }
