@@ -51,6 +51,7 @@ impl Application {
         let store = Store::connect(&settings.redis)?;
         let wake = Arc::new(Notify::new());
         let flusher = Flusher::new(settings.clone(), store.clone(), wake.clone())?;
+        let observations = flusher.observations();
         let shutting_down = Arc::new(AtomicBool::new(false));
         let (listener, port) = bind(settings.listen, "")?;
         let grace = settings.server.shutdown_grace_seconds;
@@ -94,6 +95,7 @@ impl Application {
                 wake: wake.clone(),
                 shutting_down: flag.clone(),
                 metrics: metrics.clone(),
+                observations: observations.clone(),
             });
             App::new()
                 .app_data(data)

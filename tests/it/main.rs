@@ -20,6 +20,7 @@ mod metrics_exposition;
 mod mixpanel;
 mod model;
 mod operator;
+mod ops_page;
 mod ordering;
 mod partner;
 mod pipeline;
