@@ -47,6 +47,18 @@ impl DeadLetter {
     }
 }
 
+/// The replies of [`Store::link_status`]'s pipeline: slot, meta, dirty
+/// count, dead letters, due time, tracked members, dirty-since.
+type StatusReply = (
+    Option<String>,
+    HashMap<String, String>,
+    u64,
+    u64,
+    Option<f64>,
+    u64,
+    Option<i64>,
+);
+
 impl Store {
     /// Every link the store knows: each cohort with each destination it was
     /// ever linked to (from the cohort's slot assignments), partition by partition.
@@ -99,15 +111,7 @@ impl Store {
     /// to that destination.
     pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
         let partition = self.keys.partition(&link.source, &link.cohort);
-        let (slot, meta, dirty, dead, due, tracked, since): (
-            Option<String>,
-            HashMap<String, String>,
-            u64,
-            u64,
-            Option<f64>,
-            u64,
-            Option<i64>,
-        ) = redis::pipe()
+        let (slot, meta, dirty, dead, due, tracked, since): StatusReply = redis::pipe()
             .cmd("HGET")
             .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
             .arg(format!("slot:{}", link.destination))
