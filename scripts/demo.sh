@@ -9,6 +9,9 @@
 # Needs Rust (cargo), python3 and curl; installs redis-server with apt-get if
 # it is missing. Everything it starts is stopped on exit; set KEEP_TMP=1 to
 # keep the temporary directory (Redis AOF and the three logs).
+# DEMO_OPS_SCREENSHOT=docs/ops-dashboard.png also opens the operator API and
+# saves a screenshot of the /ops dashboard with the demo's data
+# (scripts/screenshot-ops.sh; DEMO_OPS_WAIT_S seconds of charts first, 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -120,6 +123,10 @@ export DEMO_PARTNER_TOKEN=demo-partner-token
 export COHORT_BRIDGE_SERVER__LISTEN=127.0.0.1:$BRIDGE_PORT
 export COHORT_BRIDGE_REDIS__URL=redis://127.0.0.1:$REDIS_PORT
 export COHORT_BRIDGE_LAUNCHDARKLY__BASE_URL=$EMU_URL
+if [ -n "${DEMO_OPS_SCREENSHOT:-}" ]; then
+  export DEMO_OPERATOR_TOKEN=demo-operator-token
+  export COHORT_BRIDGE_SERVER__OPERATOR_TOKEN_ENV=DEMO_OPERATOR_TOKEN
+fi
 "$BRIDGE" check-config --config "$CONFIG" >&2
 
 log "Starting cohort-bridge serve on $BRIDGE_URL"
@@ -214,4 +221,9 @@ printf 'LaunchDarkly requests made by the bridge:\n%s\n' "${ld_requests:-  (none
 printf 'Bridge dirty backlog gauge: %s (refreshed every few seconds)\n' "${backlog:-n/a}"
 if [ -z "$matched" ] || [ "$status" -ne 0 ]; then
   die "LaunchDarkly did not reach the expected membership within ${TIMEOUT_S}s"
+fi
+if [ -n "${DEMO_OPS_SCREENSHOT:-}" ]; then
+  log "Waiting ${DEMO_OPS_WAIT_S:-30}s for the dashboard's series, then a screenshot of $BRIDGE_URL/ops"
+  sleep "${DEMO_OPS_WAIT_S:-30}"
+  scripts/screenshot-ops.sh "$BRIDGE_URL" "$DEMO_OPERATOR_TOKEN" "$DEMO_OPS_SCREENSHOT"
 fi

@@ -46,12 +46,14 @@ impl Application {
     /// Binds the listener (port 0 picks one) and prepares every part.
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
+        // The recorder first: the flusher sets its constant gauges when built.
+        let metrics = crate::metrics::handle();
         let store = Store::connect(&settings.redis)?;
         let wake = Arc::new(Notify::new());
         let flusher = Flusher::new(settings.clone(), store.clone(), wake.clone())?;
         let reconciler = web::Data::new(flusher.reconciler());
+        let observations = flusher.observations();
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let metrics = crate::metrics::handle();
         let (listener, port) = bind(settings.listen, "")?;
         let grace = settings.server.shutdown_grace_seconds;
         let metrics_server = match settings.metrics_listen {
@@ -94,6 +96,7 @@ impl Application {
                 wake: wake.clone(),
                 shutting_down: flag.clone(),
                 metrics: metrics.clone(),
+                observations: observations.clone(),
             });
             App::new()
                 .app_data(data)

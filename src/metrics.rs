@@ -13,6 +13,14 @@
 //! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable` |
 //! | `cohort_bridge_reconcile_members_total` | counter | `kind` | members of finished reconciles: `checked`, `missing`, `extra`, `repaired` |
 //! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
+//! | `cohort_bridge_ld_budget_requests_per_second` | gauge | | LaunchDarkly requests/s this replica sent over the last 10 s (retries included) |
+//! | `cohort_bridge_ld_budget_limit_requests_per_second` | gauge | | the configured `launchdarkly.requests_per_second` (the deployment's; each replica works under it divided by the live replicas) |
+//! | `cohort_bridge_ld_ratelimit_remaining` | gauge | | the last `X-Ratelimit-Route-Remaining` LaunchDarkly reported to this replica |
+//! | `cohort_bridge_oldest_dirty_age_seconds` | gauge | | age of the oldest change of this replica's partitions not yet acknowledged by LaunchDarkly (0 if none) |
+//! | `cohort_bridge_propagation_seconds` | histogram | | from the 2xx of a push to LaunchDarkly's acknowledgement of its change, one sample per acknowledged batch, measured from the link's oldest unacknowledged change (an upper bound for the batch) |
+//! | `cohort_bridge_links_blocked` | gauge | | links of this replica's partitions blocked now |
+//! | `cohort_bridge_redis_up` | gauge | | 1 when Redis answered the last health check (`PING`, every few seconds), else 0 |
+//! | `cohort_bridge_partitions` | gauge | | the configured `redis.partitions` (a partition no replica holds: `sum(cohort_bridge_leases_held) < max(cohort_bridge_partitions)`) |
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -28,6 +36,37 @@ pub const LINKS_BLOCKED: &str = "cohort_bridge_links_blocked_total";
 pub const RECONCILE_RUNS: &str = "cohort_bridge_reconcile_runs_total";
 pub const RECONCILE_MEMBERS: &str = "cohort_bridge_reconcile_members_total";
 pub const DRIFT_MEMBERS: &str = "cohort_bridge_drift_members_total";
+pub const LD_BUDGET_RPS: &str = "cohort_bridge_ld_budget_requests_per_second";
+pub const LD_BUDGET_LIMIT_RPS: &str = "cohort_bridge_ld_budget_limit_requests_per_second";
+pub const LD_RATELIMIT_REMAINING: &str = "cohort_bridge_ld_ratelimit_remaining";
+pub const OLDEST_DIRTY_AGE_SECONDS: &str = "cohort_bridge_oldest_dirty_age_seconds";
+pub const PROPAGATION_SECONDS: &str = "cohort_bridge_propagation_seconds";
+pub const LINKS_BLOCKED_NOW: &str = "cohort_bridge_links_blocked";
+pub const REDIS_UP: &str = "cohort_bridge_redis_up";
+pub const PARTITIONS: &str = "cohort_bridge_partitions";
+
+/// Every metric name above, in the table's order (tests check each is exported).
+pub const ALL: [&str; 19] = [
+    REQUESTS,
+    CHANGES,
+    LD_REQUESTS,
+    LD_REQUEST_SECONDS,
+    FLUSH_LAG_SECONDS,
+    DIRTY_BACKLOG,
+    LEASES_HELD,
+    LINKS_BLOCKED,
+    RECONCILE_RUNS,
+    RECONCILE_MEMBERS,
+    DRIFT_MEMBERS,
+    LD_BUDGET_RPS,
+    LD_BUDGET_LIMIT_RPS,
+    LD_RATELIMIT_REMAINING,
+    OLDEST_DIRTY_AGE_SECONDS,
+    PROPAGATION_SECONDS,
+    LINKS_BLOCKED_NOW,
+    REDIS_UP,
+    PARTITIONS,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -38,12 +77,20 @@ pub fn handle() -> PrometheusHandle {
             let buckets = [
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ];
+            // Propagation includes flush.max_delay_ms and any backlog: longer buckets.
+            let propagation = [
+                0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ];
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .set_buckets_for_metric(Matcher::Full(PROPAGATION_SECONDS.into()), &propagation)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                })
                 .expect("buckets are not empty");
             match builder.install_recorder() {
                 Ok(h) => {
                     describe();
+                    baseline();
                     h
                 }
                 // Another recorder is installed (embedding): render an empty registry.
@@ -51,6 +98,14 @@ pub fn handle() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// Counters that may stay untouched for hours (reconciles) start at 0, so
+/// a scrape shows them and `increase()` has a series from the start.
+fn baseline() {
+    metrics::counter!(RECONCILE_RUNS, "result" => "ok").absolute(0);
+    metrics::counter!(RECONCILE_MEMBERS, "kind" => "checked").absolute(0);
+    metrics::counter!(DRIFT_MEMBERS, "kind" => "missing").absolute(0);
 }
 
 /// The HELP text of every metric (the table above, in one line each), so a
@@ -100,6 +155,40 @@ fn describe() {
     describe_counter!(
         DRIFT_MEMBERS,
         "Members a reconcile found LaunchDarkly to differ on from what the bridge had recorded, by kind (missing, extra)."
+    );
+    describe_gauge!(
+        LD_BUDGET_RPS,
+        "LaunchDarkly requests per second this replica sent over the last 10 s, retries included."
+    );
+    describe_gauge!(
+        LD_BUDGET_LIMIT_RPS,
+        "The configured LaunchDarkly rate (launchdarkly.requests_per_second) shared by the live replicas."
+    );
+    describe_gauge!(
+        LD_RATELIMIT_REMAINING,
+        "The last X-Ratelimit-Route-Remaining LaunchDarkly reported to this replica."
+    );
+    describe_gauge!(
+        OLDEST_DIRTY_AGE_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest change of this replica's partitions not yet acknowledged by LaunchDarkly (0 if none)."
+    );
+    describe_histogram!(
+        PROPAGATION_SECONDS,
+        Unit::Seconds,
+        "Time from a push's 2xx to LaunchDarkly's acknowledgement of its change (per batch, from its link's oldest unacknowledged change)."
+    );
+    describe_gauge!(
+        LINKS_BLOCKED_NOW,
+        "Links of this replica's partitions blocked now (401/403/404 from LaunchDarkly or a configuration gap)."
+    );
+    describe_gauge!(
+        REDIS_UP,
+        "1 when Redis answered the bridge's last health check, else 0."
+    );
+    describe_gauge!(
+        PARTITIONS,
+        "The configured number of partitions (redis.partitions)."
     );
 }
 

@@ -100,7 +100,7 @@ impl ReconcileError {
 }
 
 /// A finished reconcile.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     /// The link.
     pub link: String,
@@ -320,6 +320,7 @@ impl Reconciler {
                             reset_ms: None,
                             retry_after_s: None,
                             remaining: None,
+                            route_remaining: None,
                             message: String::new(),
                         };
                         (Attempt::Replied(reply), Some(resp))

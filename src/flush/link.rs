@@ -50,6 +50,7 @@ where
         .await;
     let mut guard = ctx.leases.begin_request(partition)?;
     let started = Instant::now();
+    ctx.observations.request_sent();
     let attempt = f().await;
     let label = match op {
         Operation::CreateSegment => "create_segment",
@@ -63,6 +64,9 @@ where
     let now = now_ms();
     // Slow down before a 429: nothing left in this window means wait for its reset.
     if let Attempt::Replied(r) = &attempt {
+        if let Some(rem) = r.route_remaining {
+            metrics::gauge!(m::LD_RATELIMIT_REMAINING).set(rem as f64);
+        }
         if let (Some(rem), Some(reset)) = (r.remaining, r.reset_ms) {
             if rem <= 0 && reset > now {
                 ctx.throttle.pause_until(reset);
@@ -466,8 +470,16 @@ pub async fn flush(
                         tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");
                         return Ok(Flushed::Deferred);
                     }
-                    Ack::Done { written: w, .. } => {
+                    Ack::Done {
+                        written: w,
+                        accepted_since_ms,
+                        ..
+                    } => {
                         m::changes(&link.source, m::ChangeOutcome::Written, w);
+                        if let Some(since) = accepted_since_ms {
+                            ctx.observations
+                                .propagated(((now - since).max(0) as f64) / 1000.0);
+                        }
                         written += batch.len();
                     }
                 }

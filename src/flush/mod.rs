@@ -11,8 +11,10 @@
 mod backoff;
 mod leases;
 pub mod link;
+pub mod observe;
 
 pub use leases::Leases;
+pub use observe::{Observations, RedisHealth, Sample};
 
 use crate::clock::now_ms;
 use crate::config::Settings;
@@ -38,6 +40,8 @@ pub struct FlushContext {
     pub throttle: Arc<Throttle>,
     /// The partitions this replica may write.
     pub leases: Leases,
+    /// Gauges and the 15-minute series, shared with the operator API.
+    pub observations: Arc<Observations>,
     attempts: Mutex<HashMap<LinkId, u32>>,
     /// Set when shutdown begins: a flush stops before its next request.
     stopping: AtomicBool,
@@ -81,6 +85,11 @@ impl Flusher {
                 .with_max_pause(Duration::from_secs(settings.launchdarkly.max_pause_seconds)),
         );
         let token = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+        let observations = Arc::new(Observations::new(
+            token.clone(),
+            settings.launchdarkly.requests_per_second,
+            settings.redis.partitions,
+        ));
         let leases = Leases::new(
             token,
             settings.lease_ttl,
@@ -94,6 +103,7 @@ impl Flusher {
                 ld,
                 throttle,
                 leases,
+                observations,
                 attempts: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
             }),
@@ -107,6 +117,11 @@ impl Flusher {
         reconciler(&self.ctx)
     }
 
+    /// What this flusher observes (for the operator API's overview).
+    pub fn observations(&self) -> Arc<Observations> {
+        self.ctx.observations.clone()
+    }
+
     /// Runs until `shutdown` turns true, then lets flushes in flight finish
     /// (up to the grace period) and releases the leases.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -114,6 +129,8 @@ impl Flusher {
         let upkeep = tokio::spawn(keep_leases(ctx.clone(), shutdown.clone()));
         let maint = tokio::spawn(housekeeping(ctx.clone(), shutdown.clone()));
         let reconciles = tokio::spawn(reconcile_due(ctx.clone(), shutdown.clone()));
+        let check_every = lease_period(&ctx).max(Duration::from_secs(1));
+        let observer = tokio::spawn(observe::observe(ctx.clone(), check_every, shutdown.clone()));
         let concurrency = ctx.settings.flush.concurrency;
         let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
@@ -186,6 +203,7 @@ impl Flusher {
         let _ = maint.await;
         reconciles.abort();
         let _ = upkeep.await;
+        let _ = observer.await;
         ctx.leases.release_all(&ctx.store, &keep).await;
         Ok(())
     }
@@ -246,6 +264,7 @@ async fn keep_leases(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>
             Ok(live) => {
                 trouble.clear("Lease maintenance works again.");
                 ctx.throttle.set_replicas(live);
+                ctx.observations.set_replicas(live);
                 tracing::debug!(held = ctx.leases.count(), "Leases renewed.");
             }
             Err(e) => trouble.warn(&e, "Lease maintenance failed; retrying."),
@@ -260,17 +279,15 @@ async fn keep_leases(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// Backlog gauge, snapshot resumption, the tombstone sweeper and periodic
-/// resyncs: each works in short Redis calls and yields between them.
+/// Snapshot resumption, the tombstone sweeper and periodic resyncs: each
+/// works in short Redis calls and yields between them (the gauges are
+/// [`observe`]'s).
 async fn housekeeping(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>) {
     let every = lease_period(&ctx);
     let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         let held = ctx.leases.usable(Duration::ZERO);
-        if let Ok(n) = ctx.store.backlog(&held).await {
-            metrics::gauge!(crate::metrics::DIRTY_BACKLOG).set(n as f64);
-        }
         resume_snapshots(&ctx, &held).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();

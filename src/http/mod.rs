@@ -34,6 +34,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub shutting_down: Arc<AtomicBool>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The flusher's gauges and 15-minute series (`GET /v1/operator/overview`).
+    pub observations: Arc<crate::flush::Observations>,
 }
 
 /// Every route of the main listener; `/metrics` too unless

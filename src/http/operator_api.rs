@@ -3,7 +3,8 @@
 //!
 //! | route | what it does |
 //! |---|---|
-//! | `GET /v1/operator/links` | every link with its status |
+//! | `GET /v1/operator/links?q=&sort=&offset=&limit=` | every link with its status (all of them, by link id, without a query); `q` filters on the link id and segment key, `sort` is `link`, `backlog`, `dead_letters`, `tracked`, `oldest`, `last_write` or `blocked` (`-` first: descending), `offset` and `limit` page; `total` counts the matches |
+//! | `GET /v1/operator/overview` | the deployment: replicas and the partitions each holds, Redis health, the LaunchDarkly budget, and this replica's 15-minute series (propagation p50/p99, requests/s against the budget) |
 //! | `GET /v1/operator/links/{link}` | one link: segment, backlog, last flush, errors, dead letters |
 //! | `GET /v1/operator/links/{link}/dead-letters?cursor=0&count=100` | a page of dead letters |
 //! | `POST /v1/operator/links/{link}/redrive` | sends dead letters again (body `{"keys": [..]}` or empty: all) |
@@ -12,8 +13,11 @@
 //!
 //! `{link}` is `<destination>:<source>:<cohort>`, percent-encoded where needed.
 //!
-//! `GET /ops` serves a small page over the same API (the token is entered in
-//! the page and sent with each call; the page itself holds no data).
+//! `GET /ops` serves the operations dashboard over the same API (the token is
+//! entered in the page, kept in the tab's `sessionStorage` and sent with each
+//! call; the page itself holds no data). Its script and styles are served by
+//! the bridge (`/ops/assets/ops.js`, `/ops/assets/ops.css`), so the page
+//! needs no network and its CSP allows only `'self'`.
 
 use super::error::{ApiError, NativeError};
 use super::AppState;
@@ -37,12 +41,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/links/{link}/reconcile",
                 web::post().to(reconcile::reconcile),
-            ),
+            )
+            .route("/overview", web::get().to(overview)),
     );
-    cfg.route("/ops", web::get().to(page));
+    cfg.route("/ops", web::get().to(page))
+        .route("/ops/assets/{file}", web::get().to(asset));
 }
 
 const PAGE: &str = include_str!("assets/operator.html");
+const SCRIPT: &str = include_str!("assets/ops.js");
+const STYLES: &str = include_str!("assets/ops.css");
+
+/// The page's script and styles (404 for anything else, or with the
+/// operator API disabled).
+#[utoipa::path(get, path = "/ops/assets/{file}", tag = "operator",
+    params(("file" = String, Path, description = "`ops.js` or `ops.css`.")),
+    responses(
+        (status = 200, description = "The script or the styles.", body = String, content_type = "text/javascript; charset=utf-8"),
+        (status = 404, description = "No such asset (`not_found`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+    ))]
+async fn asset(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if state.settings.operator_token.is_none() {
+        return Err(ApiError::OperatorDisabled);
+    }
+    let (body, kind) = match path.as_str() {
+        "ops.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "ops.css" => (STYLES, "text/css; charset=utf-8"),
+        _ => return Err(ApiError::NotFound),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(kind)
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(body))
+}
 
 /// The operator page: a small page over this API (the token is entered in
 /// the page; the page holds no data).
@@ -59,9 +94,10 @@ async fn page(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"))
         .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
         ))
         .body(PAGE))
 }
@@ -120,14 +156,100 @@ async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiErr
     }))
 }
 
+/// Statuses read at once by the links list (one pipeline each).
+const LIST_CONCURRENCY: usize = 32;
+/// The largest page of `GET /v1/operator/links`.
+const MAX_PAGE: usize = 10_000;
+
+/// The optional query of `GET /v1/operator/links`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct LinksQuery {
+    /// Keeps links whose id or segment key contains this (case-insensitive).
+    #[serde(default)]
+    q: Option<String>,
+    /// `link` (default), `backlog`, `dead_letters`, `tracked`, `oldest`,
+    /// `last_write` or `blocked`; a leading `-` reverses.
+    #[serde(default)]
+    sort: Option<String>,
+    /// Links to skip (default 0).
+    #[serde(default)]
+    offset: Option<usize>,
+    /// Links in the page, 1 to 10,000 (default: all).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// How the links list is ordered (`sort=`; `-` first reverses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkSort {
+    Link,
+    Backlog,
+    DeadLetters,
+    Tracked,
+    Oldest,
+    LastWrite,
+    Blocked,
+}
+
+impl LinkSort {
+    fn parse(raw: &str) -> Option<(LinkSort, bool)> {
+        let (desc, name) = match raw.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, raw),
+        };
+        let sort = match name {
+            "link" => LinkSort::Link,
+            "backlog" => LinkSort::Backlog,
+            "dead_letters" => LinkSort::DeadLetters,
+            "tracked" => LinkSort::Tracked,
+            "oldest" => LinkSort::Oldest,
+            "last_write" => LinkSort::LastWrite,
+            "blocked" => LinkSort::Blocked,
+            _ => return None,
+        };
+        Some((sort, desc))
+    }
+
+    fn cmp(self, a: &LinkView, b: &LinkView) -> std::cmp::Ordering {
+        let meta_ms = |v: &LinkView, k: &str| {
+            v.status
+                .meta
+                .get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let blocked = |v: &LinkView| v.status.meta.get("blocked").is_some_and(|r| !r.is_empty());
+        let by = match self {
+            LinkSort::Link => std::cmp::Ordering::Equal,
+            LinkSort::Backlog => a.status.dirty.cmp(&b.status.dirty),
+            LinkSort::DeadLetters => a.status.dead_letters.cmp(&b.status.dead_letters),
+            LinkSort::Tracked => a.status.tracked_members.cmp(&b.status.tracked_members),
+            // Oldest pending first; links with nothing pending last.
+            LinkSort::Oldest => a
+                .status
+                .dirty_since_ms
+                .unwrap_or(i64::MAX)
+                .cmp(&b.status.dirty_since_ms.unwrap_or(i64::MAX)),
+            LinkSort::LastWrite => meta_ms(a, "last_flush_ms").cmp(&meta_ms(b, "last_flush_ms")),
+            // Blocked links first.
+            LinkSort::Blocked => blocked(b).cmp(&blocked(a)),
+        };
+        by.then_with(|| a.link.cmp(&b.link))
+    }
+}
+
 /// Every link with its status.
 #[utoipa::path(
     get,
     path = "/v1/operator/links",
     tag = "operator",
     security(("operator_token" = [])),
+    params(LinksQuery),
     responses(
-        (status = 200, description = "Every link.", body = LinkList),
+        (status = 200, description = "The links matching `q`, sorted by `sort`, from `offset` (every link, by id, without a query).", body = LinkList),
+        (status = 400, description = "A bad query: an unknown `sort` or a `limit` out of range (`invalid_payload`).", body = NativeError),
         (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
         (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
         (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
@@ -138,15 +260,186 @@ async fn list_links(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
     authorize(&req, &state)?;
+    let query = web::Query::<LinksQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("bad query string: {e}")))?
+        .into_inner();
+    let (sort, desc) = match query.sort.as_deref() {
+        None | Some("") => (LinkSort::Link, false),
+        Some(raw) => LinkSort::parse(raw).ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "sort {raw:?} is not one of link, backlog, dead_letters, tracked, oldest, last_write, blocked (prefix - for descending)"
+            ))
+        })?,
+    };
+    if query.limit == Some(0) || query.limit.is_some_and(|l| l > MAX_PAGE) {
+        return Err(ApiError::Invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
     let links = state.store.links().await.map_err(ApiError::Unavailable)?;
-    let mut out = Vec::with_capacity(links.len());
-    for link in links {
-        if let Some(v) = view(&state, link).await? {
-            out.push(v);
+    let views: Vec<Option<LinkView>> = stream::iter(links.into_iter().map(|l| view(&state, l)))
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let needle = query
+        .q
+        .as_deref()
+        .map(str::to_lowercase)
+        .unwrap_or_default();
+    let mut out: Vec<LinkView> = views
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            needle.is_empty()
+                || v.link.to_lowercase().contains(&needle)
+                || v.status
+                    .meta
+                    .get("segment_key")
+                    .is_some_and(|k| k.to_lowercase().contains(&needle))
+        })
+        .collect();
+    if sort != LinkSort::Link || desc {
+        out.sort_by(|a, b| {
+            let o = sort.cmp(a, b);
+            if desc {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+    }
+    let total = out.len();
+    let offset = query.offset.unwrap_or(0).min(total);
+    let limit = query.limit.unwrap_or(total);
+    let page: Vec<LinkView> = out.into_iter().skip(offset).take(limit).collect();
+    Ok(HttpResponse::Ok().json(LinkList {
+        links: page,
+        total,
+        offset,
+    }))
+}
+
+/// One replica as the overview shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ReplicaView {
+    /// The replica's id.
+    id: String,
+    /// Its last heartbeat (ms; 0 for a lease whose replica's heartbeat expired).
+    last_heartbeat_ms: i64,
+    /// The partitions it holds.
+    partitions: Vec<u16>,
+    /// Whether it is the replica that answered.
+    this_replica: bool,
+}
+
+/// How the LaunchDarkly rate is shared.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct BudgetView {
+    /// The configured `launchdarkly.requests_per_second` (the deployment's).
+    limit_requests_per_second: f64,
+    /// This replica's share of it.
+    share_requests_per_second: f64,
+    /// The live replicas it is shared by.
+    live_replicas: u64,
+}
+
+/// `GET /v1/operator/overview`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Overview {
+    /// The replica that answered (the series are its own).
+    replica: String,
+    /// The live replicas and the partitions each holds.
+    replicas: Vec<ReplicaView>,
+    /// The configured number of partitions.
+    partitions: u16,
+    /// Partitions no replica holds.
+    unheld_partitions: Vec<u16>,
+    /// Whether Redis answered the lease reads (false: `replicas` is unknown).
+    leases_known: bool,
+    /// Redis health, from the flusher's last check.
+    redis: crate::flush::observe::RedisHealth,
+    /// The LaunchDarkly budget.
+    budget: BudgetView,
+    /// Seconds between two samples of `series`.
+    sample_every_seconds: u64,
+    /// The last 15 minutes, oldest first: propagation and LaunchDarkly requests/s.
+    series: Vec<crate::flush::observe::Sample>,
+}
+
+/// The deployment at a glance: replicas, partitions, Redis health, the
+/// LaunchDarkly budget and the last 15 minutes of propagation and request rate.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/overview",
+    tag = "operator",
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "The overview (it answers with Redis down: `leases_known` false).", body = Overview),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
+    )
+)]
+async fn overview(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let obs = &state.observations;
+    // With Redis down the overview still answers: Redis health is what the
+    // operator needs then; replicas and leases are unknown (empty).
+    let (holders, live, leases_known) = match (
+        state.store.lease_holders().await,
+        state
+            .store
+            .live_replicas(now_ms(), state.settings.lease_ttl)
+            .await,
+    ) {
+        (Ok(h), Ok(l)) => (h, l, true),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "Overview without replicas: Redis did not answer.");
+            (Vec::new(), Vec::new(), false)
+        }
+    };
+    let mut replicas: Vec<ReplicaView> = live
+        .into_iter()
+        .map(|(id, at)| ReplicaView {
+            this_replica: id == obs.replica(),
+            partitions: Vec::new(),
+            id,
+            last_heartbeat_ms: at,
+        })
+        .collect();
+    let mut unheld = Vec::new();
+    for (partition, holder) in holders.into_iter().enumerate() {
+        let partition = partition as u16;
+        match holder {
+            None => unheld.push(partition),
+            Some(h) => match replicas.iter_mut().find(|r| r.id == h) {
+                Some(r) => r.partitions.push(partition),
+                // A lease of a replica whose heartbeat expired (it will too).
+                None => replicas.push(ReplicaView {
+                    id: h,
+                    last_heartbeat_ms: 0,
+                    partitions: vec![partition],
+                    this_replica: false,
+                }),
+            },
         }
     }
-    Ok(HttpResponse::Ok().json(LinkList { links: out }))
+    Ok(HttpResponse::Ok().json(Overview {
+        replica: obs.replica().to_string(),
+        replicas,
+        partitions: state.settings.redis.partitions,
+        unheld_partitions: unheld,
+        leases_known,
+        redis: obs.redis_health(),
+        budget: BudgetView {
+            limit_requests_per_second: obs.limit_rps(),
+            share_requests_per_second: obs.share_rps(),
+            live_replicas: obs.replicas(),
+        },
+        sample_every_seconds: crate::flush::observe::SAMPLE_EVERY.as_secs(),
+        series: obs.series(),
+    }))
 }
 
 /// One link: segment, backlog, last flush, errors, dead letters.
@@ -334,7 +627,12 @@ async fn resync(
 /// `GET /v1/operator/links`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkList {
+    /// The page of links (every link without `offset`/`limit`).
     pub links: Vec<LinkView>,
+    /// Links matching `q`, over all pages.
+    pub total: usize,
+    /// Where this page starts in the sorted, filtered list.
+    pub offset: usize,
 }
 
 /// `GET /v1/operator/links/{link}/dead-letters`.
@@ -366,13 +664,42 @@ pub struct Resynced {
 /// `crate::reconcile`) and answers its report, or why it failed (nothing
 /// was marked): 404 unknown link, 409 no segment yet, 502 LaunchDarkly's
 /// error or an export layout other than the assumed one, 503 Redis.
-mod reconcile {
+pub(super) mod reconcile {
     use super::{authorized_link, ApiError, AppState};
-    use crate::reconcile::{ReconcileError, Reconciler};
+    use crate::http::error::{ErrorDetail, NativeError};
+    use crate::reconcile::{Outcome, ReconcileError, Reconciler};
     use actix_web::{web, HttpRequest, HttpResponse};
-    use serde_json::json;
+    use serde::Serialize;
 
-    pub(super) async fn reconcile(
+    /// A reconcile that failed before marking anything.
+    #[derive(Debug, Serialize, utoipa::ToSchema)]
+    pub struct ReconcileFailed {
+        /// `not_reconcilable` (409), `bad_export` or `launchdarkly_error` (502).
+        pub error: ErrorDetail,
+        /// The link.
+        pub link: String,
+    }
+
+    /// Runs a full reconcile of one link with LaunchDarkly's export.
+    #[utoipa::path(
+        post,
+        path = "/v1/operator/links/{link}/reconcile",
+        tag = "operator",
+        security(("operator_token" = [])),
+        params(("link" = String, Path, example = "production:amplitude:1234",
+            description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+        responses(
+            (status = 200, description = "The reconcile's report; every difference is marked for the flusher.", body = Outcome),
+            (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),
+            (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+            (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+            (status = 409, description = "The link has no segment yet, or its destination is gone (`not_reconcilable`).", body = ReconcileFailed),
+            (status = 502, description = "LaunchDarkly's error, or an export file in another layout than the assumed one (`launchdarkly_error`, `bad_export`); nothing was marked.", body = ReconcileFailed),
+            (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+                headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+        )
+    )]
+    pub(crate) async fn reconcile(
         req: HttpRequest,
         path: web::Path<String>,
         state: web::Data<AppState>,
@@ -384,12 +711,16 @@ mod reconcile {
             let (reconciler, link) = (reconciler.clone(), link.clone());
             tokio::spawn(async move { reconciler.run(&link).await })
         };
-        let failed = |status: actix_web::http::StatusCode, code: &str, e: &ReconcileError| {
-            HttpResponse::build(status).json(json!({
-                "error": {"code": code, "message": e.to_string()},
-                "link": link.to_string(),
-            }))
-        };
+        let failed =
+            |status: actix_web::http::StatusCode, code: &'static str, e: &ReconcileError| {
+                HttpResponse::build(status).json(ReconcileFailed {
+                    error: ErrorDetail {
+                        code,
+                        message: e.to_string(),
+                    },
+                    link: link.to_string(),
+                })
+            };
         use actix_web::http::StatusCode as S;
         match run.await {
             Ok(Ok(outcome)) => {

@@ -22,6 +22,8 @@ pub struct Reply {
     pub retry_after_s: Option<u64>,
     /// The smaller of `X-Ratelimit-Global-Remaining` and `X-Ratelimit-Route-Remaining`.
     pub remaining: Option<i64>,
+    /// `X-Ratelimit-Route-Remaining` alone (for the metric of that name).
+    pub route_remaining: Option<i64>,
     /// LaunchDarkly's `message` (or the start of the body).
     pub message: String,
 }
@@ -181,6 +183,7 @@ mod tests {
             reset_ms: None,
             retry_after_s: None,
             remaining: None,
+            route_remaining: None,
             message: String::new(),
         }
     }

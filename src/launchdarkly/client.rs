@@ -202,9 +202,10 @@ pub(super) async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) 
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let route_remaining = header_i64(h, "x-ratelimit-route-remaining");
     let remaining = [
         header_i64(h, "x-ratelimit-global-remaining"),
-        header_i64(h, "x-ratelimit-route-remaining"),
+        route_remaining,
     ]
     .into_iter()
     .flatten()
@@ -223,6 +224,7 @@ pub(super) async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) 
         reset_ms,
         retry_after_s,
         remaining,
+        route_remaining,
         message,
     };
     (reply, body)

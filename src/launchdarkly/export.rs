@@ -261,6 +261,7 @@ impl LdClient {
                         reset_ms: None,
                         retry_after_s: None,
                         remaining: None,
+                        route_remaining: None,
                         message: format!("unexpected export layout: the file's Content-Type is {ct:?}, not text/csv"),
                     };
                     Err(Attempt::Replied(reply))

@@ -88,6 +88,7 @@ impl Store {
         for l in &links {
             inv.key(k.dirty(partition, l));
         }
+        inv.key(k.dirty_since(partition));
         inv.arg(params.now_ms)
             .arg(seen_ttl)
             .arg(params.max_delay_ms)

@@ -52,6 +52,10 @@ pub enum Ack {
         written: u64,
         /// Members of the link still dirty (sent, then changed again).
         still_dirty: u64,
+        /// When the link's oldest change not acknowledged before this write
+        /// was accepted (the link's dirty-since entry), if known: the start
+        /// of the batch's propagation, at most as late as its oldest change.
+        accepted_since_ms: Option<i64>,
     },
 }
 
@@ -165,6 +169,7 @@ impl Store {
         let k = &self.keys;
         inv.key(k.due(partition))
             .key(k.link_meta(partition, link))
+            .key(k.dirty_since(partition))
             .arg(batch.token)
             .arg(batch.now_ms)
             .arg(&link.destination)
@@ -182,9 +187,10 @@ impl Store {
         let reply: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
         match reply.as_slice() {
             [-1] => Ok(Ack::LeaseLost),
-            [w, r] => Ok(Ack::Done {
+            [w, r, since] => Ok(Ack::Done {
                 written: *w as u64,
                 still_dirty: *r as u64,
+                accepted_since_ms: (*since >= 0).then_some(*since),
             }),
             other => Err(StoreError::Reply(format!("ack returned {other:?}"))),
         }
@@ -332,6 +338,47 @@ impl Store {
             .arg(self.keys.dirty(partition, link))
             .query_async(&mut self.conn())
             .await?)
+    }
+
+    /// When the oldest change of these partitions not yet acknowledged by
+    /// LaunchDarkly was accepted (`None`: every link is clean). Also keeps
+    /// each partition's dirty-since hash true (`dirty_since.lua`).
+    pub async fn oldest_dirty(
+        &self,
+        partitions: &[Partition],
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut oldest: Option<i64> = None;
+        for &partition in partitions {
+            let since_key = self.keys.dirty_since(partition);
+            let (due, tracked): (Vec<String>, Vec<String>) = redis::pipe()
+                .cmd("ZRANGE")
+                .arg(self.keys.due(partition))
+                .arg(0)
+                .arg(-1)
+                .cmd("HKEYS")
+                .arg(&since_key)
+                .query_async(&mut self.conn())
+                .await?;
+            let links: std::collections::BTreeSet<LinkId> = due
+                .iter()
+                .chain(&tracked)
+                .filter_map(|l| LinkId::parse(l))
+                .collect();
+            if links.is_empty() {
+                continue;
+            }
+            let mut inv = scripts::DIRTY_SINCE.prepare_invoke();
+            inv.key(&since_key).arg(now_ms);
+            for l in &links {
+                inv.key(self.keys.dirty(partition, l)).arg(l.to_string());
+            }
+            let at: i64 = inv.invoke_async(&mut self.conn()).await?;
+            if at >= 0 {
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            }
+        }
+        Ok(oldest)
     }
 
     /// Members of the link still waiting for LaunchDarkly, summed over due links.

@@ -27,6 +27,13 @@ impl Store {
         Ok(())
     }
 
+    /// One `PING`: whether Redis answers (the health gauge's check; cheaper
+    /// than [`Store::ready`], which loads every script).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
     /// Redis's `maxmemory-policy`. In a cluster every primary is asked; the
     /// first evicting policy found (see [`evicts`]) is returned with the node
     /// that has it.

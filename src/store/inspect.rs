@@ -24,6 +24,9 @@ pub struct LinkStatus {
     /// The link's last reconcile with LaunchDarkly's export, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<super::ReconcileReport>,
+    /// When the link's oldest change not yet acknowledged by LaunchDarkly
+    /// was accepted (ms), if it has one.
+    pub dirty_since_ms: Option<i64>,
 }
 
 /// A member LaunchDarkly rejected (400) for a link, set aside until redriven.
@@ -47,6 +50,19 @@ impl DeadLetter {
         }
     }
 }
+
+/// The replies of [`Store::link_status`]'s pipeline: slot, meta, dirty
+/// count, dead letters, due time, tracked members, dirty-since, reconcile report.
+type StatusReply = (
+    Option<String>,
+    HashMap<String, String>,
+    u64,
+    u64,
+    Option<f64>,
+    u64,
+    Option<i64>,
+    HashMap<String, String>,
+);
 
 impl Store {
     /// Every link the store knows: each cohort with each destination it was
@@ -100,16 +116,7 @@ impl Store {
     /// to that destination.
     pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
         let partition = self.keys.partition(&link.source, &link.cohort);
-        type Fields = (
-            Option<String>,
-            HashMap<String, String>,
-            u64,
-            u64,
-            Option<f64>,
-            u64,
-            HashMap<String, String>,
-        );
-        let (slot, meta, dirty, dead, due, tracked, report): Fields = redis::pipe()
+        let (slot, meta, dirty, dead, due, tracked, since, report): StatusReply = redis::pipe()
             .cmd("HGET")
             .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
             .arg(format!("slot:{}", link.destination))
@@ -124,6 +131,9 @@ impl Store {
             .arg(link.to_string())
             .cmd("HLEN")
             .arg(self.keys.want(partition, &link.source, &link.cohort))
+            .cmd("HGET")
+            .arg(self.keys.dirty_since(partition))
+            .arg(link.to_string())
             .cmd("HGETALL")
             .arg(self.keys.reconcile_report(partition, link))
             .query_async(&mut self.conn())
@@ -139,7 +149,34 @@ impl Store {
             due_at_ms: due.map(|d| d as i64),
             tracked_members: tracked,
             reconcile: super::ReconcileReport::decode(&report),
+            // Only while something is dirty: an entry outliving its dirty
+            // set is dropped by the flusher's next `oldest_dirty`.
+            dirty_since_ms: since.filter(|_| dirty > 0),
         }))
+    }
+
+    /// How many links of these partitions are blocked now (their meta hash
+    /// holds a `blocked` reason).
+    pub async fn blocked_links(&self, partitions: &[Partition]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for &partition in partitions {
+            let links = self.links_in(partition).await?;
+            if links.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for l in &links {
+                pipe.cmd("HGET")
+                    .arg(self.keys.link_meta(partition, l))
+                    .arg("blocked");
+            }
+            let reasons: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await?;
+            n += reasons
+                .iter()
+                .filter(|r| r.as_deref().is_some_and(|r| !r.is_empty()))
+                .count() as u64;
+        }
+        Ok(n)
     }
 
     /// One page of the link's dead letters, from `cursor` ("0" starts; the

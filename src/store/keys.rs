@@ -112,6 +112,14 @@ impl Keys {
         format!("{}:due", self.tag(partition))
     }
 
+    /// Hash: link id → ms the oldest change of the link not yet acknowledged
+    /// by LaunchDarkly was accepted (set by `apply.lua` when the link becomes
+    /// dirty, dropped by `ack.lua` once its dirty set is empty, kept true by
+    /// `dirty_since.lua`). One field per dirty link, nothing per member.
+    pub fn dirty_since(&self, partition: Partition) -> String {
+        format!("{}:dirty_since", self.tag(partition))
+    }
+
     /// String with TTL: one cohort's push of a delivery already applied,
     /// holding its summary. Per cohort, because one delivery may carry pushes
     /// of several cohorts and each is applied (and retried) on its own; the
@@ -274,6 +282,7 @@ mod tests {
             k.dirty(partition, &l),
             k.link_meta(partition, &l),
             k.due(partition),
+            k.dirty_since(partition),
             k.seen(partition, "amp", "c1", "m1"),
             k.lease(partition),
             k.dead(partition, &l),

@@ -10,7 +10,7 @@ use super::{scripts, LinkId, Store, StoreError};
 use std::collections::HashMap;
 
 /// Counts of one chunk, or of a whole run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReconcileCounts {
     /// Members compared (tracked by the bridge, or listed by LaunchDarkly).
     pub checked: u64,
@@ -40,7 +40,7 @@ impl std::ops::AddAssign for ReconcileCounts {
 }
 
 /// A link's last completed reconcile, as the links API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReconcileReport {
     /// When it finished (ms).
     pub last_reconciled_ms: i64,

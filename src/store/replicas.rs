@@ -71,6 +71,38 @@ impl Store {
         Ok(live.max(1))
     }
 
+    /// The replicas that heartbeat within `ttl` of `now_ms`, with their last
+    /// heartbeat (ms), newest first.
+    pub async fn live_replicas(
+        &self,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let live: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.keys.replicas())
+            .arg("+inf")
+            .arg(now_ms - ttl.as_millis() as i64)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(live.into_iter().map(|(r, at)| (r, at as i64)).collect())
+    }
+
+    /// Who holds each partition's lease (a replica's token), partition by
+    /// partition; `None` for a partition no replica holds.
+    pub async fn lease_holders(&self) -> Result<Vec<Option<String>>, StoreError> {
+        // One GET per partition: in a cluster the leases live on different nodes.
+        let holders = futures_util::future::try_join_all((0..self.keys.partitions()).map(|p| {
+            let mut c = self.conn();
+            let cmd = redis::cmd("GET").arg(self.keys.lease(p)).clone();
+            async move { cmd.query_async::<Option<String>>(&mut c).await }
+        }))
+        .await?;
+        Ok(holders)
+    }
+
     /// Removes this replica from the registry (graceful shutdown).
     pub async fn leave(&self, replica: &str) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("ZREM")

@@ -39,9 +39,11 @@ pub static RESYNC: LazyLock<Script> = script!("member.lua", "resync.lua");
 
 /// Compares a chunk of a link with LaunchDarkly's staged export.
 pub static RECONCILE: LazyLock<Script> = script!("member.lua", "reconcile.lua");
+/// Keeps a partition's dirty-since hash true and returns its oldest entry.
+pub static DIRTY_SINCE: LazyLock<Script> = script!("dirty_since.lua");
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 12] {
+pub fn all() -> [&'static Script; 13] {
     [
         &APPLY,
         &CLAIM,
@@ -55,5 +57,6 @@ pub fn all() -> [&'static Script; 12] {
         &RESYNC,
         &RATE_PAUSE,
         &RECONCILE,
+        &DIRTY_SINCE,
     ]
 }

@@ -112,8 +112,11 @@ async fn ops_page_forbids_framing() {
         .unwrap_or_default()
         .to_string();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-    let page = resp.text().await.unwrap();
-    assert!(page.contains("confirm(\"Redrive"), "redrive asks first");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // The page's script (served by the bridge) asks before a redrive.
+    let (status, script) = bridge.get("/ops/assets/ops.js").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("\"confirm redrive\""), "redrive asks first");
     bridge.stop().await;
 }
 

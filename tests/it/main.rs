@@ -22,6 +22,7 @@ mod mixpanel;
 mod model;
 mod openapi;
 mod operator;
+mod ops_page;
 mod ordering;
 mod partner;
 mod pipeline;

@@ -267,7 +267,11 @@ async fn the_operator_api_needs_its_token_and_answers_bad_input_with_json_errors
     let bridge = Bridge::start(&cfg).await;
     let (s, page) = bridge.get("/ops").await;
     assert_eq!(s, 200);
-    assert!(page.contains("/v1/operator") && !page.contains(OPERATOR_TOKEN));
+    assert!(page.contains("/ops/assets/ops.js") && !page.contains(OPERATOR_TOKEN));
+    // The page's script (served by the bridge) calls the API and holds no token.
+    let (s, script) = bridge.get("/ops/assets/ops.js").await;
+    assert_eq!(s, 200);
+    assert!(script.contains("/v1/operator") && !script.contains(OPERATOR_TOKEN));
     bridge
         .amplitude(&amplitude_body("ops", true, 1, "o1", &["x"]))
         .await;

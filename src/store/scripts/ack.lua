@@ -6,11 +6,14 @@
 --
 -- KEYS[1] partition lease   KEYS[2] want hash   KEYS[3] dirty set of the link
 -- KEYS[4] cohort meta hash  KEYS[5] due sorted set   KEYS[6] link meta hash
+-- KEYS[7] dirty-since hash of the partition (dropped for the link once it is clean)
 -- ARGV[1] lease token   ARGV[2] now (ms)   ARGV[3] destination name   ARGV[4] link id
 -- ARGV[5] max delay (ms)   ARGV[6] batch size   ARGV[7] '1' if the claim was full
 -- ARGV[8] k, then k active destination names (for "written" accounting)
 -- ARGV[9+k..] pairs: member, sent desired ('1'/'0')
--- Result: {-1} lease not held; {written, still_dirty_in_link}
+-- Result: {-1} lease not held; {written, still_dirty_in_link, accepted_since}
+--   accepted_since: ms the link's oldest unacknowledged change was accepted
+--   (read before this ack; -1 if unknown)
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local now = tonumber(ARGV[2])
 local slot = tonumber(redis.call('HGET', KEYS[4], 'slot:' .. ARGV[3]) or '0') + 1
@@ -45,8 +48,10 @@ for j = 9 + k, #ARGV, 2 do
 end
 
 local remaining = redis.call('SCARD', KEYS[3])
+local since = tonumber(redis.call('HGET', KEYS[7], ARGV[4]) or '-1')
 if remaining == 0 then
   redis.call('ZREM', KEYS[5], ARGV[4])
+  redis.call('HDEL', KEYS[7], ARGV[4])
 else
   local at = now + tonumber(ARGV[5])
   if ARGV[7] == '1' or remaining >= tonumber(ARGV[6]) then at = now end
@@ -56,4 +61,4 @@ redis.call('HSET', KEYS[6], 'last_flush_ms', now, 'last_error', '', 'blocked', '
 redis.call('HINCRBY', KEYS[6], 'requests', 1)
 redis.call('HINCRBY', KEYS[6], 'sent_add', sent_in)
 redis.call('HINCRBY', KEYS[6], 'sent_remove', sent_out)
-return {written, remaining}
+return {written, remaining, since}

@@ -15,6 +15,8 @@
 -- KEYS[4]      cohort registry set of the partition
 -- KEYS[5]      seen key of this delivery (only used when ARGV[2] > 0)
 -- KEYS[6..5+n] dirty set of each link
+-- KEYS[6+n]    dirty-since hash of the partition (link id -> ms its oldest
+--              unacknowledged change was accepted; HSETNX, so the oldest stays)
 -- ARGV[1] now (ms)         ARGV[2] seen TTL (ms; 0 = no delivery id)
 -- ARGV[3] max delay (ms)   ARGV[4] batch size (max keys per request)
 -- ARGV[5] cohort name ('' keeps the stored one)
@@ -197,6 +199,9 @@ for i = 1, n do
       due_now = 1
     end
     redis.call('ZADD', KEYS[3], 'LT', at, ARGV[7 + n + i])
+    if redis.call('SCARD', KEYS[5 + i]) > 0 then
+      redis.call('HSETNX', KEYS[6 + n], ARGV[7 + n + i], now)
+    end
   end
 end
 

@@ -2,6 +2,7 @@
 //! and the bridge itself, in-process on port 0.
 
 pub mod bridge;
+pub mod browser;
 pub mod cluster;
 pub mod emulator;
 pub mod fleet;

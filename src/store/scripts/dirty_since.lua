@@ -1,0 +1,22 @@
+-- dirty_since.lua: keep a partition's dirty-since hash true, and return its
+-- oldest entry. Links made dirty by a script that does not record the time
+-- (redrive, resync, snapshot finalization) get `now`; links whose dirty set
+-- emptied without an ack (flip-backs, dead letters, vanished members) lose
+-- their entry.
+--
+-- KEYS[1] dirty-since hash of the partition   KEYS[2..1+n] dirty set of each link
+-- ARGV[1] now (ms)   ARGV[2..1+n] link ids (the due set's and the hash's)
+-- Result: ms of the oldest unacknowledged change of the partition, or -1
+local now = tonumber(ARGV[1])
+local oldest = -1
+for i = 2, #ARGV do
+  local link = ARGV[i]
+  if redis.call('SCARD', KEYS[i]) == 0 then
+    redis.call('HDEL', KEYS[1], link)
+  else
+    redis.call('HSETNX', KEYS[1], link, now)
+    local since = tonumber(redis.call('HGET', KEYS[1], link))
+    if oldest < 0 or since < oldest then oldest = since end
+  end
+end
+return oldest
