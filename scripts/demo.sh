@@ -12,6 +12,8 @@
 # DEMO_OPS_SCREENSHOT=docs/ops-dashboard.png also opens the operator API and
 # saves a screenshot of the /ops dashboard with the demo's data
 # (scripts/screenshot-ops.sh; DEMO_OPS_WAIT_S seconds of charts first, 30).
+# DEMO_STAY=1 opens the operator API too and, after the check, keeps
+# everything running so that the /ops dashboard can be looked at, until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -123,7 +125,7 @@ export DEMO_PARTNER_TOKEN=demo-partner-token
 export COHORT_BRIDGE_SERVER__LISTEN=127.0.0.1:$BRIDGE_PORT
 export COHORT_BRIDGE_REDIS__URL=redis://127.0.0.1:$REDIS_PORT
 export COHORT_BRIDGE_LAUNCHDARKLY__BASE_URL=$EMU_URL
-if [ -n "${DEMO_OPS_SCREENSHOT:-}" ]; then
+if [ -n "${DEMO_OPS_SCREENSHOT:-}" ] || [ "${DEMO_STAY:-0}" = 1 ]; then
   export DEMO_OPERATOR_TOKEN=demo-operator-token
   export COHORT_BRIDGE_SERVER__OPERATOR_TOKEN_ENV=DEMO_OPERATOR_TOKEN
 fi
@@ -226,4 +228,8 @@ if [ -n "${DEMO_OPS_SCREENSHOT:-}" ]; then
   log "Waiting ${DEMO_OPS_WAIT_S:-30}s for the dashboard's series, then a screenshot of $BRIDGE_URL/ops"
   sleep "${DEMO_OPS_WAIT_S:-30}"
   scripts/screenshot-ops.sh "$BRIDGE_URL" "$DEMO_OPERATOR_TOKEN" "$DEMO_OPS_SCREENSHOT"
+fi
+if [ "${DEMO_STAY:-0}" = 1 ]; then
+  log "Still running: open $BRIDGE_URL/ops (operator token: $DEMO_OPERATOR_TOKEN); Ctrl-C stops everything"
+  wait "$BRIDGE_PID" || true
 fi
