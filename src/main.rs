@@ -74,6 +74,19 @@ enum Command {
         #[arg(long, env = CONFIG_ENV)]
         config: PathBuf,
     },
+    /// Print a link's audit trail: its LaunchDarkly writes, newest first.
+    Audit {
+        /// `<destination>:<source>:<cohort>`, as `links` prints it.
+        link: String,
+        /// Only writes at or after this time: Unix ms or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
     /// Send a link's dead letters again (all of them, or the `--key`s given).
     Redrive {
         link: String,
@@ -157,6 +170,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::DeadLetters { link, config } => {
             report(operator::dead_letters(&config::load(&config)?, &link).await)
         }
+        Command::Audit {
+            link,
+            since,
+            limit,
+            config,
+        } => report(operator::audit(&config::load(&config)?, &link, since.as_deref(), limit).await),
         Command::Redrive { link, keys, config } => {
             report(operator::redrive(&config::load(&config)?, &link, &keys).await)
         }

@@ -102,6 +102,54 @@ pub async fn dead_letters(settings: &Settings, raw_link: &str) -> anyhow::Result
     Ok(out)
 }
 
+/// The link's audit trail, newest first: time (ms), operation, status,
+/// adds, removes, request id or message, and the keys kept.
+pub async fn audit(
+    settings: &Settings,
+    raw_link: &str,
+    since: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<String> {
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    let since = match since {
+        None => None,
+        Some(raw) => Some(crate::store::parse_since(raw).ok_or_else(|| {
+            anyhow!("--since {raw:?} is neither Unix milliseconds nor an RFC 3339 time")
+        })?),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "at_ms\toperation\tstatus\tadds\tremoves\trequest_id/message\tkeys"
+    );
+    for e in store.audit(&l, since, limit.max(1)).await? {
+        let id = e
+            .request_id
+            .clone()
+            .or(e.message.clone())
+            .unwrap_or_default();
+        let keys: Vec<String> = e
+            .add_keys
+            .iter()
+            .map(|k| format!("+{k}"))
+            .chain(e.remove_keys.iter().map(|k| format!("-{k}")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            e.at_ms,
+            e.operation,
+            e.status,
+            e.adds,
+            e.removes,
+            id,
+            keys.join(",")
+        );
+    }
+    Ok(out)
+}
+
 /// Sends the named dead letters (all when `keys` is empty) again.
 pub async fn redrive(
     settings: &Settings,

@@ -322,6 +322,7 @@ impl Reconciler {
                             remaining: None,
                             route_remaining: None,
                             message: String::new(),
+                            request_id: None,
                         };
                         (Attempt::Replied(reply), Some(resp))
                     }

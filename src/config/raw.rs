@@ -196,6 +196,9 @@ pub struct FlushConfig {
     /// Reconcile every link with LaunchDarkly's export this often (drift
     /// found and repaired, see the `reconcile` module); 0 = never.
     pub reconcile_interval_seconds: u64,
+    /// Audit entries kept per link (newest first; one per LaunchDarkly
+    /// write); 0 = no audit trail.
+    pub audit_entries_per_link: usize,
 }
 
 impl Default for FlushConfig {
@@ -208,6 +211,7 @@ impl Default for FlushConfig {
             sweep_interval_seconds: 3600,
             resync_interval_seconds: 0,
             reconcile_interval_seconds: 0,
+            audit_entries_per_link: 1000,
         }
     }
 }

@@ -80,6 +80,41 @@ where
     Some((attempt, verdict))
 }
 
+/// Records one write in the link's audit trail (`flush.audit_entries_per_link`);
+/// a failure to record is logged, never fails the flush.
+async fn audit(
+    ctx: &FlushContext,
+    link: &LinkId,
+    op: Operation,
+    segment: &str,
+    members: &[(String, bool)],
+    attempt: &Attempt,
+) {
+    let cap = ctx.settings.flush.audit_entries_per_link;
+    if cap == 0 {
+        return;
+    }
+    let label = match op {
+        Operation::CreateSegment => "create_segment",
+        _ => "update_membership",
+    };
+    let mut entry = crate::store::AuditEntry::for_batch(now_ms(), label, segment, members);
+    entry.status = attempt.status_label();
+    match attempt {
+        Attempt::Replied(r) => {
+            entry.request_id = r.request_id.clone();
+            if !(200..300).contains(&r.status) && !r.message.is_empty() {
+                entry.message = Some(r.message.clone());
+            }
+        }
+        Attempt::TimedOut => entry.message = Some("no answer within the request timeout".into()),
+        Attempt::Transport(e) | Attempt::NotSent(e) => entry.message = Some(e.clone()),
+    }
+    if let Err(e) = ctx.store.record_audit(link, &entry, cap).await {
+        tracing::warn!(link = %link, error = %e, "Could not record a LaunchDarkly write in the audit trail.");
+    }
+}
+
 /// A request was not sent because the lease would not outlive it: the
 /// claimed members stay unknown and dirty; make the link due again now
 /// (whoever holds the partition next sends them) instead of at the claim's
@@ -260,7 +295,7 @@ async fn ensure_segment(
         unbounded: true,
         unbounded_context_kind: &dest.context_kind,
     };
-    let Some((_, verdict)) = send(ctx, partition, Operation::CreateSegment, || {
+    let Some((attempt, verdict)) = send(ctx, partition, Operation::CreateSegment, || {
         ctx.ld
             .create_segment(&dest.project, &dest.environment, &body)
     })
@@ -268,6 +303,7 @@ async fn ensure_segment(
     else {
         return Ok(Err(abandon(ctx, partition, link).await?));
     };
+    audit(ctx, link, Operation::CreateSegment, &key, &[], &attempt).await;
     match verdict {
         Verdict::Success => {}
         Verdict::AlreadyExists => {
@@ -442,7 +478,7 @@ pub async fn flush(
             return abandon(&ctx, partition, &link).await;
         }
         let body = MembershipUpdate::from_members(&batch);
-        let Some((_, verdict)) = send(&ctx, partition, Operation::UpdateMembership, || {
+        let Some((attempt, verdict)) = send(&ctx, partition, Operation::UpdateMembership, || {
             ctx.ld
                 .update_membership(&dest.project, &dest.environment, &segment_key, &body)
         })
@@ -450,6 +486,15 @@ pub async fn flush(
         else {
             return abandon(&ctx, partition, &link).await;
         };
+        audit(
+            &ctx,
+            &link,
+            Operation::UpdateMembership,
+            &segment_key,
+            &batch,
+            &attempt,
+        )
+        .await;
         sent_any = true;
         match verdict {
             Verdict::Success => {

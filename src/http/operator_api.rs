@@ -7,6 +7,7 @@
 //! | `GET /v1/operator/overview` | the deployment: replicas and the partitions each holds, Redis health, the LaunchDarkly budget, and this replica's 15-minute series (propagation p50/p99, requests/s against the budget) |
 //! | `GET /v1/operator/links/{link}` | one link: segment, backlog, last flush, errors, dead letters |
 //! | `GET /v1/operator/links/{link}/dead-letters?cursor=0&count=100` | a page of dead letters |
+//! | `GET /v1/operator/links/{link}/audit?since=&limit=` | the link's LaunchDarkly writes, newest first (`since`: Unix ms or RFC 3339) |
 //! | `POST /v1/operator/links/{link}/redrive` | sends dead letters again (body `{"keys": [..]}` or empty: all) |
 //! | `POST /v1/operator/links/{link}/resync` | rewrites the link in full: every tracked member is sent again |
 //! | `POST /v1/operator/links/{link}/reconcile` | compares the link with LaunchDarkly's export and marks every difference for repair |
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/links/{link}", web::get().to(show_link))
             .route("/links/{link}/dead-letters", web::get().to(dead_letters))
             .route("/links/{link}/redrive", web::post().to(redrive))
+            .route("/links/{link}/audit", web::get().to(audit))
             .route("/links/{link}/resync", web::post().to(resync))
             .route(
                 "/links/{link}/reconcile",
@@ -622,6 +624,71 @@ async fn resync(
         link: link.to_string(),
         members: n,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only entries at or after this time: Unix ms, or RFC 3339 (`2026-12-02T14:02:00Z`).
+    #[serde(default)]
+    since: Option<String>,
+    /// At most this many entries (default 100, at most 10000).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// The link's audit trail: every LaunchDarkly write, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/links/{link}/audit",
+    tag = "operator",
+    security(("operator_token" = [])),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed."), AuditQuery),
+    responses(
+        (status = 200, description = "The link's writes, newest first.", body = AuditPage),
+        (status = 400, description = "`{link}` is not a link id, or a bad `since` or `limit` (`invalid_payload`).", body = NativeError),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
+async fn audit(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let link = authorized_link(&req, &state, &path)?;
+    let query = web::Query::<AuditQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("bad query string: {e}")))?;
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(raw) => Some(crate::store::parse_since(raw).ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "since {raw:?} is neither Unix milliseconds nor an RFC 3339 time"
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let entries = state
+        .store
+        .audit(&link, since, limit)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(AuditPage {
+        link: link.to_string(),
+        entries,
+    }))
+}
+
+/// `GET /v1/operator/links/{link}/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub link: String,
+    /// Newest first.
+    pub entries: Vec<crate::store::AuditEntry>,
 }
 
 /// `GET /v1/operator/links`.

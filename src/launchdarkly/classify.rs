@@ -26,6 +26,8 @@ pub struct Reply {
     pub route_remaining: Option<i64>,
     /// LaunchDarkly's `message` (or the start of the body).
     pub message: String,
+    /// `X-Request-Id`: LaunchDarkly's name for the request, if it sent one.
+    pub request_id: Option<String>,
 }
 
 /// One attempt's result.
@@ -185,6 +187,7 @@ mod tests {
             remaining: None,
             route_remaining: None,
             message: String::new(),
+            request_id: None,
         }
     }
 

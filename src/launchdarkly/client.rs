@@ -203,6 +203,10 @@ pub(super) async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let route_remaining = header_i64(h, "x-ratelimit-route-remaining");
+    let request_id = h
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(200).collect::<String>());
     let remaining = [
         header_i64(h, "x-ratelimit-global-remaining"),
         route_remaining,
@@ -226,6 +230,7 @@ pub(super) async fn read_reply_body(resp: reqwest::Response) -> (Reply, String) 
         remaining,
         route_remaining,
         message,
+        request_id,
     };
     (reply, body)
 }

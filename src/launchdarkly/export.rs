@@ -263,6 +263,7 @@ impl LdClient {
                         remaining: None,
                         route_remaining: None,
                         message: format!("unexpected export layout: the file's Content-Type is {ct:?}, not text/csv"),
+                        request_id: None,
                     };
                     Err(Attempt::Replied(reply))
                 }

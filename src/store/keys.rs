@@ -107,6 +107,12 @@ impl Keys {
         format!("{}:dead:{link}", self.tag(partition))
     }
 
+    /// List, newest first, capped at `flush.audit_entries_per_link`: one
+    /// JSON [`super::AuditEntry`] per LaunchDarkly write of the link.
+    pub fn audit(&self, partition: Partition, link: &LinkId) -> String {
+        format!("{}:audit:{link}", self.tag(partition))
+    }
+
     /// Sorted set: link id → ms when its flush is due.
     pub fn due(&self, partition: Partition) -> String {
         format!("{}:due", self.tag(partition))

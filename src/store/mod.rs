@@ -40,6 +40,7 @@
 //! - `connection`: one multiplexed connection, single Redis or Cluster.
 
 mod apply;
+mod audit;
 mod batches;
 mod connection;
 mod flushing;
@@ -55,6 +56,7 @@ pub mod snapshot;
 mod sweep;
 
 pub use apply::{ApplyOutcome, ApplyParams};
+pub use audit::{parse_since, AuditEntry};
 pub use batches::BatchClaim;
 pub use flushing::{Ack, AckedBatch, Claim};
 pub use health::evicts;

@@ -4,6 +4,7 @@
 mod support;
 
 mod accounting;
+mod audit;
 mod binary;
 mod cluster;
 mod crash;

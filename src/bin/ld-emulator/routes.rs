@@ -120,7 +120,12 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
     // Everything else runs in its own task so that a client giving up does
     // not stop a request that LaunchDarkly would still have applied.
     let task = tokio::spawn(async move { process(emu, call, fault, completion).await });
-    task.await.unwrap_or(Err(DropConnection))
+    // LaunchDarkly names each request in `X-Request-Id`; the emulator's is
+    // `emu-<seq>`, the request's sequence number in its log.
+    task.await.unwrap_or(Err(DropConnection)).map(|mut resp| {
+        set_header(&mut resp, "X-Request-Id", &format!("emu-{seq}"));
+        resp
+    })
 }
 
 /// Logs the arrival, checks the client's pacing, and takes a fault.

@@ -228,6 +228,7 @@ function renderLinks(answer) {
       actionButton("dead letters", null, () => call("GET", `/links/${id}/dead-letters?count=1000`)),
       actionButton("redrive", "confirm redrive", () => call("POST", `/links/${id}/redrive`)),
       actionButton("resync", "confirm resync", () => call("POST", `/links/${id}/resync`)),
+      actionButton("audit", null, () => call("GET", `/links/${id}/audit?limit=100`)),
     );
     row.append(actions);
     tbody.append(row);
