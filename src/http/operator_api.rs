@@ -721,6 +721,23 @@ pub(super) mod reconcile {
         reconciler: web::Data<Reconciler>,
     ) -> Result<HttpResponse, ApiError> {
         let link = authorized_link(&req, &state, &path)?;
+        // A deleted link has no segment to compare with.
+        if let Some(st) = state
+            .store
+            .link_status(&link)
+            .await
+            .map_err(ApiError::Unavailable)?
+        {
+            if let Some(l) = st.meta.get("lifecycle").filter(|l| l.starts_with("delet")) {
+                return Ok(HttpResponse::Conflict().json(ReconcileFailed {
+                    error: ErrorDetail {
+                        code: "not_reconcilable",
+                        message: format!("link {link} is {l}: its segment is gone"),
+                    },
+                    link: link.to_string(),
+                }));
+            }
+        }
         // Its own task: a caller that hangs up does not stop a run halfway.
         let run = {
             let (reconciler, link) = (reconciler.clone(), link.clone());
