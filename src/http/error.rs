@@ -53,10 +53,6 @@ pub enum ApiError {
     UnknownIntegration(String),
     #[error("this access token exceeded its rate limit; retry in {} ms", wait.as_millis())]
     RateLimited { wait: Duration },
-    /// A retired link refuses the push, or an operator's lifecycle change
-    /// does not fit the link's state (409).
-    #[error("{0}")]
-    Retired(String),
 }
 
 impl From<crate::ingest::IngestError> for ApiError {
@@ -64,7 +60,6 @@ impl From<crate::ingest::IngestError> for ApiError {
         match e {
             crate::ingest::IngestError::BatchInProgress => ApiError::BatchInProgress,
             crate::ingest::IngestError::Unavailable(err) => ApiError::Unavailable(err),
-            e @ crate::ingest::IngestError::Retired { .. } => ApiError::Retired(e.to_string()),
         }
     }
 }
@@ -88,7 +83,6 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::ForbiddenEnvironment(_) => "forbidden",
             ApiError::UnknownIntegration(_) => "unknown_integration",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Retired(_) => "link_retired",
         }
     }
 
@@ -122,7 +116,6 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) | ApiError::BatchInProgress => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Retired(_) => StatusCode::CONFLICT,
         }
     }
 

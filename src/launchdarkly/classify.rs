@@ -9,8 +9,6 @@ pub enum Operation {
     UpdateMembership,
     /// `GET …/{segmentKey}`: reading a segment's ownership mark after a 409.
     GetSegment,
-    /// `DELETE …/{segmentKey}`: retiring a link with `--delete`.
-    DeleteSegment,
 }
 
 /// What came back from LaunchDarkly, reduced to what classification needs.

@@ -18,7 +18,6 @@ mod fixtures;
 mod fuzz;
 mod hardening;
 mod ingress_security;
-mod lifecycle;
 mod metrics_exposition;
 mod mixpanel;
 mod model;
