@@ -372,7 +372,9 @@ async fn leases_are_renewed_while_a_long_sweep_runs() {
     })
     .await;
     // A large cohort, written straight into Redis: a copy of the member's
-    // entry under a million names (the sweep scans them all, removes none).
+    // entry under three million names (the sweep scans them all, removes
+    // none), so that the sweep outlasts several lease periods even on a quiet,
+    // fast machine (with one million it could end within one).
     let mut c = fleet
         .redis
         .client()
@@ -395,7 +397,7 @@ async fn leases_are_renewed_while_a_long_sweep_runs() {
         .query_async(&mut c)
         .await
         .expect("member");
-    for chunk in 0..100 {
+    for chunk in 0..300 {
         let mut cmd = ::redis::cmd("HSET");
         cmd.arg(&want);
         for i in 0..10_000 {
