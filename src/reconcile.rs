@@ -315,15 +315,8 @@ impl Reconciler {
             .send("download_export", || async {
                 match self.ld.download_export(href).await {
                     Ok(resp) => {
-                        let reply = crate::launchdarkly::Reply {
-                            status: resp.status().as_u16(),
-                            reset_ms: None,
-                            retry_after_s: None,
-                            remaining: None,
-                            route_remaining: None,
-                            message: String::new(),
-                            request_id: None,
-                        };
+                        let reply =
+                            crate::launchdarkly::Reply::status_only(resp.status().as_u16(), "");
                         (Attempt::Replied(reply), Some(resp))
                     }
                     Err(a) => (a, None),

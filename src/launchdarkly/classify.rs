@@ -30,6 +30,22 @@ pub struct Reply {
     pub request_id: Option<String>,
 }
 
+impl Reply {
+    /// A reply that carries only a status and a message: no rate-limit
+    /// headers, no request id (a download's answer, or a test's).
+    pub fn status_only(status: u16, message: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            reset_ms: None,
+            retry_after_s: None,
+            remaining: None,
+            route_remaining: None,
+            message: message.into(),
+            request_id: None,
+        }
+    }
+}
+
 /// One attempt's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -180,15 +196,7 @@ mod tests {
     const NOW: i64 = 1_767_225_600_000;
 
     fn reply(status: u16) -> Reply {
-        Reply {
-            status,
-            reset_ms: None,
-            retry_after_s: None,
-            remaining: None,
-            route_remaining: None,
-            message: String::new(),
-            request_id: None,
-        }
+        Reply::status_only(status, "")
     }
 
     fn kind(v: &Verdict) -> &'static str {

@@ -74,6 +74,17 @@ pub fn carries_mark(segment: &serde_json::Value, link: &str) -> bool {
         .is_some_and(|d| d.lines().any(|l| l.trim() == mark))
 }
 
+/// What LaunchDarkly holds for one context of a big segment: the
+/// `BigSegmentTarget` of `GET …/{segment}/contexts/{key}` (its `userKey`
+/// is the key asked for, so it is not kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct MemberState {
+    /// The key is on the segment's included list.
+    pub included: bool,
+    /// The key is on the segment's excluded list (the bridge never writes it).
+    pub excluded: bool,
+}
+
 /// A LaunchDarkly REST client. `Debug` never shows the token.
 #[derive(Clone, Debug)]
 pub struct LdClient {
@@ -146,6 +157,23 @@ impl LdClient {
     ) -> (Attempt, Option<serde_json::Value>) {
         self.get_json(self.url(&[project, environment, segment]))
             .await
+    }
+
+    /// `GET …/segments/{project}/{environment}/{segment}/contexts/{key}`:
+    /// the attempt, and the member's state when LaunchDarkly answered 2xx
+    /// with a `BigSegmentTarget` body (`None` for any other body).
+    pub async fn member_state(
+        &self,
+        project: &str,
+        environment: &str,
+        segment: &str,
+        key: &str,
+    ) -> (Attempt, Option<MemberState>) {
+        let (attempt, json) = self
+            .get_json(self.url(&[project, environment, segment, "contexts", key]))
+            .await;
+        let state = json.and_then(|v| serde_json::from_value(v).ok());
+        (attempt, state)
     }
 
     /// `GET url`: the attempt, and the JSON body of a 2xx answer.

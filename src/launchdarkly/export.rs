@@ -256,15 +256,10 @@ impl LdClient {
                 if is_csv(ct) {
                     Ok(resp)
                 } else {
-                    let reply = Reply {
-                        status: resp.status().as_u16(),
-                        reset_ms: None,
-                        retry_after_s: None,
-                        remaining: None,
-                        route_remaining: None,
-                        message: format!("unexpected export layout: the file's Content-Type is {ct:?}, not text/csv"),
-                        request_id: None,
-                    };
+                    let reply = Reply::status_only(
+                        resp.status().as_u16(),
+                        format!("unexpected export layout: the file's Content-Type is {ct:?}, not text/csv"),
+                    );
                     Err(Attempt::Replied(reply))
                 }
             }

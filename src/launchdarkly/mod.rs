@@ -12,6 +12,8 @@ mod export;
 mod throttle;
 
 pub use classify::{classify, Attempt, Operation, Reply, Verdict};
-pub use client::{carries_mark, ownership_mark, LdClient, MembershipUpdate, NewSegment};
+pub use client::{
+    carries_mark, ownership_mark, LdClient, MemberState, MembershipUpdate, NewSegment,
+};
 pub use export::{ExportError, ExportKeys, ExportStatus};
 pub use throttle::Throttle;
