@@ -20,7 +20,7 @@ use crate::config::{Settings, SourceKind};
 use crate::metrics::{self as m, ChangeOutcome};
 use crate::sources::{self, Delivery, ParseError};
 use crate::store::snapshot::Finalized;
-use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, Store, StoreError};
+use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, OnPush, Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +91,14 @@ pub enum IngestError {
     BatchInProgress,
     #[error("the store is unavailable: {0}")]
     Unavailable(#[from] StoreError),
+    /// A link of the push's cohort was retired with `on_push = "refuse"`.
+    #[error("link {link} is retired ({state}): its pushes are refused")]
+    Retired {
+        /// The link.
+        link: String,
+        /// Its lifecycle state.
+        state: String,
+    },
 }
 
 /// `batches = "first-event"`: a Segment batch whose signature covers only
@@ -241,6 +249,9 @@ impl Ingest {
         first_event: Option<&FirstEvent>,
         now_ms: i64,
     ) -> Result<Summary, IngestError> {
+        if let Some(ignored) = self.retired(source, destinations, parsed).await? {
+            return Ok(ignored);
+        }
         let Some(first) = first_event else {
             return self
                 .apply_all(source, destinations, parsed, now_ms)
@@ -277,6 +288,48 @@ impl Ingest {
         result
             .and_then(|summary| marked.map(|()| summary))
             .map_err(IngestError::from)
+    }
+
+    /// A push to a retired link (`store::lifecycle`): `Err` when one of its
+    /// links refuses pushes; `Some` (nothing applied) when every link of
+    /// every pushed cohort is retired and ignores them; `None`: apply.
+    async fn retired(
+        &self,
+        source: &str,
+        destinations: &[String],
+        parsed: &Delivery,
+    ) -> Result<Option<Summary>, IngestError> {
+        if parsed.pushes.is_empty() || destinations.is_empty() {
+            return Ok(None);
+        }
+        let mut ignored = Vec::new();
+        let mut all_ignore = true;
+        for push in &parsed.pushes {
+            let retired = self
+                .store
+                .retired_links(source, &push.cohort_id, destinations)
+                .await?;
+            if let Some(r) = retired.iter().find(|r| r.on_push == OnPush::Refuse) {
+                return Err(IngestError::Retired {
+                    link: r.link.to_string(),
+                    state: r.state.clone(),
+                });
+            }
+            all_ignore &= retired.len() == destinations.len()
+                && retired.iter().all(|r| r.on_push == OnPush::Ignore);
+            ignored.extend(retired.into_iter().map(|r| r.link));
+        }
+        if !all_ignore {
+            return Ok(None);
+        }
+        for link in &ignored {
+            self.store.count_ignored_push(link).await?;
+        }
+        tracing::debug!(%source, links = ignored.len(), "Push ignored: its links are retired.");
+        Ok(Some(Summary {
+            note: Some("ignored: the cohort's links are retired"),
+            ..Summary::default()
+        }))
     }
 
     /// Arms, applies every push, finalizes completed snapshots, counts, wakes.

@@ -108,6 +108,29 @@ enum Command {
         #[arg(long, env = CONFIG_ENV)]
         config: PathBuf,
     },
+    /// Retire a link: --empty removes every member and keeps the segment,
+    /// --delete deletes the segment, --freeze stops every write (unfreeze resumes).
+    Retire {
+        link: String,
+        #[arg(long, group = "mode", required = true)]
+        empty: bool,
+        #[arg(long, group = "mode")]
+        delete: bool,
+        #[arg(long, group = "mode")]
+        freeze: bool,
+        /// What the link's later pushes get: accept, refuse or ignore
+        /// (default: accept for --freeze, refuse otherwise).
+        #[arg(long)]
+        on_push: Option<String>,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
+    /// Resume a frozen link: its backlog is sent.
+    Unfreeze {
+        link: String,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -184,6 +207,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Reconcile { link, config } => {
             report(operator::reconcile(&config::load(&config)?, &link).await)
+        }
+        Command::Retire {
+            link,
+            empty,
+            delete,
+            freeze: _,
+            on_push,
+            config,
+        } => {
+            use cohort_bridge::store::RetireMode;
+            let mode = match (empty, delete) {
+                (true, _) => RetireMode::Empty,
+                (_, true) => RetireMode::Delete,
+                _ => RetireMode::Freeze,
+            };
+            report(operator::retire(&config::load(&config)?, &link, mode, on_push.as_deref()).await)
+        }
+        Command::Unfreeze { link, config } => {
+            report(operator::unfreeze(&config::load(&config)?, &link).await)
         }
         Command::Replay {
             paths,

@@ -163,6 +163,42 @@ pub async fn redrive(
     Ok(format!("{l}: {n} dead letter(s) redriven\n"))
 }
 
+/// Retires a link (`store::lifecycle`); a running bridge carries it out.
+pub async fn retire(
+    settings: &Settings,
+    raw_link: &str,
+    mode: crate::store::RetireMode,
+    on_push: Option<&str>,
+) -> anyhow::Result<String> {
+    use crate::store::OnPush;
+    let on_push = match on_push {
+        None => mode.default_on_push(),
+        Some("accept") => OnPush::Accept,
+        Some("refuse") => OnPush::Refuse,
+        Some("ignore") => OnPush::Ignore,
+        Some(other) => {
+            return Err(anyhow!(
+                "--on-push {other:?} is not one of accept, refuse, ignore"
+            ))
+        }
+    };
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    let state = store.retire(&l, mode, on_push, now_ms()).await?;
+    Ok(format!(
+        "{l}: {state} (later pushes: {})\n",
+        on_push.as_str()
+    ))
+}
+
+/// Resumes a frozen link.
+pub async fn unfreeze(settings: &Settings, raw_link: &str) -> anyhow::Result<String> {
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    store.unfreeze(&l, now_ms()).await?;
+    Ok(format!("{l}: active again; its backlog will be sent\n"))
+}
+
 /// Marks every member of the link for rewriting.
 pub async fn resync(settings: &Settings, raw_link: &str) -> anyhow::Result<String> {
     let store = store(settings)?;

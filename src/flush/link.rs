@@ -56,6 +56,7 @@ where
         Operation::CreateSegment => "create_segment",
         Operation::UpdateMembership => "update_membership",
         Operation::GetSegment => "get_segment",
+        Operation::DeleteSegment => "delete_segment",
     };
     metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => label)
         .record(started.elapsed().as_secs_f64());
@@ -382,7 +383,28 @@ pub async fn flush(
             .contains(&link.destination)
             .then(|| settings.destinations.get(&link.destination))
             .flatten()
-            .map(|d| (s.clone(), d.clone()))
+            .map(|d| (Some(s.clone()), d.clone()))
+    });
+    let meta = ctx.store.link_meta(partition, &link).await?;
+    // A retired link (store::lifecycle): frozen, emptied and deleted links
+    // are not written; a deleting one sends its DELETE; an emptying one
+    // sends every member as out. Emptying and deleting need only the
+    // destination (they work on a link whose source was removed).
+    let lifecycle = meta.get("lifecycle").map(String::as_str).unwrap_or("");
+    let emptying = lifecycle == "emptying";
+    match lifecycle {
+        "frozen" | "emptied" | "deleted" => {
+            ctx.store.not_due(partition, &link).await?;
+            return Ok(Flushed::Written(0));
+        }
+        "deleting" => return retire_delete(&ctx, partition, &link, &meta).await,
+        _ => {}
+    }
+    let configured = configured.or_else(|| {
+        emptying
+            .then(|| settings.destinations.get(&link.destination).cloned())
+            .flatten()
+            .map(|d| (None, d))
     });
     let Some((source, dest)) = configured else {
         let reason = "link is not in the configuration (source or destination removed)";
@@ -393,7 +415,6 @@ pub async fn flush(
         return Ok(Flushed::Deferred);
     };
 
-    let meta = ctx.store.link_meta(partition, &link).await?;
     // A failing or blocked link keeps its backoff even when new pushes make it due sooner.
     let retry_at = meta
         .get("retry_at_ms")
@@ -416,6 +437,12 @@ pub async fn flush(
     // emptiness atomically (and takes the link off the due set); in the rare
     // case a push made it dirty meanwhile, its batch is the one sent below.
     let created = meta.get("created").map(String::as_str) == Some("1");
+    if emptying && !created {
+        // No segment was ever made: nothing to empty.
+        ctx.store.set_lifecycle(partition, &link, "emptied").await?;
+        ctx.store.not_due(partition, &link).await?;
+        return Ok(Flushed::Written(0));
+    }
     let mut claimed = None;
     if !created && ctx.store.dirty_len(partition, &link).await? == 0 {
         if !ctx.leases.valid_for(partition, margin) {
@@ -440,6 +467,11 @@ pub async fn flush(
             }
             match claim(ctx.clone(), link.clone()).await? {
                 Claim::LeaseLost => return Ok(Flushed::Deferred),
+                Claim::Empty if emptying => {
+                    tracing::info!(link = %link, segment = %segment_key, "Link emptied: every member was removed from the segment.");
+                    ctx.store.set_lifecycle(partition, &link, "emptied").await?;
+                    return Ok(Flushed::Written(0));
+                }
                 Claim::Empty => return Ok(Flushed::Written(0)),
                 Claim::Members(m) => m,
             }
@@ -451,6 +483,12 @@ pub async fn flush(
         ctx.store.reschedule(partition, &link, now_ms()).await?;
         return Ok(Flushed::Written(0));
     }
+    // An emptying link sends every member as out, whatever its desired state.
+    let members = if emptying {
+        members.into_iter().map(|(k, _)| (k, false)).collect()
+    } else {
+        members
+    };
     let full = members.len() >= max;
     let mut written = 0;
     // A 400 for a batch is split in halves until the offending keys stand
@@ -503,13 +541,19 @@ pub async fn flush(
                     token: ctx.leases.token(),
                     link: &link,
                     sent: &batch,
-                    active_destinations: &source.destinations,
+                    active_destinations: source
+                        .as_ref()
+                        .map_or(&[][..], |s| s.destinations.as_slice()),
                     now_ms: now,
                     max_delay_ms: settings.flush.max_delay_ms,
                     batch_size: max,
                     claim_was_full: full,
                 };
                 let ack = ctx.store.ack(partition, &acked).await?;
+                if emptying && ack != Ack::LeaseLost {
+                    let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                    ctx.store.settle_emptied(partition, &link, &keys).await?;
+                }
                 match ack {
                     Ack::LeaseLost => {
                         tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");
@@ -589,6 +633,41 @@ pub async fn flush(
         }
     }
     Ok(Flushed::Written(written))
+}
+
+/// A link retired with `--delete`: deletes its segment in LaunchDarkly
+/// (through the throttle, like every write), then writes nothing more. A
+/// segment never created, or already gone (404), is deleted too.
+async fn retire_delete(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+    meta: &HashMap<String, String>,
+) -> anyhow::Result<Flushed> {
+    let key = meta
+        .get("segment_key")
+        .filter(|k| !k.is_empty() && meta.get("created").map(String::as_str) == Some("1"));
+    if let Some(key) = key {
+        let Some(dest) = ctx.settings.destinations.get(&link.destination).cloned() else {
+            let reason = "destination removed from the configuration: the segment cannot be deleted (retire --freeze, or configure the destination again)".to_string();
+            return block(ctx, partition, link, reason).await;
+        };
+        let Some((attempt, verdict)) = send(ctx, partition, Operation::DeleteSegment, || {
+            ctx.ld.delete_segment(&dest.project, &dest.environment, key)
+        })
+        .await
+        else {
+            return abandon(ctx, partition, link).await;
+        };
+        let gone = matches!(&attempt, Attempt::Replied(r) if r.status == 404);
+        if verdict != Verdict::Success && !gone {
+            return defer(ctx, partition, link, verdict).await;
+        }
+        tracing::info!(link = %link, segment = %key, "Segment deleted in LaunchDarkly; the link is retired.");
+    }
+    ctx.store.set_lifecycle(partition, link, "deleted").await?;
+    ctx.store.not_due(partition, link).await?;
+    Ok(Flushed::Written(0))
 }
 
 /// One piece of a claimed batch; `pair` is (split index, is the right half).

@@ -53,6 +53,10 @@ pub enum ApiError {
     UnknownIntegration(String),
     #[error("this access token exceeded its rate limit; retry in {} ms", wait.as_millis())]
     RateLimited { wait: Duration },
+    /// A retired link refuses the push, or an operator's lifecycle change
+    /// does not fit the link's state (409).
+    #[error("{0}")]
+    Retired(String),
 }
 
 impl From<crate::ingest::IngestError> for ApiError {
@@ -60,6 +64,7 @@ impl From<crate::ingest::IngestError> for ApiError {
         match e {
             crate::ingest::IngestError::BatchInProgress => ApiError::BatchInProgress,
             crate::ingest::IngestError::Unavailable(err) => ApiError::Unavailable(err),
+            e @ crate::ingest::IngestError::Retired { .. } => ApiError::Retired(e.to_string()),
         }
     }
 }
@@ -83,6 +88,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::ForbiddenEnvironment(_) => "forbidden",
             ApiError::UnknownIntegration(_) => "unknown_integration",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Retired(_) => "link_retired",
         }
     }
 
@@ -116,6 +122,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) | ApiError::BatchInProgress => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Retired(_) => StatusCode::CONFLICT,
         }
     }
 

@@ -40,6 +40,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::operator_api::audit,
         super::operator_api::redrive,
         super::operator_api::resync,
+        super::operator_api::lifecycle::retire,
+        super::operator_api::lifecycle::unfreeze,
         super::operator_api::reconcile::reconcile,
         super::operator_api::overview,
         super::operator_api::page,

@@ -40,6 +40,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/links/{link}/redrive", web::post().to(redrive))
             .route("/links/{link}/audit", web::get().to(audit))
             .route("/links/{link}/resync", web::post().to(resync))
+            .route("/links/{link}/retire", web::post().to(lifecycle::retire))
+            .route(
+                "/links/{link}/unfreeze",
+                web::post().to(lifecycle::unfreeze),
+            )
             .route(
                 "/links/{link}/reconcile",
                 web::post().to(reconcile::reconcile),
@@ -131,6 +136,10 @@ pub struct LinkView {
     pub cohort: String,
     /// Whether the destination and source are still configured.
     pub configured: bool,
+    /// `active`, `orphaned` (its source or destination left the
+    /// configuration: nothing is written, the data is kept), or a retired
+    /// state: `frozen`, `emptying`, `emptied`, `deleting`, `deleted`.
+    pub lifecycle: String,
     #[serde(flatten)]
     pub status: LinkStatus,
 }
@@ -148,7 +157,13 @@ async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiErr
         .settings
         .source(&link.source)
         .is_some_and(|s| s.destinations.contains(&link.destination));
+    let lifecycle = match status.meta.get("lifecycle").filter(|s| !s.is_empty()) {
+        Some(s) => s.clone(),
+        None if !configured => "orphaned".to_string(),
+        None => "active".to_string(),
+    };
     Ok(Some(LinkView {
+        lifecycle,
         link: link.to_string(),
         destination: link.destination,
         source: link.source,
@@ -773,6 +788,23 @@ pub(super) mod reconcile {
         reconciler: web::Data<Reconciler>,
     ) -> Result<HttpResponse, ApiError> {
         let link = authorized_link(&req, &state, &path)?;
+        // A deleted link has no segment to compare with.
+        if let Some(st) = state
+            .store
+            .link_status(&link)
+            .await
+            .map_err(ApiError::Unavailable)?
+        {
+            if let Some(l) = st.meta.get("lifecycle").filter(|l| l.starts_with("delet")) {
+                return Ok(HttpResponse::Conflict().json(ReconcileFailed {
+                    error: ErrorDetail {
+                        code: "not_reconcilable",
+                        message: format!("link {link} is {l}: its segment is gone"),
+                    },
+                    link: link.to_string(),
+                }));
+            }
+        }
         // Its own task: a caller that hangs up does not stop a run halfway.
         let run = {
             let (reconciler, link) = (reconciler.clone(), link.clone());
@@ -805,5 +837,135 @@ pub(super) mod reconcile {
             Ok(Err(e)) => Ok(failed(S::BAD_GATEWAY, "launchdarkly_error", &e)),
             Err(e) => Err(ApiError::Invalid(format!("the reconcile task failed: {e}"))),
         }
+    }
+}
+
+/// `POST /v1/operator/links/{link}/retire` and `…/unfreeze`: a link's end
+/// (`store::lifecycle`); the flusher carries it out under the normal rate limit.
+pub(super) mod lifecycle {
+    use super::{authorized_link, ApiError, AppState};
+    use crate::clock::now_ms;
+    use crate::http::error::NativeError;
+    use crate::store::{LifecycleError, OnPush, RetireMode};
+    use actix_web::{web, HttpRequest, HttpResponse};
+    use serde::{Deserialize, Serialize};
+
+    /// The body of `…/retire`.
+    #[derive(Debug, Deserialize, utoipa::ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RetireBody {
+        /// `empty`, `delete` or `freeze`.
+        pub mode: RetireMode,
+        /// What later pushes get (default: `accept` for `freeze`, else `refuse`).
+        #[serde(default)]
+        pub on_push: Option<OnPush>,
+    }
+
+    /// The link's new state.
+    #[derive(Debug, Serialize, utoipa::ToSchema)]
+    pub struct LifecycleChanged {
+        /// The link.
+        pub link: String,
+        /// Its state now: `frozen`, `emptying`, `deleting` or `active`.
+        pub lifecycle: String,
+        /// What its later pushes get.
+        pub on_push: OnPush,
+    }
+
+    fn answer(e: LifecycleError, raw: String) -> ApiError {
+        match e {
+            LifecycleError::UnknownLink(_) => ApiError::UnknownLink(raw),
+            LifecycleError::Store(e) => ApiError::Unavailable(e),
+            e => ApiError::Retired(e.to_string()),
+        }
+    }
+
+    /// Retires a link: `empty` removes every member and keeps the segment,
+    /// `delete` deletes it, `freeze` stops every write and keeps the data.
+    #[utoipa::path(
+        post,
+        path = "/v1/operator/links/{link}/retire",
+        tag = "operator",
+        security(("operator_token" = [])),
+        params(("link" = String, Path, example = "production:amplitude:1234",
+            description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+        request_body(content = RetireBody, content_type = "application/json",
+            example = json!({"mode": "freeze"})),
+        responses(
+            (status = 200, description = "The link's new state; the flusher carries it out.", body = LifecycleChanged),
+            (status = 400, description = "`{link}` is not a link id, or a bad body (`invalid_payload`).", body = NativeError),
+            (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+            (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+            (status = 408, description = "The body did not arrive in time (`body_timeout`).", body = NativeError),
+            (status = 409, description = "The link is already retired (`link_retired`; a frozen link may still be emptied or deleted).", body = NativeError),
+            (status = 413, description = "The body is over `server.max_body_bytes` (`payload_too_large`).", body = NativeError),
+            (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+                headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+        )
+    )]
+    pub(crate) async fn retire(
+        req: HttpRequest,
+        path: web::Path<String>,
+        payload: web::Payload,
+        state: web::Data<AppState>,
+    ) -> Result<HttpResponse, ApiError> {
+        let link = authorized_link(&req, &state, &path)?;
+        let body = crate::http::webhooks::read_body(&req, payload, &state.settings.server).await?;
+        let body: RetireBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Invalid(format!(
+                "body must be {{\"mode\": \"empty\"|\"delete\"|\"freeze\", \"on_push\": \"accept\"|\"refuse\"|\"ignore\"}}: {e}"
+            ))
+        })?;
+        let on_push = body.on_push.unwrap_or(body.mode.default_on_push());
+        let lifecycle = state
+            .store
+            .retire(&link, body.mode, on_push, now_ms())
+            .await
+            .map_err(|e| answer(e, path.into_inner()))?;
+        tracing::info!(link = %link, lifecycle, on_push = on_push.as_str(), "Link retired by an operator.");
+        state.wake.notify_one();
+        Ok(HttpResponse::Ok().json(LifecycleChanged {
+            link: link.to_string(),
+            lifecycle: lifecycle.to_string(),
+            on_push,
+        }))
+    }
+
+    /// Resumes a frozen link: its backlog is sent.
+    #[utoipa::path(
+        post,
+        path = "/v1/operator/links/{link}/unfreeze",
+        tag = "operator",
+        security(("operator_token" = [])),
+        params(("link" = String, Path, example = "production:amplitude:1234",
+            description = "`<destination>:<source>:<cohort>`, percent-encoded where needed.")),
+        responses(
+            (status = 200, description = "The link is active again.", body = LifecycleChanged),
+            (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),
+            (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+            (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+            (status = 409, description = "The link is not frozen (`link_retired`).", body = NativeError),
+            (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+                headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+        )
+    )]
+    pub(crate) async fn unfreeze(
+        req: HttpRequest,
+        path: web::Path<String>,
+        state: web::Data<AppState>,
+    ) -> Result<HttpResponse, ApiError> {
+        let link = authorized_link(&req, &state, &path)?;
+        state
+            .store
+            .unfreeze(&link, now_ms())
+            .await
+            .map_err(|e| answer(e, path.into_inner()))?;
+        tracing::info!(link = %link, "Link unfrozen by an operator.");
+        state.wake.notify_one();
+        Ok(HttpResponse::Ok().json(LifecycleChanged {
+            link: link.to_string(),
+            lifecycle: "active".to_string(),
+            on_push: OnPush::Accept,
+        }))
     }
 }

@@ -87,6 +87,7 @@ impl PartnerLimits {
         (status = 403, description = "The token may not use this integration or environment.", body = LaunchDarklyError),
         (status = 404, description = "No manifest has that integration key.", body = LaunchDarklyError),
         (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms`.", body = LaunchDarklyError),
+        (status = 409, description = "A link of the audience was retired and refuses pushes (the message names the link and its state).", body = LaunchDarklyError),
         (status = 413, description = "The body is over `server.max_body_bytes`.", body = LaunchDarklyError),
         (status = 429, description = "The token is past its `requests_per_second`; nothing was read or stored.", body = LaunchDarklyError,
             headers(

@@ -173,6 +173,7 @@ fn first_message_id(event: &[u8]) -> Option<String> {
         (status = 404, description = "No source with that id (`unknown_source`, always native).", body = NativeError),
         (status = 408, description = "The body did not arrive within `server.body_read_timeout_ms` (`body_timeout`).",
             body = super::openapi::WebhookError),
+        (status = 409, description = "A link of the pushed cohort was retired and refuses pushes (`link_retired`; the message names the link and its state).", body = super::openapi::WebhookError),
         (status = 413, description = "The body is over `server.max_body_bytes` (`payload_too_large`).", body = super::openapi::WebhookError),
         (status = 503, description = "Redis is unreachable or too slow, or another request applies the same Segment batch (`store_unavailable`, `batch_in_progress`): retry.",
             body = super::openapi::WebhookError,

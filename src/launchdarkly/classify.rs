@@ -9,6 +9,8 @@ pub enum Operation {
     UpdateMembership,
     /// `GET …/{segmentKey}`: reading a segment's ownership mark after a 409.
     GetSegment,
+    /// `DELETE …/{segmentKey}`: retiring a link with `--delete`.
+    DeleteSegment,
 }
 
 /// What came back from LaunchDarkly, reduced to what classification needs.

@@ -176,6 +176,22 @@ impl LdClient {
         (attempt, state)
     }
 
+    /// `DELETE …/segments/{project}/{environment}/{segment}`: retiring a
+    /// link with `--delete`.
+    pub async fn delete_segment(&self, project: &str, environment: &str, segment: &str) -> Attempt {
+        match self
+            .http
+            .delete(self.url(&[project, environment, segment]))
+            .send()
+            .await
+        {
+            Ok(resp) => Attempt::Replied(read_reply(resp).await),
+            Err(e) if e.is_timeout() => Attempt::TimedOut,
+            Err(e) if e.is_connect() => Attempt::NotSent(error_chain(&e)),
+            Err(e) => Attempt::Transport(error_chain(&e)),
+        }
+    }
+
     /// `GET url`: the attempt, and the JSON body of a 2xx answer.
     pub(super) async fn get_json(&self, url: reqwest::Url) -> (Attempt, Option<serde_json::Value>) {
         match self.http.get(url).send().await {

@@ -18,6 +18,7 @@ mod fixtures;
 mod fuzz;
 mod hardening;
 mod ingress_security;
+mod lifecycle;
 mod metrics_exposition;
 mod mixpanel;
 mod model;

@@ -213,7 +213,7 @@ function renderLinks(answer) {
     const row = el("tr");
     row.dataset.link = l.link;
     if (m.blocked) row.className = "blocked";
-    cell(row, l.link + (l.configured ? "" : " (not configured)"), "link");
+    cell(row, l.link + (l.lifecycle && l.lifecycle !== "active" ? " [" + l.lifecycle + "]" : (l.configured ? "" : " (not configured)")), "link");
     cell(row, m.segment_key || "–");
     cell(row, num(l.tracked_members), "num");
     cell(row, num(l.dirty), "num");

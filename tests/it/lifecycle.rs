@@ -1,0 +1,263 @@
+//! A cohort's life: a link retired with `--empty`, `--delete` or
+//! `--freeze` (then unfrozen), what its later pushes get (a 409, or
+//! ignored), and a link whose source left the configuration (orphaned,
+//! its data kept). Real Redis, the emulator and the bridge over HTTP.
+
+use crate::support::bridge::{amplitude_body, OPERATOR_TOKEN};
+use crate::support::{eventually, stack, Bridge, Emulator, WAIT};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+const PROJECT: &str = "default";
+const ENV: &str = "production";
+
+async fn op(bridge: &Bridge, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    bridge
+        .operator(method, path, Some(OPERATOR_TOKEN), body)
+        .await
+}
+
+fn set(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|k| k.to_string()).collect()
+}
+
+async fn members(emu: &Emulator, segment: &str) -> Option<BTreeSet<String>> {
+    emu.members(PROJECT, ENV, segment)
+        .await
+        .map(|m| m.into_iter().collect())
+}
+
+/// Pushes `users` into `cohort` and waits until LaunchDarkly has them.
+async fn converged(bridge: &Bridge, emu: &Emulator, cohort: &str, users: &[&str]) -> String {
+    let segment = format!("amplitude-{cohort}");
+    let (s, v) = bridge
+        .amplitude(&amplitude_body(
+            cohort,
+            true,
+            1,
+            &format!("{cohort}-1"),
+            users,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let want = set(users);
+    eventually("LaunchDarkly has the members", WAIT, || async {
+        (members(emu, &segment).await == Some(want.clone())).then_some(())
+    })
+    .await;
+    segment
+}
+
+async fn lifecycle(bridge: &Bridge, link: &str) -> Value {
+    let (s, v) = op(bridge, Method::GET, &format!("/links/{link}"), None).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+async fn wait_state(bridge: &Bridge, link: &str, state: &str) -> Value {
+    eventually(&format!("the link is {state}"), WAIT, || async {
+        let v = lifecycle(bridge, link).await;
+        (v["lifecycle"] == json!(state)).then_some(v)
+    })
+    .await
+}
+
+fn started(cfg: &mut crate::support::TestConfig) {
+    cfg.set("server", "operator_token_env", "\"OPERATOR_TOKEN\"");
+}
+
+#[tokio::test]
+async fn empty_removes_every_member_and_keeps_the_segment_then_refuses_pushes() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "em", &["u1", "u2", "u3"]).await;
+    let link = "production:amplitude:em";
+    assert_eq!(lifecycle(&bridge, link).await["lifecycle"], json!("active"));
+
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/retire"),
+        Some(json!({"mode": "empty"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["lifecycle"], &v["on_push"]),
+        (&json!("emptying"), &json!("refuse"))
+    );
+    wait_state(&bridge, link, "emptied").await;
+    assert_eq!(
+        members(&emu, &segment).await,
+        Some(BTreeSet::new()),
+        "the segment still exists, empty"
+    );
+
+    // A later push of the cohort is refused, naming the link and its state.
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("em", true, 5, "em-5", &["u9"]))
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], json!("link_retired"), "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(link) && msg.contains("emptied"), "{v}");
+    assert_eq!(members(&emu, &segment).await, Some(BTreeSet::new()));
+}
+
+#[tokio::test]
+async fn delete_deletes_the_segment_and_ignored_pushes_are_counted() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "del", &["u1", "u2"]).await;
+    let link = "production:amplitude:del";
+
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/retire"),
+        Some(json!({"mode": "delete", "on_push": "ignore"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_state(&bridge, link, "deleted").await;
+    assert!(
+        emu.segment(PROJECT, ENV, &segment).await.is_none(),
+        "the segment is gone"
+    );
+
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("del", true, 5, "del-5", &["u9"]))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted"], json!(0), "{v}");
+    let v = lifecycle(&bridge, link).await;
+    assert_eq!(v["meta"]["ignored_pushes"], json!("1"), "{v}");
+    assert_eq!(v["dirty"], json!(0), "{v}");
+    assert!(
+        emu.segment(PROJECT, ENV, &segment).await.is_none(),
+        "not re-created"
+    );
+
+    // Retiring it again is a conflict, in JSON.
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/retire"),
+        Some(json!({"mode": "empty"})),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("link_retired")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn freeze_stops_every_write_and_unfreeze_sends_the_backlog() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "fr", &["u1"]).await;
+    let link = "production:amplitude:fr";
+
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/retire"),
+        Some(json!({"mode": "freeze"})),
+    )
+    .await;
+    assert_eq!((s, &v["on_push"]), (200, &json!("accept")), "{v}");
+    let before = emu.membership_requests().await.len();
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("fr", true, 5, "fr-5", &["u2", "u3"]))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The push is kept as a backlog; the flusher takes the link off its due set.
+    eventually(
+        "the frozen link's backlog is kept, not due",
+        WAIT,
+        || async {
+            let v = lifecycle(&bridge, link).await;
+            (v["dirty"] == json!(2) && v["due_at_ms"].is_null()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        emu.membership_requests().await.len(),
+        before,
+        "nothing written while frozen"
+    );
+    assert_eq!(members(&emu, &segment).await, Some(set(&["u1"])));
+
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/unfreeze"),
+        None,
+    )
+    .await;
+    assert_eq!((s, &v["lifecycle"]), (200, &json!("active")), "{v}");
+    eventually("the backlog reaches LaunchDarkly", WAIT, || async {
+        (members(&emu, &segment).await == Some(set(&["u1", "u2", "u3"]))).then_some(())
+    })
+    .await;
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/unfreeze"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("link_retired")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_link_whose_source_left_the_config_is_orphaned_and_keeps_its_data() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "orph", &["u1", "u2"]).await;
+    let link = "production:amplitude:orph";
+    bridge.stop().await;
+
+    // The source now feeds only staging: its production link is orphaned.
+    cfg.amplitude_destinations = r#"["staging"]"#.into();
+    let bridge = Bridge::start(&cfg).await;
+    let v = lifecycle(&bridge, link).await;
+    assert_eq!(
+        (&v["lifecycle"], &v["configured"]),
+        (&json!("orphaned"), &json!(false)),
+        "{v}"
+    );
+    assert_eq!(v["tracked_members"], json!(2), "{v}");
+    let (_, list) = op(&bridge, Method::GET, "/links", None).await;
+    let listed = list["links"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["link"] == json!(link)).cloned());
+    assert_eq!(
+        listed.map(|x| x["lifecycle"].clone()),
+        Some(json!("orphaned")),
+        "{list}"
+    );
+
+    // The destination is still configured: the operator can empty it.
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{link}/retire"),
+        Some(json!({"mode": "empty"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_state(&bridge, link, "emptied").await;
+    assert_eq!(members(&emu, &segment).await, Some(BTreeSet::new()));
+}
