@@ -20,7 +20,7 @@ use crate::config::{Settings, SourceKind};
 use crate::metrics::{self as m, ChangeOutcome};
 use crate::sources::{self, Delivery, ParseError};
 use crate::store::snapshot::Finalized;
-use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, OnPush, Store, StoreError};
+use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,16 @@ pub struct Summary {
     /// Present when the push was a page of a full snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSummary>,
+    /// Links of the pushed cohorts retired with `on_push = "refuse"`, as
+    /// `"<link> (<state>)"`: they got nothing; the cohorts' other links got the push.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused_links: Vec<String>,
+    /// Links retired with `on_push = "ignore"`: they got nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_links: Vec<String>,
+    /// Some push reached a link (or the delivery had none to reject).
+    #[serde(skip)]
+    taken: bool,
 }
 
 /// What a snapshot page did: `complete` once every page of its session has
@@ -73,6 +83,18 @@ impl Summary {
         self.superseded += o.superseded;
         self.cancelled += o.cancelled;
         self.duplicate |= o.duplicate;
+        self.taken |= !o.rejected;
+        self.refused_links.extend(o.refused.iter().cloned());
+        self.ignored_links.extend(o.ignored.iter().cloned());
+    }
+
+    /// The 409 of a delivery that no link took while some refused it: a
+    /// push is refused only when every one of its links is retired and none
+    /// accepts; the links of a cohort that still accept get it (per link).
+    fn refusal(&self) -> Option<IngestError> {
+        (!self.taken && !self.refused_links.is_empty()).then(|| IngestError::Retired {
+            links: self.refused_links.join(", "),
+        })
     }
 
     fn duplicate() -> Summary {
@@ -91,13 +113,12 @@ pub enum IngestError {
     BatchInProgress,
     #[error("the store is unavailable: {0}")]
     Unavailable(#[from] StoreError),
-    /// A link of the push's cohort was retired with `on_push = "refuse"`.
-    #[error("link {link} is retired ({state}): its pushes are refused")]
+    /// Every link of the pushed cohorts is retired, and some refuse pushes
+    /// (`on_push = "refuse"`): nothing was applied.
+    #[error("retired link {links} refuses pushes; nothing was applied")]
     Retired {
-        /// The link.
-        link: String,
-        /// Its lifecycle state.
-        state: String,
+        /// The refusing links, comma separated.
+        links: String,
     },
 }
 
@@ -249,14 +270,12 @@ impl Ingest {
         first_event: Option<&FirstEvent>,
         now_ms: i64,
     ) -> Result<Summary, IngestError> {
-        if let Some(ignored) = self.retired(source, destinations, parsed).await? {
-            return Ok(ignored);
-        }
         let Some(first) = first_event else {
-            return self
-                .apply_all(source, destinations, parsed, now_ms)
-                .await
-                .map_err(IngestError::from);
+            let summary = self.apply_all(source, destinations, parsed, now_ms).await?;
+            return match summary.refusal() {
+                Some(e) => Err(e),
+                None => Ok(summary),
+            };
         };
         let store = &self.store;
         let id = first.message_id.as_str();
@@ -283,53 +302,17 @@ impl Ingest {
                 }
             }
         }
-        let result = self.apply_all(source, destinations, parsed, now_ms).await;
-        let marked = store.finish_batch(source, id, result.is_ok(), ttl).await;
-        result
-            .and_then(|summary| marked.map(|()| summary))
+        let result = self
+            .apply_all(source, destinations, parsed, now_ms)
+            .await
             .map_err(IngestError::from)
-    }
-
-    /// A push to a retired link (`store::lifecycle`): `Err` when one of its
-    /// links refuses pushes; `Some` (nothing applied) when every link of
-    /// every pushed cohort is retired and ignores them; `None`: apply.
-    async fn retired(
-        &self,
-        source: &str,
-        destinations: &[String],
-        parsed: &Delivery,
-    ) -> Result<Option<Summary>, IngestError> {
-        if parsed.pushes.is_empty() || destinations.is_empty() {
-            return Ok(None);
-        }
-        let mut ignored = Vec::new();
-        let mut all_ignore = true;
-        for push in &parsed.pushes {
-            let retired = self
-                .store
-                .retired_links(source, &push.cohort_id, destinations)
-                .await?;
-            if let Some(r) = retired.iter().find(|r| r.on_push == OnPush::Refuse) {
-                return Err(IngestError::Retired {
-                    link: r.link.to_string(),
-                    state: r.state.clone(),
-                });
-            }
-            all_ignore &= retired.len() == destinations.len()
-                && retired.iter().all(|r| r.on_push == OnPush::Ignore);
-            ignored.extend(retired.into_iter().map(|r| r.link));
-        }
-        if !all_ignore {
-            return Ok(None);
-        }
-        for link in &ignored {
-            self.store.count_ignored_push(link).await?;
-        }
-        tracing::debug!(%source, links = ignored.len(), "Push ignored: its links are retired.");
-        Ok(Some(Summary {
-            note: Some("ignored: the cohort's links are retired"),
-            ..Summary::default()
-        }))
+            .and_then(|summary| match summary.refusal() {
+                Some(e) => Err(e),
+                None => Ok(summary),
+            });
+        // A refused batch is not done: it may be sent again after unfreeze.
+        let marked = store.finish_batch(source, id, result.is_ok(), ttl).await;
+        result.and_then(|summary| marked.map(|()| summary).map_err(IngestError::from))
     }
 
     /// Arms, applies every push, finalizes completed snapshots, counts, wakes.
@@ -345,6 +328,7 @@ impl Ingest {
             skipped_without_key: parsed.skipped_without_key,
             skipped_invalid_key: parsed.skipped_invalid_key,
             note: parsed.note,
+            taken: parsed.pushes.is_empty(),
             ..Summary::default()
         };
         for (cohort, name) in &parsed.arm_snapshot {
@@ -408,6 +392,10 @@ impl Ingest {
         }
         if wake {
             self.wake.notify_one();
+        }
+        if !summary.taken && summary.refused_links.is_empty() {
+            tracing::debug!(%source, links = summary.ignored_links.len(), "Push ignored: its links are retired.");
+            summary.note = Some("ignored: the cohort's links are retired");
         }
         Ok(summary)
     }

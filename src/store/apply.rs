@@ -7,7 +7,7 @@ use crate::sources::Push;
 use redis::Value;
 
 /// What one push did, change by change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyOutcome {
     /// The delivery id was seen before: nothing was applied this time.
     pub duplicate: bool,
@@ -25,6 +25,35 @@ pub struct ApplyOutcome {
     /// Otherwise its next poll (`flush.poll_interval_ms`) finds the work.
     #[serde(skip)]
     pub due_now: bool,
+    /// Retired links (`store::lifecycle`, `on_push = "refuse"`) that got
+    /// nothing from this push, each as `"<link> (<lifecycle state>)"`.
+    pub refused: Vec<String>,
+    /// Retired links with `on_push = "ignore"` that got nothing (each counted
+    /// in its `ignored_pushes`).
+    pub ignored: Vec<String>,
+    /// No link took the push (each one refuses or ignores): nothing was
+    /// applied and the delivery is not remembered, so a retry after
+    /// `unfreeze` applies it.
+    #[serde(skip)]
+    pub rejected: bool,
+}
+
+/// A list of strings from the script (an empty Lua table is an empty array).
+fn link_list(v: Option<&Value>) -> Result<Vec<String>, StoreError> {
+    match v {
+        None | Some(Value::Nil) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(text).collect(),
+        Some(other) => Err(StoreError::Reply(format!("apply returned {other:?}"))),
+    }
+}
+
+/// `{link, state, …}` from the script: `"<link> (<state>)"` each.
+fn refused_list(v: Option<&Value>) -> Result<Vec<String>, StoreError> {
+    let flat = link_list(v)?;
+    Ok(flat
+        .chunks(2)
+        .map(|p| format!("{} ({})", p[0], p.get(1).map_or("", String::as_str)))
+        .collect())
 }
 
 /// Per-push settings the apply script needs.
@@ -89,6 +118,10 @@ impl Store {
             inv.key(k.dirty(partition, l));
         }
         inv.key(k.dirty_since(partition));
+        // The links' meta hashes: apply.lua reads their lifecycle there.
+        for l in &links {
+            inv.key(k.link_meta(partition, l));
+        }
         inv.arg(params.now_ms)
             .arg(seen_ttl)
             .arg(params.max_delay_ms)
@@ -133,12 +166,21 @@ impl Store {
                 superseded: get(3),
                 cancelled: get(4),
                 due_now: false,
+                ..ApplyOutcome::default()
             });
         }
-        let n: Vec<i64> = reply.iter().map(int).collect::<Result<_, _>>()?;
-        if n.len() != 7 {
-            return Err(StoreError::Reply(format!("apply returned {n:?}")));
+        if first == 2 {
+            return Ok(ApplyOutcome {
+                refused: refused_list(reply.get(1))?,
+                ignored: link_list(reply.get(2))?,
+                rejected: true,
+                ..ApplyOutcome::default()
+            });
         }
+        if reply.len() != 9 {
+            return Err(StoreError::Reply(format!("apply returned {reply:?}")));
+        }
+        let n: Vec<i64> = reply[..7].iter().map(int).collect::<Result<_, _>>()?;
         Ok(ApplyOutcome {
             duplicate: false,
             accepted: n[1] as u64,
@@ -147,6 +189,9 @@ impl Store {
             superseded: n[4] as u64,
             cancelled: n[5] as u64,
             due_now: n[6] == 1,
+            refused: refused_list(reply.get(7))?,
+            ignored: link_list(reply.get(8))?,
+            rejected: false,
         })
     }
 }

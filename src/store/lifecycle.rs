@@ -7,6 +7,11 @@
 //!   kept as a backlog; a frozen link's default), `refuse` (a 409; the
 //!   default of the other modes) or `ignore` (answered, changes nothing);
 //! - `retired_ms`, `ignored_pushes`.
+//!
+//! A push reads `lifecycle` and `on_push` inside `apply.lua` (the link meta
+//! hashes share the cohort's hash tag), so a retired link costs a push no
+//! extra round trip: the script applies nothing to a refusing or ignoring
+//! link and tells the ingest path which links those were.
 
 use super::{LinkId, Partition, Store, StoreError};
 
@@ -67,17 +72,6 @@ impl RetireMode {
             RetireMode::Empty | RetireMode::Delete => OnPush::Refuse,
         }
     }
-}
-
-/// A retired link of a push's cohort, as the ingest path sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retired {
-    /// The link.
-    pub link: LinkId,
-    /// Its `lifecycle` state.
-    pub state: String,
-    /// What its pushes get.
-    pub on_push: OnPush,
 }
 
 /// Why a lifecycle change was not made.
@@ -185,55 +179,6 @@ impl Store {
             .await
             .map_err(StoreError::from)?;
         self.reschedule(partition, link, now_ms).await?;
-        Ok(())
-    }
-
-    /// The retired links among `destinations` of `source`'s `cohort`.
-    pub async fn retired_links(
-        &self,
-        source: &str,
-        cohort: &str,
-        destinations: &[String],
-    ) -> Result<Vec<Retired>, StoreError> {
-        let partition = self.keys.partition(source, cohort);
-        let mut out = Vec::new();
-        for d in destinations {
-            let link = LinkId {
-                destination: d.clone(),
-                source: source.to_string(),
-                cohort: cohort.to_string(),
-            };
-            let (state, on_push): (Option<String>, Option<String>) = redis::cmd("HMGET")
-                .arg(self.keys.link_meta(partition, &link))
-                .arg("lifecycle")
-                .arg("on_push")
-                .query_async(&mut self.conn())
-                .await?;
-            let Some(state) = state.filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let on_push = match on_push.as_deref() {
-                Some("accept") => OnPush::Accept,
-                Some("ignore") => OnPush::Ignore,
-                _ => OnPush::Refuse,
-            };
-            out.push(Retired {
-                link,
-                state,
-                on_push,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Counts a push ignored by a retired link.
-    pub async fn count_ignored_push(&self, link: &LinkId) -> Result<(), StoreError> {
-        let _: i64 = redis::cmd("HINCRBY")
-            .arg(self.keys.link_meta(self.link_partition(link), link))
-            .arg("ignored_pushes")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await?;
         Ok(())
     }
 

@@ -63,7 +63,7 @@ pub use flushing::{Ack, AckedBatch, Claim};
 pub use health::evicts;
 pub use inspect::{DeadLetter, LinkStatus};
 pub use keys::{Keys, LinkId, Partition};
-pub use lifecycle::{LifecycleError, OnPush, RetireMode, Retired};
+pub use lifecycle::{LifecycleError, OnPush, RetireMode};
 pub use member_value::MemberValue;
 pub use reconcile::{ReconcileCounts, ReconcilePhase, ReconcileReport};
 pub use reply::StoreError;

@@ -40,7 +40,7 @@ use redis::ScriptInvocation;
 pub const CHUNK: usize = 500;
 
 /// What driving one cohort's pending finalization did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finalized {
     /// The finalization ended (or none was pending).
     pub finished: bool,

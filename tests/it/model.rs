@@ -452,7 +452,7 @@ impl Harness {
             let want = ApplyOutcome {
                 duplicate: true,
                 due_now: false,
-                ..*first
+                ..first.clone()
             };
             prop_assert_eq!(out, want, "a repeated delivery must be applied once");
             return Ok(());
@@ -485,7 +485,7 @@ impl Harness {
             "accepted, stale"
         );
         if let Some(d) = delivery {
-            self.model.seen.insert((cohort, d), out);
+            self.model.seen.insert((cohort, d), out.clone());
         }
         if let Some(snap) = snapshot {
             self.stage(cohort, &snap, changes);

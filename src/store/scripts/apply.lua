@@ -17,6 +17,9 @@
 -- KEYS[6..5+n] dirty set of each link
 -- KEYS[6+n]    dirty-since hash of the partition (link id -> ms its oldest
 --              unacknowledged change was accepted; HSETNX, so the oldest stays)
+-- KEYS[7+n..6+2n] link meta hash of each link (its `lifecycle` and `on_push`,
+--              read here so a retired link costs a push no extra round trip;
+--              `rename_pending` set when the cohort's name changes)
 -- ARGV[1] now (ms)         ARGV[2] seen TTL (ms; 0 = no delivery id)
 -- ARGV[3] max delay (ms)   ARGV[4] batch size (max keys per request)
 -- ARGV[5] cohort name ('' keeps the stored one)
@@ -26,8 +29,19 @@
 --              desired ('1'/'0'), count, then `count` member keys (a push of
 --              one direction at one time, the usual case, is one run)
 -- Result: {0, applied, stale, unchanged, superseded, cancelled, due_now (1 if a
---         link became due at once, 0 otherwise)}
---      or {1, "<summary of the first delivery>"} for a duplicate delivery.
+--         link became due at once, 0 otherwise), refused, ignored}
+--      or {1, "<summary of the first delivery>"} for a duplicate delivery
+--      or {2, refused, ignored} when no link accepts the push (every link is
+--         retired with on_push refuse or ignore): nothing is applied, the
+--         delivery is not remembered as seen.
+--      refused: {link id, its lifecycle state, ...}; ignored: {link id, ...}.
+--
+-- Retired links (store/lifecycle.rs): a link whose `lifecycle` is set and
+-- whose `on_push` is `refuse` or `ignore` gets nothing from the push: its
+-- dirty set and due time are untouched (ignored pushes are counted in its
+-- `ignored_pushes`). The cohort's other links get the push as usual; the
+-- want hash (desired states) is shared by the cohort's links, so it follows
+-- the push whenever at least one link accepts it.
 local now = tonumber(ARGV[1])
 local seen_ttl = tonumber(ARGV[2])
 local max_delay = tonumber(ARGV[3])
@@ -37,6 +51,27 @@ local n = tonumber(ARGV[7])
 if seen_ttl > 0 then
   local prev = redis.call('GET', KEYS[5])
   if prev then return {1, prev} end
+end
+-- Each link's lifecycle: `live` lists the links that take the push.
+local live, refused, ignored = {}, {}, {}
+for i = 1, n do
+  local lc = redis.call('HMGET', KEYS[6 + n + i], 'lifecycle', 'on_push')
+  local mode = 'accept'
+  if lc[1] and lc[1] ~= '' then
+    mode = (lc[2] == 'accept' or lc[2] == 'ignore') and lc[2] or 'refuse'
+  end
+  if mode == 'refuse' then
+    refused[#refused + 1] = ARGV[7 + n + i]
+    refused[#refused + 1] = lc[1]
+  elseif mode == 'ignore' then
+    ignored[#ignored + 1] = ARGV[7 + n + i]
+    redis.call('HINCRBY', KEYS[6 + n + i], 'ignored_pushes', 1)
+  else
+    live[#live + 1] = i
+  end
+end
+if #live == 0 and n > 0 then
+  return {2, refused, ignored}
 end
 -- One read of the cohort meta: its name, slot count and each link's slot.
 local fields = {'name', 'slots'}
@@ -49,7 +84,20 @@ local meta = redis.call('HMGET', KEYS[2], unpack(fields))
 -- later and was swept: a change not newer than the floor (THE TIE RULE: the
 -- snapshot's implicit "out" wins a tie) loses to the snapshot.
 local floor = tonumber(meta[3 + n] or '')
-if ARGV[5] ~= '' and meta[1] ~= ARGV[5] then redis.call('HSET', KEYS[2], 'name', ARGV[5]) end
+if ARGV[5] ~= '' and meta[1] ~= ARGV[5] then
+  redis.call('HSET', KEYS[2], 'name', ARGV[5])
+  -- A renamed cohort (it had a name before): each live link's segment name
+  -- follows, sent once by the flusher (flush/link.rs, `rename`) however many
+  -- pushes repeat the new name. The flag lives in Redis, so it survives a
+  -- restart; the link is due now so a push that changes nothing else still
+  -- sends it. A link not yet created gets the new name at creation.
+  if meta[1] then
+    for _, i in ipairs(live) do
+      redis.call('HSET', KEYS[6 + n + i], 'rename_pending', '1')
+      redis.call('ZADD', KEYS[3], 'LT', now, ARGV[7 + n + i])
+    end
+  end
+end
 
 -- Slots are assigned once per (cohort, destination) and never move, so a
 -- config change that reorders destinations cannot misattribute states. A
@@ -142,7 +190,7 @@ for _, run in ipairs(runs) do
     if fresh then
       applied = applied + 1
       local dirty = false
-      for i = 1, n do
+      for _, i in ipairs(live) do
         local slot = slots[i]
         local st = sub(states, slot, slot)
         -- needs_write: unknown always, dead-lettered never, else differs.
@@ -178,7 +226,7 @@ for _, m in ipairs(order) do
   fv[#fv + 1] = cur[m]
 end
 flush_list('HSET', KEYS[1], fv)
-for i = 1, n do
+for _, i in ipairs(live) do
   local add, rem = {}, {}
   for _, m in ipairs(order) do
     local dec = dirty_in[i][m]
@@ -191,7 +239,7 @@ end
 -- A link is due max_delay after its first waiting change, or now once a full
 -- batch waits. LT keeps an earlier due time (and lowers a claim's hold).
 local due_now = 0
-for i = 1, n do
+for _, i in ipairs(live) do
   if touched[i] then
     local at = now + max_delay
     if redis.call('SCARD', KEYS[5 + i]) >= batch then
@@ -213,4 +261,5 @@ if seen_ttl > 0 then
     .. ',' .. counts.cancelled
   redis.call('SET', KEYS[5], summary, 'PX', seen_ttl)
 end
-return {0, applied, stale, counts.unchanged, counts.superseded, counts.cancelled, due_now}
+return {0, applied, stale, counts.unchanged, counts.superseded, counts.cancelled, due_now,
+  refused, ignored}
