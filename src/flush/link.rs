@@ -57,6 +57,7 @@ where
         Operation::UpdateMembership => "update_membership",
         Operation::GetSegment => "get_segment",
         Operation::DeleteSegment => "delete_segment",
+        Operation::RenameSegment => "rename_segment",
     };
     metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => label)
         .record(started.elapsed().as_secs_f64());
@@ -97,6 +98,7 @@ async fn audit(
     }
     let label = match op {
         Operation::CreateSegment => "create_segment",
+        Operation::RenameSegment => "rename",
         _ => "update_membership",
     };
     let mut entry = crate::store::AuditEntry::for_batch(now_ms(), label, segment, members);
@@ -370,6 +372,117 @@ async fn ensure_segment(
     Ok(Ok(key))
 }
 
+/// The cohort was renamed (`apply.lua` set `rename_pending`): the
+/// segment's name follows, rendered from the destination's `segment_name` as
+/// at creation, with one `PATCH` under the throttle and the shared 429 pause.
+/// No `PATCH` when the rendered name is the segment's already (the same name
+/// pushed again, or a template without `{cohort_name}`). A 429 or 5xx keeps
+/// the rename pending and retries it (`Some`: the flush ends here); a 4xx is
+/// final: it is recorded as the link's last error (until the next successful
+/// write clears it), in `rename_error` (until a rename succeeds) and in the
+/// audit trail, and the flush goes on with the membership.
+async fn rename(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+    dest: &Destination,
+    segment_key: &str,
+    meta: &HashMap<String, String>,
+) -> anyhow::Result<Option<Flushed>> {
+    let cohort_name = ctx
+        .store
+        .cohort_name(partition, &link.source, &link.cohort)
+        .await?
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| link.cohort.clone());
+    let vars = TemplateVars {
+        source: &link.source,
+        cohort_id: &link.cohort,
+        cohort_name: &cohort_name,
+        destination: &dest.name,
+    };
+    let name = render(&dest.segment_name, &vars);
+    if meta.get("segment_name") == Some(&name) {
+        ctx.store
+            .set_link_meta(partition, link, &[("rename_pending", "")])
+            .await?;
+        return Ok(None);
+    }
+    let Some((attempt, verdict)) = send(ctx, partition, Operation::RenameSegment, || {
+        ctx.ld
+            .rename_segment(&dest.project, &dest.environment, segment_key, &name)
+    })
+    .await
+    else {
+        return Ok(Some(abandon(ctx, partition, link).await?));
+    };
+    let mut entry = crate::store::AuditEntry::for_batch(now_ms(), "rename", segment_key, &[]);
+    entry.status = attempt.status_label();
+    entry.message = Some(format!("name {name:?}"));
+    if let Attempt::Replied(r) = &attempt {
+        entry.request_id = r.request_id.clone();
+        if !(200..300).contains(&r.status) && !r.message.is_empty() {
+            entry.message = Some(format!("name {name:?}: {}", r.message));
+        }
+    }
+    let cap = ctx.settings.flush.audit_entries_per_link;
+    if cap > 0 {
+        if let Err(e) = ctx.store.record_audit(link, &entry, cap).await {
+            tracing::warn!(link = %link, error = %e, "Could not record a LaunchDarkly write in the audit trail.");
+        }
+    }
+    match verdict {
+        Verdict::Success => {
+            tracing::info!(link = %link, segment = %segment_key, %name, "Segment renamed after its cohort.");
+            ctx.store
+                .set_link_meta(
+                    partition,
+                    link,
+                    &[("segment_name", &name), ("rename_error", "")],
+                )
+                .await?;
+            settle_rename(ctx, partition, link, &cohort_name).await?;
+            Ok(None)
+        }
+        Verdict::Rejected { message } | Verdict::Block { reason: message } => {
+            let error = format!("rename to {name:?} refused: {message}");
+            tracing::error!(link = %link, segment = %segment_key, %error, "LaunchDarkly refused the segment's new name; not retried.");
+            ctx.store
+                .set_link_meta(
+                    partition,
+                    link,
+                    &[("last_error", &error), ("rename_error", &error)],
+                )
+                .await?;
+            settle_rename(ctx, partition, link, &cohort_name).await?;
+            Ok(None)
+        }
+        other => Ok(Some(defer(ctx, partition, link, other).await?)),
+    }
+}
+
+/// Clears `rename_pending` unless a push renamed the cohort again while the
+/// `PATCH` was out (then the next flush sends the newer name).
+async fn settle_rename(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+    sent_for: &str,
+) -> anyhow::Result<()> {
+    let now = ctx
+        .store
+        .cohort_name(partition, &link.source, &link.cohort)
+        .await?
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| link.cohort.clone());
+    if now == sent_for {
+        ctx.store
+            .set_link_meta(partition, link, &[("rename_pending", "")])
+            .await?;
+    }
+    Ok(())
+}
+
 /// Flushes one batch of one link.
 pub async fn flush(
     ctx: Arc<FlushContext>,
@@ -458,6 +571,11 @@ pub async fn flush(
         Ok(t) => t,
         Err(done) => return Ok(done),
     };
+    if created && meta.get("rename_pending").map(String::as_str) == Some("1") {
+        if let Some(done) = rename(&ctx, partition, &link, &dest, &segment_key, &meta).await? {
+            return Ok(done);
+        }
+    }
 
     let members = match claimed {
         Some(m) => m,

@@ -11,6 +11,8 @@ pub enum Operation {
     GetSegment,
     /// `DELETE …/{segmentKey}`: retiring a link with `--delete`.
     DeleteSegment,
+    /// `PATCH …/{segmentKey}`: the segment's name follows a renamed cohort.
+    RenameSegment,
 }
 
 /// What came back from LaunchDarkly, reduced to what classification needs.

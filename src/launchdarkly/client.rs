@@ -192,6 +192,31 @@ impl LdClient {
         }
     }
 
+    /// `PATCH …/segments/{project}/{environment}/{segment}`: renames the
+    /// segment with a JSON patch (`[{"op": "replace", "path": "/name", …}]`),
+    /// the form reference/launchdarkly.md names first.
+    pub async fn rename_segment(
+        &self,
+        project: &str,
+        environment: &str,
+        segment: &str,
+        name: &str,
+    ) -> Attempt {
+        let body = serde_json::json!([{"op": "replace", "path": "/name", "value": name}]);
+        match self
+            .http
+            .patch(self.url(&[project, environment, segment]))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(resp) => Attempt::Replied(read_reply(resp).await),
+            Err(e) if e.is_timeout() => Attempt::TimedOut,
+            Err(e) if e.is_connect() => Attempt::NotSent(error_chain(&e)),
+            Err(e) => Attempt::Transport(error_chain(&e)),
+        }
+    }
+
     /// `GET url`: the attempt, and the JSON body of a 2xx answer.
     pub(super) async fn get_json(&self, url: reqwest::Url) -> (Attempt, Option<serde_json::Value>) {
         match self.http.get(url).send().await {

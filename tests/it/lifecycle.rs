@@ -261,3 +261,207 @@ async fn a_link_whose_source_left_the_config_is_orphaned_and_keeps_its_data() {
     wait_state(&bridge, link, "emptied").await;
     assert_eq!(members(&emu, &segment).await, Some(BTreeSet::new()));
 }
+
+/// A push of a cohort with two links, one of them retired: per link. The
+/// retired link gets nothing and is named in the 200's `refused_links`; the
+/// other link gets the push. Only when no link takes a push is it a 409.
+#[tokio::test]
+async fn a_push_reaches_the_links_that_accept_it_and_skips_the_retired_one() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    cfg.amplitude_destinations = r#"["production", "staging"]"#.into();
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "two", &["u1"]).await;
+    let prod = "production:amplitude:two";
+    let staging = "staging:amplitude:two";
+    eventually("staging has u1", WAIT, || async {
+        (emu.members(PROJECT, "staging", &segment).await == Some(vec!["u1".to_string()]))
+            .then_some(())
+    })
+    .await;
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{prod}/retire"),
+        Some(json!({"mode": "freeze", "on_push": "refuse"})),
+    )
+    .await;
+    assert_eq!((s, &v["on_push"]), (200, &json!("refuse")), "{v}");
+
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("two", true, 5, "two-5", &["u2"]))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted"], json!(1), "{v}");
+    assert_eq!(
+        v["refused_links"],
+        json!([format!("{prod} (frozen)")]),
+        "{v}"
+    );
+    eventually("staging gets the push", WAIT, || async {
+        let m: Option<BTreeSet<String>> = emu
+            .members(PROJECT, "staging", &segment)
+            .await
+            .map(|m| m.into_iter().collect());
+        (m == Some(set(&["u1", "u2"]))).then_some(())
+    })
+    .await;
+    let v = lifecycle(&bridge, prod).await;
+    assert_eq!(v["dirty"], json!(0), "the refusing link got nothing: {v}");
+
+    // Once the other link ignores pushes too, no link takes one: a 409.
+    let (s, v) = op(
+        &bridge,
+        Method::POST,
+        &format!("/links/{staging}/retire"),
+        Some(json!({"mode": "freeze", "on_push": "ignore"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("two", true, 6, "two-6", &["u3"]))
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("link_retired")),
+        "{v}"
+    );
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(prod) && !msg.contains(staging), "{v}");
+    assert_eq!(lifecycle(&bridge, staging).await["dirty"], json!(0));
+}
+
+/// An Amplitude push of `users` into `cohort` under the name `name`.
+async fn push_named(bridge: &Bridge, cohort: &str, name: &str, t: i64, users: &[&str]) {
+    let mut body = amplitude_body(cohort, true, t, &format!("{cohort}-{t}"), users);
+    body["cohort_name"] = json!(name);
+    let (s, v) = bridge.amplitude(&body).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// The emulator's `PATCH` requests (renames), in arrival order.
+async fn patches(emu: &Emulator) -> Vec<Value> {
+    emu.requests()
+        .await
+        .into_iter()
+        .filter(|r| r["route"] == json!("patch"))
+        .collect()
+}
+
+async fn segment_name(emu: &Emulator, segment: &str) -> Option<String> {
+    emu.segment(PROJECT, ENV, segment)
+        .await
+        .and_then(|s| s["name"].as_str().map(str::to_string))
+}
+
+async fn audit_operations(bridge: &Bridge, link: &str) -> Vec<Value> {
+    let (s, v) = op(bridge, Method::GET, &format!("/links/{link}/audit"), None).await;
+    assert_eq!(s, 200, "{v}");
+    v["entries"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rename_reaches_launchdarkly_once_per_change_of_name() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "rn", &["u1"]).await;
+    let link = "production:amplitude:rn";
+    assert_eq!(
+        segment_name(&emu, &segment).await.as_deref(),
+        Some("Cohort rn")
+    );
+
+    // The same name again: no PATCH.
+    push_named(&bridge, "rn", "Cohort rn", 2, &["u2"]).await;
+    eventually("u2 written", WAIT, || async {
+        (members(&emu, &segment).await == Some(set(&["u1", "u2"]))).then_some(())
+    })
+    .await;
+    assert!(patches(&emu).await.is_empty(), "same name, no PATCH");
+
+    // A new name: the segment follows, with one PATCH, even when the new name
+    // comes with many pushes (before and after the PATCH).
+    for t in 3..6 {
+        push_named(&bridge, "rn", "Power users", t, &[&format!("a{t}")]).await;
+    }
+    eventually("the segment is renamed", WAIT, || async {
+        (segment_name(&emu, &segment).await.as_deref() == Some("Power users")).then_some(())
+    })
+    .await;
+    for t in 6..10 {
+        push_named(&bridge, "rn", "Power users", t, &[&format!("a{t}")]).await;
+    }
+    eventually("the later pushes are written", WAIT, || async {
+        let m = members(&emu, &segment).await.unwrap_or_default();
+        m.contains("a9").then_some(())
+    })
+    .await;
+    let p = patches(&emu).await;
+    assert_eq!(p.len(), 1, "one PATCH per change of name: {p:?}");
+    let renames: Vec<Value> = audit_operations(&bridge, link)
+        .await
+        .into_iter()
+        .filter(|e| e["operation"] == json!("rename"))
+        .collect();
+    assert_eq!(renames.len(), 1, "{renames:?}");
+    assert_eq!(renames[0]["status"], json!("200"), "{renames:?}");
+    let v = lifecycle(&bridge, link).await;
+    assert_eq!(v["meta"]["segment_name"], json!("Power users"), "{v}");
+}
+
+#[tokio::test]
+async fn rename_after_a_500_is_retried_and_a_400_is_reported() {
+    let (_redis, emu, mut cfg) = stack();
+    started(&mut cfg);
+    let bridge = Bridge::start(&cfg).await;
+    let segment = converged(&bridge, &emu, "rr", &["u1"]).await;
+    let link = "production:amplitude:rr";
+
+    emu.fault(json!({"kind": "status", "status": 500, "route": "patch", "count": 1}))
+        .await;
+    push_named(&bridge, "rr", "Renamed", 2, &["u1"]).await;
+    eventually("the rename lands after the 500", WAIT, || async {
+        (segment_name(&emu, &segment).await.as_deref() == Some("Renamed")).then_some(())
+    })
+    .await;
+    let statuses: Vec<Value> = patches(&emu)
+        .await
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!(500), json!(200)], "retried once");
+
+    // A 400 is final: the link's last error and the audit trail say so,
+    // nothing is retried, and the name stays.
+    emu.fault(
+        json!({"kind": "status", "status": 400, "route": "patch", "count": 1,
+        "message": "name not allowed"}),
+    )
+    .await;
+    push_named(&bridge, "rr", "Refused name", 3, &["u3"]).await;
+    let v = eventually("the 400 is on the link", WAIT, || async {
+        let v = lifecycle(&bridge, link).await;
+        v["meta"]["rename_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rename") && e.contains("400"))
+            .then_some(v)
+    })
+    .await;
+    eventually("the members still flow", WAIT, || async {
+        (members(&emu, &segment).await == Some(set(&["u1", "u3"]))).then_some(())
+    })
+    .await;
+    assert_eq!(patches(&emu).await.len(), 3, "the 400 is not retried: {v}");
+    assert_eq!(
+        segment_name(&emu, &segment).await.as_deref(),
+        Some("Renamed")
+    );
+    let audited = audit_operations(&bridge, link).await;
+    assert!(
+        audited
+            .iter()
+            .any(|e| e["operation"] == json!("rename") && e["status"] == json!("400")),
+        "{audited:?}"
+    );
+}
