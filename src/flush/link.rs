@@ -590,7 +590,15 @@ pub async fn flush(
                     ctx.store.set_lifecycle(partition, &link, "emptied").await?;
                     return Ok(Flushed::Written(0));
                 }
-                Claim::Empty => return Ok(Flushed::Written(0)),
+                Claim::Empty => {
+                    // The empty claim took the link off the due set: a
+                    // rename flagged by a push meanwhile keeps it due.
+                    let now_meta = ctx.store.link_meta(partition, &link).await?;
+                    if now_meta.get("rename_pending").map(String::as_str) == Some("1") {
+                        ctx.store.reschedule(partition, &link, now_ms()).await?;
+                    }
+                    return Ok(Flushed::Written(0));
+                }
                 Claim::Members(m) => m,
             }
         }

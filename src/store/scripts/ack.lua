@@ -49,8 +49,14 @@ end
 
 local remaining = redis.call('SCARD', KEYS[3])
 local since = tonumber(redis.call('HGET', KEYS[7], ARGV[4]) or '-1')
+-- A rename flagged by a push during this flush (apply.lua) keeps the link due.
+local rename = redis.call('HGET', KEYS[6], 'rename_pending') == '1'
 if remaining == 0 then
-  redis.call('ZREM', KEYS[5], ARGV[4])
+  if rename then
+    redis.call('ZADD', KEYS[5], 'LT', now, ARGV[4])
+  else
+    redis.call('ZREM', KEYS[5], ARGV[4])
+  end
   redis.call('HDEL', KEYS[7], ARGV[4])
 else
   local at = now + tonumber(ARGV[5])
