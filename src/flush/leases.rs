@@ -14,6 +14,14 @@
 //! timeout (LaunchDarkly may still apply a request the client gave up on).
 //! The next owner therefore cannot write a member before an older write of
 //! it has landed.
+//!
+//! The rate split follows the heartbeats: each maintenance round hands the
+//! live count to the throttle *before* it takes or gives up any partition,
+//! and a replica that joins others takes no partition for `join_wait` (two
+//! maintenance periods) after its first heartbeat. By then every other live
+//! replica has renewed at least once, has counted the newcomer and slowed to
+//! its smaller share, so the shares of the replicas that send never add up
+//! to more than the deployment's rate, even while one joins.
 
 use crate::store::{Partition, Store};
 use rand::seq::SliceRandom;
@@ -31,11 +39,16 @@ pub struct Leases {
     ttl: Duration,
     request_timeout: Duration,
     partitions: u16,
+    /// How long after its first heartbeat this replica takes no partition.
+    join_wait: Duration,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// When this replica may first take partitions: at once if it was alone
+    /// at its first heartbeat, else `join_wait` after it.
+    settle_at: Option<Instant>,
     /// Partition → until when the lease is certainly valid.
     held: BTreeMap<Partition, Instant>,
     /// Held partitions being given up: no new claims or requests.
@@ -103,8 +116,16 @@ impl Leases {
             ttl,
             request_timeout,
             partitions,
+            join_wait: Duration::ZERO,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Takes no partition until `wait` after the first heartbeat: long
+    /// enough for every other replica to renew once and count this one.
+    pub fn with_join_wait(mut self, wait: Duration) -> Self {
+        self.join_wait = wait;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -183,13 +204,32 @@ impl Leases {
 
     /// One maintenance round: heartbeat, renew, take or give up partitions,
     /// release drained ones. Returns the number of live replicas.
-    pub async fn maintain(&self, store: &Store, now_ms: i64) -> anyhow::Result<u64> {
+    /// `split` gets the live count as soon as the heartbeat returns, before
+    /// any partition is taken or released (the throttle's re-split).
+    pub async fn maintain(
+        &self,
+        store: &Store,
+        now_ms: i64,
+        split: impl FnOnce(u64),
+    ) -> anyhow::Result<u64> {
         let live = store.heartbeat(&self.token, now_ms, self.ttl).await?;
+        split(live);
         let share = (u64::from(self.partitions)).div_ceil(live) as usize;
         self.renew(store).await?;
+        let settled = {
+            // Alone at the first heartbeat, nobody else has a share to cut.
+            let wait = if live > 1 {
+                self.join_wait
+            } else {
+                Duration::ZERO
+            };
+            let mut s = self.lock();
+            let from = *s.settle_at.get_or_insert_with(|| Instant::now() + wait);
+            Instant::now() >= from
+        };
 
         let mut count = self.count();
-        if count < share {
+        if count < share && settled {
             // Take back partitions still draining first: they are ours already.
             {
                 let mut s = self.lock();

@@ -95,7 +95,8 @@ impl Flusher {
             settings.lease_ttl,
             settings.request_timeout(),
             settings.redis.partitions,
-        );
+        )
+        .with_join_wait(2 * lease_period_of(settings.lease_ttl));
         Ok(Flusher {
             ctx: Arc::new(FlushContext {
                 settings,
@@ -251,7 +252,11 @@ fn finish(
 
 /// How often leases are renewed.
 fn lease_period(ctx: &FlushContext) -> Duration {
-    (ctx.settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    lease_period_of(ctx.settings.lease_ttl)
+}
+
+fn lease_period_of(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
 
 /// Leases, heartbeat and the rate split, on their own task: nothing else
@@ -260,10 +265,10 @@ async fn keep_leases(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>
     let mut trouble = TroubleLog::default();
     let every = lease_period(&ctx);
     loop {
-        match ctx.leases.maintain(&ctx.store, now_ms()).await {
+        let split = |live| ctx.throttle.set_replicas(live);
+        match ctx.leases.maintain(&ctx.store, now_ms(), split).await {
             Ok(live) => {
                 trouble.clear("Lease maintenance works again.");
-                ctx.throttle.set_replicas(live);
                 ctx.observations.set_replicas(live);
                 tracing::debug!(held = ctx.leases.count(), "Leases renewed.");
             }

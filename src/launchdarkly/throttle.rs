@@ -6,6 +6,13 @@
 //! exceeds the configured rate. Every attempt, retries included, takes a
 //! token. A 429's pause is kept locally and shared through Redis.
 //!
+//! A re-split (a replica joined or died) swaps in a new limiter whose first
+//! token is already spent, and a writer that got its token from the old
+//! limiter waits for one of the new: across the switch, one replica's
+//! requests are never closer together than the new share's period. (The
+//! other half, that no replica sends before every other one has counted it,
+//! is the flusher's: see `flush::leases`.)
+//!
 //! Every pause is clamped to `launchdarkly.max_pause_seconds` from now (one
 //! absurd header cannot stall the deployment), and only ever extends. A
 //! writer that waited for its token re-reads the shared pause
@@ -83,7 +90,13 @@ impl Throttle {
     pub fn set_replicas(&self, n: u64) {
         let n = n.max(1);
         if self.replicas.swap(n, Ordering::SeqCst) != n {
-            *self.limiter.lock().expect("limiter lock") = limiter(self.rate / n as f64);
+            // A fresh limiter would hand out a token at once, right after
+            // the old one's last: spend it, so the first request at the new
+            // share is one new period after the switch (never closer to the
+            // previous request than the new spacing).
+            let fresh = limiter(self.rate / n as f64);
+            let _ = fresh.check();
+            *self.limiter.lock().expect("limiter lock") = fresh;
         }
     }
 
@@ -137,6 +150,11 @@ impl Throttle {
             }
             let l = self.limiter.lock().expect("limiter lock").clone();
             l.until_ready().await;
+            // The rate was re-split while we waited: a token of the old share
+            // does not count, wait for one of the new share.
+            if !Arc::ptr_eq(&l, &self.limiter.lock().expect("limiter lock")) {
+                continue;
+            }
             // A 429 may have arrived, here or at another replica, while we
             // waited for the token.
             if let Some(u) = shared().await {
@@ -241,6 +259,46 @@ mod tests {
             waited(start)
         );
         assert!(reads.load(Ordering::SeqCst) >= 2);
+    }
+
+    // governor runs on the real clock, so these two run in real time and
+    // check only the spacing the limiter promises (a lower bound).
+    #[tokio::test]
+    async fn a_re_split_never_sends_closer_than_the_new_period() {
+        let t = Throttle::new(10.0); // 100 ms apart
+        t.acquire().await;
+        let start = std::time::Instant::now();
+        // Three replicas now: 300 ms apart. The new limiter's free token is
+        // spent, so the next request waits a whole new period.
+        t.set_replicas(3);
+        t.acquire().await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(299),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_on_the_old_share_waits_for_the_new_one() {
+        let t = Arc::new(Throttle::new(10.0));
+        t.acquire().await; // the next token of the old share is 100 ms away
+        let start = std::time::Instant::now();
+        let writer = {
+            let t = t.clone();
+            tokio::spawn(async move { t.acquire().await })
+        };
+        // Once the writer holds the turn it waits on the old limiter.
+        while t.queue.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        t.set_replicas(2); // 200 ms apart, counted from the switch
+        writer.await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(199),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

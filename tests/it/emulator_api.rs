@@ -665,3 +665,81 @@ fn has_launchdarkly_api(python: &std::path::Path) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// The campaign test's overlap detector works: a write held open (a hang
+/// until the client leaves) and a second write to the same segment are one
+/// overlap; a write to another segment at the same time, and a write after
+/// the first has ended, are none.
+#[tokio::test]
+async fn two_concurrent_writes_to_one_segment_are_detected() {
+    let emu = Emu::start();
+    emu.create_big("seg").await;
+    emu.create_big("other").await;
+    emu.control(
+        "/_emulator/faults",
+        Some(json!({"kind": "hang", "route": "contexts"})),
+    )
+    .await;
+    let held = {
+        let (http, url) = (
+            emu.http.clone(),
+            emu.url("/api/v2/segments/proj/prod/seg/contexts"),
+        );
+        tokio::spawn(async move {
+            let _ = http
+                .post(url)
+                .header("Authorization", TOKEN)
+                .header("LD-API-Version", "20240415")
+                .json(&json!({"included": {"add": ["first"]}}))
+                .send()
+                .await;
+        })
+    };
+    // Await the held write's arrival (an event, not a sleep).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emu.control("/_emulator/writes", None).await["in_flight"]["proj/prod/seg"] != 1 {
+        assert!(Instant::now() < deadline, "the held write never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other = emu
+        .ld_post(
+            "/api/v2/segments/proj/prod/other/contexts",
+            json!({"included": {"add": ["x"]}}),
+        )
+        .await;
+    assert_eq!(other.status(), 204);
+    let w = emu.control("/_emulator/writes", None).await;
+    assert_eq!(w["overlaps"], 0, "another segment is no overlap: {w}");
+    let second = emu
+        .ld_post(
+            "/api/v2/segments/proj/prod/seg/contexts",
+            json!({"included": {"add": ["second"]}}),
+        )
+        .await;
+    assert_eq!(second.status(), 204);
+    let w = emu.control("/_emulator/writes", None).await;
+    assert_eq!(
+        (w["overlaps"].clone(), w["max_per_segment"].clone()),
+        (json!(1), json!(2)),
+        "{w}"
+    );
+    assert_eq!(w["overlapping"][0]["segment"], "proj/prod/seg", "{w}");
+    // The client gives up: the held write ends, and the next is no overlap.
+    held.abort();
+    while emu.control("/_emulator/writes", None).await["in_flight"] != json!({}) {
+        assert!(Instant::now() < deadline, "the held write never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let third = emu
+        .ld_post(
+            "/api/v2/segments/proj/prod/seg/contexts",
+            json!({"included": {"add": ["third"]}}),
+        )
+        .await;
+    assert_eq!(third.status(), 204);
+    assert_eq!(emu.control("/_emulator/writes", None).await["overlaps"], 1);
+    // Every arrival is counted per second, whatever its answer.
+    let rate = emu.control("/_emulator/rate?window_ms=60000", None).await;
+    assert_eq!(rate["requests"], 6, "{rate}");
+    assert_eq!(rate["max_in_window"], 6, "{rate}");
+}

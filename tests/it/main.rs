@@ -6,6 +6,7 @@ mod support;
 mod accounting;
 mod audit;
 mod binary;
+mod campaign;
 mod cluster;
 mod crash;
 mod deploy;

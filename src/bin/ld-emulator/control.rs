@@ -1,5 +1,6 @@
 //! The test-only control API under `/_emulator` (no auth, JSON in and out):
-//! faults, runtime config, state, request log, stats, reset.
+//! faults, runtime config, state, request log, stats, per-second request
+//! counts (`rate`), writes in flight per segment (`writes`), reset.
 
 use crate::app::Emulator;
 use crate::exports::ExportLayout;
@@ -46,6 +47,8 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Resp {
         }
         (&Method::GET, ["requests"]) => requests(&emu, &query),
         (&Method::GET, ["stats"]) => Ok(stats(&emu)),
+        (&Method::GET, ["rate"]) => rate(&emu, &query),
+        (&Method::GET, ["writes"]) => Ok(ok(emu.world().journal.writes.json())),
         (&Method::POST, ["reset"]) => {
             emu.world().reset();
             Ok(ok(json!({"reset": true})))
@@ -283,4 +286,25 @@ fn stats(emu: &Emulator) -> Resp {
         .map(|f| f.count as u64)
         .sum::<u64>());
     ok(v)
+}
+
+/// `GET /_emulator/rate?window_ms=N` (default 1000): every LaunchDarkly-route
+/// arrival since the last reset, counted per epoch second, and the most in
+/// any window of N ms.
+fn rate(emu: &Emulator, query: &str) -> Result<Resp, String> {
+    let mut window_ms = 1000;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("window_ms", v)) => {
+                window_ms = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("window_ms must be a positive integer")?;
+            }
+            _ => return Err(format!("unknown query parameter {pair}")),
+        }
+    }
+    let arrivals = emu.world().journal.arrivals.clone();
+    Ok(ok(crate::journal::rate_json(&arrivals, window_ms)))
 }

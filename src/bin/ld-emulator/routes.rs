@@ -41,6 +41,8 @@ struct Completion {
     seq: u64,
     auth_ok: bool,
     done: bool,
+    /// The segment this request writes, counted in flight until it ends.
+    writes: Option<String>,
 }
 
 impl Completion {
@@ -59,7 +61,11 @@ impl Completion {
             applied,
             authorization_ok: self.auth_ok,
         };
-        self.emu.world().journal.finish(self.seq, outcome);
+        let mut world = self.emu.world();
+        world.journal.finish(self.seq, outcome);
+        if let Some(segment) = &self.writes {
+            world.journal.writes.end(segment);
+        }
     }
 }
 
@@ -105,11 +111,16 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
     }
 
     let (seq, fault) = register(&emu, &call, path, received_ms);
+    let writes = written_segment(&call);
+    if let Some(segment) = &writes {
+        emu.world().journal.writes.begin(segment, seq);
+    }
     let completion = Completion {
         emu: emu.clone(),
         seq,
         auth_ok,
         done: false,
+        writes,
     };
 
     if let Some(FaultKind::Hang { ms: None, .. }) = fault {
@@ -126,6 +137,25 @@ pub async fn handle(emu: Arc<Emulator>, req: Request<Incoming>) -> Result<Resp, 
         set_header(&mut resp, "X-Request-Id", &format!("emu-{seq}"));
         resp
     })
+}
+
+/// The segment (`project/environment/key`) a request would change, if it
+/// is a write: a create (the key is in its body), a membership update, a
+/// patch or a delete. Tracked whatever the answer turns out to be: two
+/// replicas sending writes for one segment at once is the fault, not
+/// whether both were applied.
+fn written_segment(call: &Call) -> Option<String> {
+    let t = &call.target;
+    let key = match t.route? {
+        Route::Create => serde_json::from_slice::<Value>(&call.body)
+            .ok()?
+            .get("key")?
+            .as_str()?
+            .to_string(),
+        Route::Contexts | Route::Patch | Route::Delete => t.key.clone(),
+        _ => return None,
+    };
+    Some(format!("{}/{}/{key}", t.project, t.environment))
 }
 
 /// Logs the arrival, checks the client's pacing, and takes a fault.

@@ -177,6 +177,18 @@ impl Emulator {
     pub async fn stats(&self) -> Value {
         self.get("/_emulator/stats").await
     }
+
+    /// `GET /_emulator/rate`: arrivals per epoch second and the most in any
+    /// window of `window_ms`.
+    pub async fn rate(&self, window_ms: u64) -> Value {
+        self.get(&format!("/_emulator/rate?window_ms={window_ms}"))
+            .await
+    }
+
+    /// `GET /_emulator/writes`: writes in flight per segment and overlaps.
+    pub async fn writes(&self) -> Value {
+        self.get("/_emulator/writes").await
+    }
 }
 
 impl Drop for Emulator {

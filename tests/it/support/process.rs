@@ -21,12 +21,18 @@ pub struct BridgeProcess {
     pub http: reqwest::Client,
     /// How many times the binary was started.
     pub starts: u32,
+    /// `HOSTNAME` for the process: its lease tokens start with it.
+    hostname: Option<String>,
 }
 
 impl BridgeProcess {
     /// Writes the configuration (listening on a fixed free port) and starts
     /// the binary, without waiting for it to be ready.
     pub fn spawn(cfg: &mut TestConfig) -> BridgeProcess {
+        Self::spawn_with(cfg, None)
+    }
+
+    fn spawn_with(cfg: &mut TestConfig, hostname: Option<String>) -> BridgeProcess {
         let port = free_port();
         cfg.set("server", "listen", format!("\"127.0.0.1:{port}\""));
         let dir = tempfile::tempdir().expect("temp dir");
@@ -42,8 +48,17 @@ impl BridgeProcess {
             log,
             http: reqwest::Client::new(),
             starts: 0,
+            hostname,
         };
         b.launch();
+        b
+    }
+
+    /// [`BridgeProcess::start`] with `HOSTNAME` set, so the replica's lease
+    /// tokens in Redis (`<hostname>-<uuid>`) say which process holds them.
+    pub async fn start_as(cfg: &mut TestConfig, hostname: &str) -> BridgeProcess {
+        let mut b = Self::spawn_with(cfg, Some(hostname.to_string()));
+        b.wait_ready().await;
         b
     }
 
@@ -60,7 +75,11 @@ impl BridgeProcess {
             .append(true)
             .open(&self.log)
             .expect("open the bridge log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cohort-bridge"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cohort-bridge"));
+        if let Some(h) = &self.hostname {
+            cmd.env("HOSTNAME", h);
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("LD_API_TOKEN", TOKEN)
