@@ -35,3 +35,4 @@ mod shutdown;
 mod signatures;
 mod standard_webhooks;
 mod store_sequences;
+mod why;
