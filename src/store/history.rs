@@ -420,7 +420,7 @@ fn explain(link: &LinkId, key: &str, raw: Raw) -> MemberExplanation {
             },
         ));
     }
-    changes.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    changes.sort_by_key(|c| std::cmp::Reverse((c.0, c.1)));
     let changes: Vec<MemberChange> = changes.into_iter().map(|c| c.2).collect();
 
     let per_bridge = state.map(|c| {
