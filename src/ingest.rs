@@ -140,6 +140,11 @@ pub fn apply_params(settings: &Settings, now_ms: i64) -> ApplyParams {
         dedupe_ttl_ms: settings.redis.dedupe_ttl_seconds * 1000,
         max_delay_ms: settings.flush.max_delay_ms,
         batch: settings.launchdarkly.max_keys_per_request,
+        history: crate::store::HistoryParams {
+            entries: settings.flush.history_entries_per_cohort,
+            keys: settings.flush.history_keys_per_entry,
+            max_age_ms: settings.flush.history_max_age_seconds.saturating_mul(1000),
+        },
     }
 }
 

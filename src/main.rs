@@ -87,6 +87,22 @@ enum Command {
         #[arg(long, env = CONFIG_ENV)]
         config: PathBuf,
     },
+    /// Explain why a member is (not) in a link's segment: desired state,
+    /// what LaunchDarkly has per the bridge, pending writes, recent changes.
+    Why {
+        /// `<destination>:<source>:<cohort>`, as `links` prints it.
+        link: String,
+        /// The member's context key.
+        key: String,
+        /// Also ask LaunchDarkly for the member (one read, rate-limited).
+        #[arg(long)]
+        launchdarkly: bool,
+        /// Print the operator API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+    },
     /// Send a link's dead letters again (all of them, or the `--key`s given).
     Redrive {
         link: String,
@@ -199,6 +215,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             limit,
             config,
         } => report(operator::audit(&config::load(&config)?, &link, since.as_deref(), limit).await),
+        Command::Why {
+            link,
+            key,
+            launchdarkly,
+            json,
+            config,
+        } => report(operator::why(&config::load(&config)?, &link, &key, launchdarkly, json).await),
         Command::Redrive { link, keys, config } => {
             report(operator::redrive(&config::load(&config)?, &link, &keys).await)
         }

@@ -1,5 +1,5 @@
 //! Operator commands on the command line (`links`, `dead-letters`, `redrive`,
-//! `resync`, `reconcile`): the same store calls as the operator API, straight against
+//! `resync`, `reconcile`, `why`): the same store calls as the operator API, straight against
 //! Redis, so they work while no bridge is running. Each returns the text to print.
 
 use crate::clock::now_ms;
@@ -81,6 +81,111 @@ pub async fn reconcile(settings: &Settings, raw_link: &str) -> anyhow::Result<St
         repaired: o.counts.repaired,
     };
     Ok(format!("{l}: {}\n", reconcile_line(&report)))
+}
+
+/// Why a member is (not) in the link's segment (see `store::history`): as
+/// text, or as the operator API's JSON with `json`. With `ask_launchdarkly`,
+/// LaunchDarkly's own answer too, read from this process under
+/// `launchdarkly.requests_per_second` and the shared 429 pause.
+pub async fn why(
+    settings: &Settings,
+    raw_link: &str,
+    key: &str,
+    ask_launchdarkly: bool,
+    json: bool,
+) -> anyhow::Result<String> {
+    use crate::launchdarkly::{LdClient, Throttle};
+    let store = store(settings)?;
+    let l = link(raw_link)?;
+    let ld = LdClient::new(&settings.launchdarkly, &settings.ld_token)?;
+    let throttle = std::sync::Arc::new(Throttle::new(settings.launchdarkly.requests_per_second));
+    let settings = std::sync::Arc::new(settings.clone());
+    let e = crate::reconcile::Reconciler::new(settings, store, ld, throttle)
+        .explain_member(&l, key, ask_launchdarkly)
+        .await?
+        .ok_or_else(|| anyhow!("no link {l}: the cohort was never pushed for that destination"))?;
+    if json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&e)?));
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{l} {key:?}: {}", e.summary);
+    if let Some(d) = &e.desired {
+        let _ = writeln!(
+            out,
+            "desired: {} (version {}){}",
+            if d.included { "in" } else { "out" },
+            d.version_ms,
+            if d.pending { ", not yet written" } else { "" }
+        );
+    }
+    if let Some(s) = &e.launchdarkly_per_bridge {
+        let _ = writeln!(out, "LaunchDarkly per the bridge: {s}");
+    }
+    if let Some(d) = &e.dead_letter {
+        let _ = writeln!(out, "dead letter: at {} ms: {}", d.at_ms, d.reason);
+    }
+    let _ = writeln!(
+        out,
+        "dirty: {}{}",
+        if e.dirty { "yes" } else { "no" },
+        e.flush_due_at_ms
+            .map(|d| format!(", flush due at {d} ms"))
+            .unwrap_or_default()
+    );
+    if let Some(b) = &e.blocked {
+        let _ = writeln!(out, "blocked: {b}");
+    }
+    let _ = writeln!(out, "changes, newest first:");
+    let _ = writeln!(
+        out,
+        "  at_ms\tkind\tdelivery\tversion\tchange\toutcome\tdetail"
+    );
+    for c in &e.changes {
+        let _ = writeln!(
+            out,
+            "  {}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.at_ms,
+            c.kind,
+            c.delivery_id
+                .as_deref()
+                .or(c.request_id.as_deref())
+                .unwrap_or("-"),
+            c.version_ms
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            c.change.as_deref().unwrap_or("-"),
+            c.outcome,
+            c.detail
+        );
+    }
+    if e.changes.is_empty() {
+        let _ = writeln!(out, "  (none in the history)");
+    }
+    if let Some(a) = &e.launchdarkly {
+        match (a.included, &a.error) {
+            (Some(inc), _) => {
+                let _ = writeln!(
+                    out,
+                    "LaunchDarkly says: {} (status {}){}",
+                    if inc { "included" } else { "not included" },
+                    a.status.unwrap_or(0),
+                    match a.agrees_with_bridge {
+                        Some(true) => ", as the bridge recorded",
+                        Some(false) => ", NOT as the bridge recorded",
+                        None => "",
+                    }
+                );
+            }
+            (None, err) => {
+                let _ = writeln!(
+                    out,
+                    "LaunchDarkly says: no answer: {}",
+                    err.as_deref().unwrap_or("unknown")
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every dead letter of a link: key, when, LaunchDarkly's message.

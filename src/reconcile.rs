@@ -28,7 +28,10 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::launchdarkly::{Attempt, ExportError, ExportKeys, ExportStatus, LdClient, Throttle};
 use crate::metrics as m;
-use crate::store::{LinkId, ReconcileCounts, ReconcilePhase, Store, StoreError};
+use crate::store::{
+    LaunchDarklyAnswer, LinkId, MemberExplanation, ReconcileCounts, ReconcilePhase, Store,
+    StoreError,
+};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,6 +218,91 @@ impl Reconciler {
             counts,
             exported,
         })
+    }
+
+    /// Explains one member (`why`), with LaunchDarkly's own answer for it
+    /// when `ask_launchdarkly` (one `GET …/contexts/{key}`, through the same
+    /// throttle and shared 429 pause as every LaunchDarkly call; retried a
+    /// few times on a 429, 5xx or timeout). `None`: no such link.
+    pub async fn explain_member(
+        &self,
+        link: &LinkId,
+        key: &str,
+        ask_launchdarkly: bool,
+    ) -> Result<Option<MemberExplanation>, StoreError> {
+        let Some(mut e) = self.store.explain_member(link, key).await? else {
+            return Ok(None);
+        };
+        if ask_launchdarkly {
+            e.launchdarkly = Some(self.ask_member(link, key, &e).await?);
+        }
+        Ok(Some(e))
+    }
+
+    async fn ask_member(
+        &self,
+        link: &LinkId,
+        key: &str,
+        e: &MemberExplanation,
+    ) -> Result<LaunchDarklyAnswer, StoreError> {
+        let mut answer = LaunchDarklyAnswer {
+            asked_at_ms: now_ms(),
+            status: None,
+            included: None,
+            excluded: None,
+            agrees_with_bridge: None,
+            error: None,
+        };
+        let Some(dest) = self.settings.destinations.get(&link.destination) else {
+            answer.error = Some(format!(
+                "destination {:?} is no longer configured",
+                link.destination
+            ));
+            return Ok(answer);
+        };
+        let status = self.store.link_status(link).await?;
+        let segment = status.as_ref().and_then(|s| {
+            s.meta
+                .get("segment_key")
+                .filter(|k| !k.is_empty() && s.meta.get("created").map(String::as_str) == Some("1"))
+                .cloned()
+        });
+        let Some(segment) = segment else {
+            answer.error = Some("the link has no segment in LaunchDarkly yet".into());
+            return Ok(answer);
+        };
+        let (project, env) = (dest.project.as_str(), dest.environment.as_str());
+        let mut tries = 0;
+        let (attempt, state) = loop {
+            tries += 1;
+            let (attempt, state) = self
+                .send("get_member", || {
+                    self.ld.member_state(project, env, &segment, key)
+                })
+                .await;
+            if !retryable(&attempt) || tries >= MAX_TRIES {
+                break (attempt, state);
+            }
+        };
+        answer.asked_at_ms = now_ms();
+        match (&attempt, state) {
+            (Attempt::Replied(r), Some(s)) if (200..300).contains(&r.status) => {
+                answer.status = Some(r.status);
+                answer.included = Some(s.included);
+                answer.excluded = Some(s.excluded);
+                answer.agrees_with_bridge = match e.launchdarkly_per_bridge.as_deref() {
+                    Some("in") => Some(s.included),
+                    Some("out") => Some(!s.included),
+                    _ => None,
+                };
+            }
+            (Attempt::Replied(r), _) => {
+                answer.status = Some(r.status);
+                answer.error = Some(format!("LaunchDarkly answered {} {}", r.status, r.message));
+            }
+            _ => answer.error = Some(ld_error("get_member", &attempt).to_string()),
+        }
+        Ok(answer)
     }
 
     /// Waits for the throttle (and the shared 429 pause), then records the call.

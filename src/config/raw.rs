@@ -199,6 +199,15 @@ pub struct FlushConfig {
     /// Audit entries kept per link (newest first; one per LaunchDarkly
     /// write); 0 = no audit trail.
     pub audit_entries_per_link: usize,
+    /// Push records kept per cohort for `why` (newest first; one per push,
+    /// never one per member); 0 = no change history.
+    pub history_entries_per_cohort: usize,
+    /// Member keys (with each one's outcome) listed per push record; the
+    /// counts are always complete.
+    pub history_keys_per_entry: usize,
+    /// Push records older than this are dropped (and a cohort's whole
+    /// history once it has had no push for this long).
+    pub history_max_age_seconds: u64,
 }
 
 impl Default for FlushConfig {
@@ -212,6 +221,9 @@ impl Default for FlushConfig {
             resync_interval_seconds: 0,
             reconcile_interval_seconds: 0,
             audit_entries_per_link: 1000,
+            history_entries_per_cohort: 50,
+            history_keys_per_entry: 64,
+            history_max_age_seconds: 86_400,
         }
     }
 }

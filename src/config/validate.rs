@@ -74,6 +74,19 @@ impl Settings {
         if raw.flush.poll_interval_ms == 0 {
             p.add("flush.poll_interval_ms", "must be at least 1");
         }
+        // One record is built inside the apply script: keep it small.
+        if raw.flush.history_keys_per_entry > 1000 {
+            p.add("flush.history_keys_per_entry", "must be at most 1000");
+        }
+        if raw.flush.history_entries_per_cohort > 10_000 {
+            p.add("flush.history_entries_per_cohort", "must be at most 10000");
+        }
+        if raw.flush.history_entries_per_cohort > 0 && raw.flush.history_max_age_seconds == 0 {
+            p.add(
+                "flush.history_max_age_seconds",
+                "must be at least 1 while the history is on",
+            );
+        }
 
         let mut destinations = BTreeMap::new();
         for (name, d) in &raw.destinations {

@@ -38,6 +38,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::operator_api::show_link,
         super::operator_api::dead_letters,
         super::operator_api::audit,
+        super::operator_api::member,
         super::operator_api::redrive,
         super::operator_api::resync,
         super::operator_api::lifecycle::retire,

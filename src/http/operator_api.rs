@@ -8,6 +8,7 @@
 //! | `GET /v1/operator/links/{link}` | one link: segment, backlog, last flush, errors, dead letters |
 //! | `GET /v1/operator/links/{link}/dead-letters?cursor=0&count=100` | a page of dead letters |
 //! | `GET /v1/operator/links/{link}/audit?since=&limit=` | the link's LaunchDarkly writes, newest first (`since`: Unix ms or RFC 3339) |
+//! | `GET /v1/operator/links/{link}/members/{key}?launchdarkly=` | why a member is (not) in the segment: desired state and version, what LaunchDarkly has per the bridge, dirty and due, the changes that touched it; `launchdarkly=true` adds LaunchDarkly's own answer |
 //! | `POST /v1/operator/links/{link}/redrive` | sends dead letters again (body `{"keys": [..]}` or empty: all) |
 //! | `POST /v1/operator/links/{link}/resync` | rewrites the link in full: every tracked member is sent again |
 //! | `POST /v1/operator/links/{link}/reconcile` | compares the link with LaunchDarkly's export and marks every difference for repair |
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/links/{link}/dead-letters", web::get().to(dead_letters))
             .route("/links/{link}/redrive", web::post().to(redrive))
             .route("/links/{link}/audit", web::get().to(audit))
+            .route("/links/{link}/members/{key}", web::get().to(member))
             .route("/links/{link}/resync", web::post().to(resync))
             .route("/links/{link}/retire", web::post().to(lifecycle::retire))
             .route(
@@ -639,6 +641,54 @@ async fn resync(
         link: link.to_string(),
         members: n,
     }))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct MemberQuery {
+    /// Also ask LaunchDarkly for the member (one read, under the flusher's
+    /// rate limit and the shared 429 pause). Default false.
+    #[serde(default)]
+    launchdarkly: Option<bool>,
+}
+
+/// Why a member is (not) in the link's segment.
+#[utoipa::path(
+    get,
+    path = "/v1/operator/links/{link}/members/{key}",
+    tag = "operator",
+    security(("operator_token" = [])),
+    params(("link" = String, Path, example = "production:amplitude:1234",
+        description = "`<destination>:<source>:<cohort>`, percent-encoded where needed."),
+        ("key" = String, Path, example = "user-42", description = "The member's context key, percent-encoded."),
+        MemberQuery),
+    responses(
+        (status = 200, description = "The member's explanation (`known: false` for a key the bridge never saw).", body = crate::store::MemberExplanation),
+        (status = 400, description = "`{link}` is not a link id, or a bad query string (`invalid_payload`).", body = NativeError),
+        (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
+        (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
+        (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
+    )
+)]
+async fn member(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    reconciler: web::Data<crate::reconcile::Reconciler>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_link, key) = path.into_inner();
+    let link = authorized_link(&req, &state, &raw_link)?;
+    let query = web::Query::<MemberQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("bad query string: {e}")))?;
+    let ask = query.launchdarkly.unwrap_or(false);
+    let explained = reconciler
+        .explain_member(&link, &key, ask)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::UnknownLink(raw_link))?;
+    Ok(HttpResponse::Ok().json(explained))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

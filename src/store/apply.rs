@@ -67,6 +67,31 @@ pub struct ApplyParams {
     pub max_delay_ms: u64,
     /// `launchdarkly.max_keys_per_request`: a link with this many waiting is due now.
     pub batch: usize,
+    /// The change history the push's record goes to (`flush.history_*`).
+    pub history: HistoryParams,
+}
+
+/// How the apply script records a push in the cohort's change history
+/// (`flush.history_entries_per_cohort`, `flush.history_keys_per_entry`,
+/// `flush.history_max_age_seconds`). The default records nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryParams {
+    /// Records kept per cohort; 0 = no history.
+    pub entries: usize,
+    /// Member keys listed per record, each with its outcome.
+    pub keys: usize,
+    /// Records older than this (ms) are dropped.
+    pub max_age_ms: u64,
+}
+
+impl HistoryParams {
+    /// The script's argument: `"<entries>,<keys>,<max age ms>"`.
+    fn arg(&self) -> String {
+        if self.entries == 0 {
+            return "0,0,0".into();
+        }
+        format!("{},{},{}", self.entries, self.keys, self.max_age_ms.max(1))
+    }
 }
 
 /// The links of one cohort: one per destination of its source.
@@ -122,6 +147,7 @@ impl Store {
         for l in &links {
             inv.key(k.link_meta(partition, l));
         }
+        inv.key(k.history(partition, source, cohort));
         inv.arg(params.now_ms)
             .arg(seen_ttl)
             .arg(params.max_delay_ms)
@@ -135,6 +161,8 @@ impl Store {
         for l in &links {
             inv.arg(l.to_string());
         }
+        inv.arg(params.history.arg())
+            .arg(push.delivery_id.as_deref().unwrap_or(""));
         // Runs of changes sharing a version and a direction (see apply.lua):
         // a push's changes usually form one or two runs, so each member costs
         // one argument instead of three.

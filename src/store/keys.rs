@@ -113,6 +113,16 @@ impl Keys {
         format!("{}:audit:{link}", self.tag(partition))
     }
 
+    /// List, newest first, capped at `flush.history_entries_per_cohort` and
+    /// `flush.history_max_age_seconds` (the key expires after that long
+    /// without a push): one record per push of the cohort, written by
+    /// `apply.lua` in the push's own script call (`"<ms> <json>"`, the JSON
+    /// described there; read by [`super::history`]). Per cohort, not per
+    /// member: a push costs one `LPUSH`, whatever its size.
+    pub fn history(&self, partition: Partition, source: &str, cohort: &str) -> String {
+        format!("{}:hist:{source}:{cohort}", self.tag(partition))
+    }
+
     /// Sorted set: link id → ms when its flush is due.
     pub fn due(&self, partition: Partition) -> String {
         format!("{}:due", self.tag(partition))
@@ -289,6 +299,7 @@ mod tests {
             k.link_meta(partition, &l),
             k.due(partition),
             k.dirty_since(partition),
+            k.history(partition, "amp", "c1"),
             k.seen(partition, "amp", "c1", "m1"),
             k.lease(partition),
             k.dead(partition, &l),

@@ -34,6 +34,8 @@
 //! - `sweep`: the tombstone sweeper.
 //! - `inspect`: what operators see and do (links, dead letters, redrive, resync).
 //! - `health`: readiness and the memory policy.
+//! - `history`: explaining one member (`why`) from its value, the cohort's
+//!   change history (one record per push), the audit trail and dead letters.
 //! - `member_value`: the member value encoding, read from Rust.
 //! - `reconcile`: staging LaunchDarkly's export and comparing it chunk by chunk.
 //! - `reply`: decoding replies; [`StoreError`].
@@ -45,6 +47,7 @@ mod batches;
 mod connection;
 mod flushing;
 mod health;
+mod history;
 mod inspect;
 pub mod keys;
 pub mod lifecycle;
@@ -56,11 +59,12 @@ mod scripts;
 pub mod snapshot;
 mod sweep;
 
-pub use apply::{ApplyOutcome, ApplyParams};
+pub use apply::{ApplyOutcome, ApplyParams, HistoryParams};
 pub use audit::{parse_since, AuditEntry};
 pub use batches::BatchClaim;
 pub use flushing::{Ack, AckedBatch, Claim};
 pub use health::evicts;
+pub use history::{DesiredState, LaunchDarklyAnswer, MemberChange, MemberExplanation};
 pub use inspect::{DeadLetter, LinkStatus};
 pub use keys::{Keys, LinkId, Partition};
 pub use lifecycle::{LifecycleError, OnPush, RetireMode};

@@ -37,3 +37,4 @@ mod shutdown;
 mod signatures;
 mod standard_webhooks;
 mod store_sequences;
+mod why;

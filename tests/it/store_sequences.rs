@@ -23,6 +23,12 @@ fn params() -> ApplyParams {
         dedupe_ttl_ms: 60_000,
         max_delay_ms: 1_000,
         batch: 100,
+        // The history on, as by default: its record rides in every apply.
+        history: cohort_bridge::store::HistoryParams {
+            entries: 50,
+            keys: 64,
+            max_age_ms: 86_400_000,
+        },
     }
 }
 

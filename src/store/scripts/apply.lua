@@ -20,14 +20,27 @@
 -- KEYS[7+n..6+2n] link meta hash of each link (its `lifecycle` and `on_push`,
 --              read here so a retired link costs a push no extra round trip;
 --              `rename_pending` set when the cohort's name changes)
+-- KEYS[7+2n]   history list of the cohort (newest first; see below)
 -- ARGV[1] now (ms)         ARGV[2] seen TTL (ms; 0 = no delivery id)
 -- ARGV[3] max delay (ms)   ARGV[4] batch size (max keys per request)
 -- ARGV[5] cohort name ('' keeps the stored one)
 -- ARGV[6] cohort ref "<source>:<cohort>"   ARGV[7] n, the number of links
 -- ARGV[8..7+n] destination names   ARGV[8+n..7+2n] link ids
--- ARGV[8+2n..] runs of changes sharing a version and a direction: version (ms),
+-- ARGV[8+2n]   history "<records kept>,<keys per record>,<max age ms>" ("0,0,0": off)
+-- ARGV[9+2n]   the delivery id ('' when the push has none)
+-- ARGV[10+2n..] runs of changes sharing a version and a direction: version (ms),
 --              desired ('1'/'0'), count, then `count` member keys (a push of
 --              one direction at one time, the usual case, is one run)
+-- History: one record per push (a duplicate too), never one write per
+-- member: "<now ms> <json>", json {d: delivery id, r: runs [[version, desired]],
+-- n: [applied, stale, unchanged, superseded, cancelled] (dup: 1 for a
+-- duplicate), k: the first keys, o: one outcome char per listed key, i: each
+-- listed key's run (only with several runs)}. Outcomes: a accepted (to be
+-- written), p accepted replacing a pending change (which is superseded),
+-- c cancelled (undid a pending change: nothing to write), u unchanged
+-- (LaunchDarkly already has it), s stale, d duplicate delivery. The list is
+-- trimmed to its length, records older than the max age are dropped from
+-- its tail, and the key expires after the max age without pushes.
 -- Result: {0, applied, stale, unchanged, superseded, cancelled, due_now (1 if a
 --         link became due at once, 0 otherwise), refused, ignored}
 --      or {1, "<summary of the first delivery>"} for a duplicate delivery
@@ -47,10 +60,65 @@ local seen_ttl = tonumber(ARGV[2])
 local max_delay = tonumber(ARGV[3])
 local batch = tonumber(ARGV[4])
 local n = tonumber(ARGV[7])
+local first = 10 + 2 * n
+
+-- The runs: {first key index, last key index, version (number), desired}.
+local runs = {}
+do
+  local j = first
+  while j <= #ARGV do
+    local count = tonumber(ARGV[j + 2])
+    runs[#runs + 1] = {j + 3, j + 2 + count, tonumber(ARGV[j]), ARGV[j + 1]}
+    j = j + 3 + count
+  end
+end
+
+-- The history's settings, and the keys listed so far with their outcome.
+local hist_cap, hist_keys, hist_age
+do
+  local a, b, c = string.match(ARGV[8 + 2 * n], '^(%d+),(%d+),(%d+)$')
+  hist_cap, hist_keys, hist_age = tonumber(a or '0'), tonumber(b or '0'), tonumber(c or '0')
+end
+if hist_cap == 0 then hist_keys = 0 end
+local hn, hk, ho, hi = 0, {}, {}, {}
+
+-- Appends this push's record to the cohort's history (one LPUSH, no
+-- per-member write).
+local function record_history(nums)
+  if hist_cap == 0 then return end
+  local rs = {}
+  for ri, run in ipairs(runs) do rs[ri] = {ARGV[run[1] - 3], run[4]} end
+  local rec = {d = ARGV[9 + 2 * n], r = rs, n = nums, k = hk, o = table.concat(ho)}
+  if #runs > 1 then rec.i = hi end
+  local key = KEYS[7 + 2 * n]
+  redis.call('LPUSH', key, now .. ' ' .. cjson.encode(rec))
+  redis.call('LTRIM', key, 0, hist_cap - 1)
+  -- A few records past the age per push: the list never holds many.
+  for _ = 1, 4 do
+    local tail = redis.call('LINDEX', key, -1)
+    if not tail then break end
+    local at = tonumber(string.match(tail, '^(%d+) ') or '0')
+    if at >= now - hist_age then break end
+    redis.call('RPOP', key)
+  end
+  redis.call('PEXPIRE', key, hist_age)
+end
 
 if seen_ttl > 0 then
   local prev = redis.call('GET', KEYS[5])
-  if prev then return {1, prev} end
+  if prev then
+    if hist_keys > 0 then
+      for ri, run in ipairs(runs) do
+        for k = run[1], run[2] do
+          if hn >= hist_keys then break end
+          hn = hn + 1
+          hk[hn], ho[hn], hi[hn] = ARGV[k], 'd', ri
+        end
+      end
+    end
+    record_history({0, 0, 0, 0, 0, 1})
+    return {1, prev}
+  end
 end
 -- Each link's lifecycle: `live` lists the links that take the push.
 local live, refused, ignored = {}, {}, {}
@@ -129,23 +197,12 @@ local touched = {}
 -- member's value as this push leaves it, so a member listed twice sees its
 -- first change, exactly as one command per member would.
 local CHUNK = 1000 -- well under Lua's unpack limit (LUAI_MAXCSTACK, 8000)
-local first = 8 + 2 * n
 local cur, pending_read = {}, {}
 local function read_chunk()
   if #pending_read == 0 then return end
   local vals = redis.call('HMGET', KEYS[1], unpack(pending_read))
   for i = 1, #pending_read do cur[pending_read[i]] = vals[i] end
   pending_read = {}
-end
--- The runs: {first key index, last key index, version (number), desired}.
-local runs = {}
-do
-  local j = first
-  while j <= #ARGV do
-    local count = tonumber(ARGV[j + 2])
-    runs[#runs + 1] = {j + 3, j + 2 + count, tonumber(ARGV[j]), ARGV[j + 1]}
-    j = j + 3 + count
-  end
 end
 for _, run in ipairs(runs) do
   for k = run[1], run[2] do
@@ -167,7 +224,7 @@ for i = 1, n do dirty_in[i] = {} end
 -- function call per member per helper is a measurable share of a big push),
 -- but for `settle`, called once per accepted change.
 local sub, find = string.sub, string.find
-for _, run in ipairs(runs) do
+for ri, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
   local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!"
   local want_state = (d == '1') and 'i' or 'o'
@@ -207,8 +264,21 @@ for _, run in ipairs(runs) do
         written[m] = true
         order[#order + 1] = m
       end
+      if hn < hist_keys then
+        hn = hn + 1
+        hk[hn], hi[hn] = m, ri
+        if dirty then
+          ho[hn] = (pending == '1') and 'p' or 'a'
+        else
+          ho[hn] = (pending == '1') and 'c' or 'u'
+        end
+      end
     else
       stale = stale + 1
+      if hn < hist_keys then
+        hn = hn + 1
+        hk[hn], ho[hn], hi[hn] = m, 's', ri
+      end
     end
   end
 end
@@ -256,6 +326,7 @@ end
 if snapshot_floor_after and (not floor or tonumber(snapshot_floor_after) > floor) then
   redis.call('HSET', KEYS[2], 'snapshot_floor', snapshot_floor_after)
 end
+record_history({applied, stale, counts.unchanged, counts.superseded, counts.cancelled, 0})
 if seen_ttl > 0 then
   local summary = applied .. ',' .. stale .. ',' .. counts.unchanged .. ',' .. counts.superseded
     .. ',' .. counts.cancelled

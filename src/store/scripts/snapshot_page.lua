@@ -60,9 +60,9 @@ if stage and redis.call('HGET', snap_meta, 'done') ~= '1' then
     redis.call('HINCRBY', snap_meta, 'seen', 1)
   end
   local links = tonumber(ARGV[7])
-  -- apply.lua's runs: version, desired, count, then the keys; stage the adds,
-  -- a thousand per call.
-  local j = 8 + 2 * links
+  -- apply.lua's runs (after its history settings and delivery id):
+  -- version, desired, count, then the keys; stage the adds, a thousand per call.
+  local j = 10 + 2 * links
   while j <= #ARGV do
     local count = tonumber(ARGV[j + 2])
     if ARGV[j + 1] == '1' and count > 0 then
