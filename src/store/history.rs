@@ -277,6 +277,35 @@ fn explain(link: &LinkId, key: &str, raw: Raw) -> MemberExplanation {
         }
     }
 
+    // The member's acknowledged writes (time, direction), oldest first, from
+    // the audit trail (which lists a write's first keys).
+    let mut writes: Vec<(i64, bool)> = raw
+        .audit
+        .iter()
+        .filter_map(|s| serde_json::from_str::<AuditEntry>(s).ok())
+        .filter(|e| e.status.starts_with('2'))
+        .filter_map(|e| {
+            if e.add_keys.iter().any(|k| k == key) {
+                Some((e.at_ms, true))
+            } else if e.remove_keys.iter().any(|k| k == key) {
+                Some((e.at_ms, false))
+            } else {
+                None
+            }
+        })
+        .collect();
+    writes.sort_by_key(|w| w.0);
+    // Whether `p` went out even though `q` replaced it while pending: a
+    // write in p's direction came after p and before any write the other
+    // way, and before q arrived or (q being the other way) at any time, as
+    // a write in flight when q arrived does.
+    let written_before_replaced = |p: &PushEvent, q: &PushEvent| {
+        writes
+            .iter()
+            .filter(|w| w.0 >= p.at_ms)
+            .take_while(|w| w.1 == p.included)
+            .any(|w| w.0 <= q.at_ms || q.included != p.included)
+    };
     let is_accepted = |c: char| matches!(c, 'a' | 'p' | 'c' | 'u');
     let mut changes: Vec<(i64, usize, MemberChange)> = Vec::new();
     for (i, p) in pushes.iter().enumerate() {
@@ -290,6 +319,10 @@ fn explain(link: &LinkId, key: &str, raw: Raw) -> MemberExplanation {
             'c' => ("cancelled", "undid a change not yet written (a flip back): nothing to write".to_string()),
             'u' => ("unchanged", "LaunchDarkly already had it per the bridge's record: nothing to write".to_string()),
             _ => match next {
+                Some(q) if matches!(q.code, 'p' | 'c') && written_before_replaced(p, q) => (
+                    "written",
+                    "written to LaunchDarkly (the next change arrived while its write was in flight)".to_string(),
+                ),
                 Some(q) if matches!(q.code, 'p' | 'c') => (
                     "superseded",
                     format!("replaced before it was written by the change of version {} ({})", q.version, word(q.included)),
@@ -667,6 +700,49 @@ mod tests {
         let o: Vec<&str> = e.changes.iter().map(|c| c.outcome.as_str()).collect();
         assert_eq!(o, ["cancelled", "superseded"]);
         assert_eq!(e.changes[0].delivery_id, None);
+    }
+
+    #[test]
+    fn a_change_whose_write_was_in_flight_when_replaced_is_written() {
+        // u1 in at 10, written (204) at 15, then out at 20 while that write's
+        // acknowledgement had not reached Redis yet ('p': replaced pending).
+        let write = serde_json::json!({
+            "at_ms": 15, "operation": "update_membership", "segment": "s",
+            "adds": 1, "removes": 0, "add_keys": ["u1"], "remove_keys": [],
+            "status": "204", "request_id": "emu-1", "message": null
+        });
+        let raw = Raw {
+            value: Some(format!("{}!10o", b36(2000))),
+            slot: Some(0),
+            history: vec![
+                rec(
+                    20,
+                    "",
+                    r#"[["2000","0"]]"#,
+                    "[1,0,0,1,0,0]",
+                    r#"["u1"]"#,
+                    "p",
+                ),
+                rec(
+                    10,
+                    "",
+                    r#"[["1000","1"]]"#,
+                    "[1,0,0,0,0,0]",
+                    r#"["u1"]"#,
+                    "a",
+                ),
+            ],
+            audit: vec![write.to_string()],
+            ..Raw::default()
+        };
+        let e = explain(&link(), "u1", raw);
+        let pushes: Vec<&str> = e
+            .changes
+            .iter()
+            .filter(|c| c.kind == "push")
+            .map(|c| c.outcome.as_str())
+            .collect();
+        assert_eq!(pushes, ["accepted", "written"], "{:#?}", e.changes);
     }
 
     #[test]
