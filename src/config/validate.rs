@@ -74,6 +74,10 @@ impl Settings {
         if raw.flush.poll_interval_ms == 0 {
             p.add("flush.poll_interval_ms", "must be at least 1");
         }
+        // A zero interval would re-audit a shadow link's whole backlog on every push.
+        if raw.flush.shadow_interval_ms == 0 {
+            p.add("flush.shadow_interval_ms", "must be at least 1");
+        }
 
         let mut destinations = BTreeMap::new();
         for (name, d) in &raw.destinations {
@@ -130,6 +134,7 @@ impl Settings {
                     segment_name,
                     tags,
                     adopt_existing_segments: d.adopt_existing_segments,
+                    mode: d.mode.unwrap_or(raw.launchdarkly.mode),
                 }),
             );
         }
