@@ -199,6 +199,10 @@ pub struct FlushConfig {
     /// Audit entries kept per link (newest first; one per LaunchDarkly
     /// write); 0 = no audit trail.
     pub audit_entries_per_link: usize,
+    /// Share of this replica's LaunchDarkly rate spent between reconciles
+    /// reading random members back (sampled verification, see
+    /// `reconcile::sample`); 0 = off. Only when no write waits for a token.
+    pub verify_share: f64,
 }
 
 impl Default for FlushConfig {
@@ -212,6 +216,7 @@ impl Default for FlushConfig {
             resync_interval_seconds: 0,
             reconcile_interval_seconds: 0,
             audit_entries_per_link: 1000,
+            verify_share: 0.05,
         }
     }
 }

@@ -36,6 +36,8 @@
 //! - `health`: readiness and the memory policy.
 //! - `member_value`: the member value encoding, read from Rust.
 //! - `reconcile`: staging LaunchDarkly's export and comparing it chunk by chunk.
+//! - `sample`: sampled verification: a random settled member, the
+//!   compare-and-set judgement of LaunchDarkly's answer, the report.
 //! - `reply`: decoding replies; [`StoreError`].
 //! - `connection`: one multiplexed connection, single Redis or Cluster.
 
@@ -51,6 +53,7 @@ mod member_value;
 mod reconcile;
 mod replicas;
 mod reply;
+mod sample;
 mod scripts;
 pub mod snapshot;
 mod sweep;
@@ -65,6 +68,7 @@ pub use keys::{Keys, LinkId, Partition};
 pub use member_value::MemberValue;
 pub use reconcile::{ReconcileCounts, ReconcilePhase, ReconcileReport};
 pub use reply::StoreError;
+pub use sample::{SamplePick, SampleReport, SampleVerdict};
 
 use crate::config::RedisConfig;
 use connection::Connection;
