@@ -3,7 +3,7 @@
 
 use crate::harness::{amplitude, bridge_target, member};
 use crate::load::{self, Mode};
-use crate::procs::{Bridge, BridgeOpts};
+use crate::procs::{Bridge, BridgeOpts, CpuMeter};
 use crate::report::{fmt_n, Report, Row};
 use crate::Bench;
 use serde_json::json;
@@ -84,4 +84,96 @@ pub fn peak_rss_row(peak_rss: u64, report: &mut Report) {
         met: peak_rss > 0 && peak_rss <= 100 * 1048576,
     });
     report.section("bridge_peak_rss_bytes", json!(peak_rss));
+}
+
+/// Figure 1b: batched ingest of a first sync, the realistic shape of figure
+/// 1. Every member of every push is new (figure 1 flips the same members
+/// back and forth, so each change hits an existing field): 1,000-member
+/// pushes over 50 cohorts, each body sent once, against the HSET ceiling
+/// measured again beside it. The row names the cores each process used.
+pub async fn first_sync(bench: &Bench, report: &mut Report) {
+    eprintln!("bench: figure 1b, batched ingest of a first sync (every member new)");
+    bench.redis.flushall();
+    bench.ctl.reset().await;
+    let hset = bench.redis.hset_ceiling(bench.sz.hset_requests);
+    bench.redis.flushall();
+    let bridge = Bridge::start(
+        &bench.redis,
+        &bench.emu,
+        BridgeOpts {
+            ld_rps: 50.0,
+            max_delay_ms: 1000,
+        },
+    )
+    .await;
+    let cohorts = 50;
+    // Enough bodies for about the load's length at figure 1's rate; each
+    // sent once, so every change is a member the cohort never had.
+    let bodies_n = if bench.sz.quick { 300 } else { 1500 };
+    let bodies: Vec<_> = (0..bodies_n)
+        .map(|b| {
+            let c = b % cohorts;
+            let round = b / cohorts;
+            let members: Vec<String> = (0..1000).map(|i| member(c, round * 1000 + i)).collect();
+            amplitude(&format!("first{c}"), true, 1_767_225_600, &members)
+        })
+        .collect();
+    let target = bridge_target(&bridge);
+    let cpu = CpuMeter::start(&[
+        ("bridge", bridge.pid().to_string()),
+        ("redis", bench.redis.pid().to_string()),
+        ("generator", "self".to_string()),
+    ]);
+    let first = load::run(
+        &target,
+        Arc::new(bodies),
+        bench.sz.batch_conns,
+        Mode::EachOnce,
+    )
+    .await;
+    let cores = cpu.cores();
+    let rate = first.accepted_per_s();
+    let bytes = bench.redis.used_memory();
+    let cores_text = cores
+        .iter()
+        .map(|(n, c)| format!("{n} {c:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The generator is the limit when it used a whole core of its own.
+    let generator_limited = cores.iter().any(|(n, c)| *n == "generator" && *c > 0.9);
+    eprintln!(
+        "bench: figure 1b: {} changes/s, {} errors; cores: {cores_text}{}",
+        fmt_n(rate),
+        first.errors,
+        if generator_limited {
+            " (LOAD GENERATOR WAS THE LIMIT)"
+        } else {
+            ""
+        }
+    );
+    report.row(Row {
+        figure: "1b. first-sync ingest (1,000 new members per push, 50 cohorts), changes/s",
+        value: format!(
+            "{}{}",
+            fmt_n(rate),
+            if generator_limited {
+                " (generator-limited)"
+            } else {
+                ""
+            }
+        ),
+        against: format!("{} HSET/s (redis-benchmark -P 64)", fmt_n(hset)),
+        ratio: format!("{:.2}", rate / hset),
+        target: ">= 0.45",
+        met: first.errors == 0 && rate / hset >= 0.45,
+    });
+    report.section(
+        "first_sync_ingest",
+        json!({"changes_per_s": rate, "requests": first.requests, "errors": first.errors,
+               "members": first.accepted, "seconds": first.elapsed.as_secs_f64(),
+               "ceiling_hset_per_s": hset, "ratio": rate / hset,
+               "redis_used_memory_bytes": bytes,
+               "generator_limited": generator_limited,
+               "cores": cores.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>()}),
+    );
 }

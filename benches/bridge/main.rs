@@ -17,6 +17,7 @@ mod procs;
 mod propagation;
 mod report;
 mod single;
+mod steady;
 
 use harness::Control;
 use procs::{Emulator, Redis};
@@ -110,14 +111,29 @@ async fn main() {
         http: reqwest::Client::new(),
     };
 
+    // `BENCH_ONLY=steady` runs only figure 4b's steady shapes (for the
+    // propagation work); `BENCH_ONLY=first-sync` only figure 1b.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "steady" {
+        steady::run(&bench, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
+    if only == "first-sync" {
+        batched::first_sync(&bench, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
     let (bridge, peak_rss) = batched::run(&bench, &mut report).await;
     single::run(&bench, bridge, &mut report).await;
     batched::peak_rss_row(peak_rss, &mut report);
     // `BENCH_ONLY=ingest` stops after figures 1 and 2 (for profiling ingest).
-    let ingest_only = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "ingest");
+    let ingest_only = only == "ingest";
+    batched::first_sync(&bench, &mut report).await;
     if !ingest_only {
         bulk::run(&bench, &mut report).await;
         propagation::run(&bench, &mut report).await;
+        steady::run(&bench, &mut report).await;
         fairness::run(&bench, &mut report).await;
     }
     report.finish(bench.sz.quick, started);

@@ -87,6 +87,10 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn conn(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(self.url())?.get_connection()
     }
@@ -165,6 +169,10 @@ impl Emulator {
             .to_string();
         Emulator { child, url }
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Emulator {
@@ -225,7 +233,12 @@ auth = {{ scheme = "header", header = "X-Cohort-Bridge-Token", secret_env = "BEN
             .arg(&cfg)
             .env("LD_API_TOKEN", LD_TOKEN)
             .env("BENCH_SECRET", SOURCE_SECRET)
-            .env("RUST_LOG", "warn")
+            // BENCH_BRIDGE_LOG=<filter> keeps each bridge's log in
+            // target/bench/ (e.g. cohort_bridge::flush::phases=debug).
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_BRIDGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -273,5 +286,73 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::env::var("BENCH_BRIDGE_LOG").is_ok() {
+            let dir = report_dir();
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                self._dir.path().join("bridge.log"),
+                dir.join(format!("bridge-{}.log", self.port)),
+            );
+        }
+    }
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from
+/// `/proc/<pid>/stat` (`self` for the benchmark's own process, which is the
+/// load generator). 0 when it cannot be read.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: f64 = [12, 13]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / clock_ticks()
+}
+
+/// `getconf CLK_TCK` (100 on Linux unless told otherwise).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The cores each process of a figure used while it ran: CPU seconds over
+/// wall seconds, per process.
+pub struct CpuMeter {
+    procs: Vec<(&'static str, String, f64)>,
+    start: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring the named processes (`pid` as text; "self" for this one).
+    pub fn start(procs: &[(&'static str, String)]) -> CpuMeter {
+        CpuMeter {
+            procs: procs
+                .iter()
+                .map(|(n, p)| (*n, p.clone(), cpu_seconds(p)))
+                .collect(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Cores used since [`CpuMeter::start`], per process name.
+    pub fn cores(&self) -> Vec<(&'static str, f64)> {
+        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        self.procs
+            .iter()
+            .map(|(n, p, before)| (*n, (cpu_seconds(p) - before) / wall))
+            .collect()
     }
 }

@@ -28,7 +28,8 @@ fn now_ms() -> i64 {
     crate::clock::now_ms()
 }
 
-/// Sends one request after the throttle allows it, recording metrics.
+/// Sends one request after the throttle allows it, recording metrics;
+/// also returns when the token was granted (ms, for the phase log).
 ///
 /// `None`: not sent, because after the waits the partition's lease no longer
 /// outlives the request timeout (or the partition is being given up). The
@@ -39,7 +40,7 @@ async fn send<F, Fut>(
     partition: Partition,
     op: Operation,
     f: F,
-) -> Option<(Attempt, Verdict)>
+) -> Option<(Attempt, Verdict, i64)>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
@@ -49,6 +50,7 @@ where
         .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
         .await;
     let mut guard = ctx.leases.begin_request(partition)?;
+    let token_at_ms = now_ms();
     let started = Instant::now();
     ctx.observations.request_sent();
     let attempt = f().await;
@@ -79,7 +81,7 @@ where
     if !matches!(verdict, Verdict::Retry { in_doubt: true, .. }) {
         guard.settled();
     }
-    Some((attempt, verdict))
+    Some((attempt, verdict, token_at_ms))
 }
 
 /// Records one write in the link's audit trail (`flush.audit_entries_per_link`);
@@ -298,7 +300,7 @@ async fn ensure_segment(
         unbounded: true,
         unbounded_context_kind: &dest.context_kind,
     };
-    let Some((attempt, verdict)) = send(ctx, partition, Operation::CreateSegment, || {
+    let Some((attempt, verdict, _)) = send(ctx, partition, Operation::CreateSegment, || {
         ctx.ld
             .create_segment(&dest.project, &dest.environment, &body)
     })
@@ -311,7 +313,7 @@ async fn ensure_segment(
         Verdict::Success => {}
         Verdict::AlreadyExists => {
             let mut found = None;
-            let Some((_, verdict)) = send(ctx, partition, Operation::GetSegment, || async {
+            let Some((_, verdict, _)) = send(ctx, partition, Operation::GetSegment, || async {
                 let (attempt, json) = ctx
                     .ld
                     .get_segment(&dest.project, &dest.environment, &key)
@@ -490,6 +492,7 @@ pub async fn flush(
     link: LinkId,
     due_at_ms: i64,
 ) -> anyhow::Result<Flushed> {
+    let started_ms = now_ms();
     let settings = &ctx.settings;
     let configured = settings.source(&link.source).and_then(|s: &Arc<Source>| {
         s.destinations
@@ -539,6 +542,7 @@ pub async fn flush(
     }
     let max = settings.launchdarkly.max_keys_per_request;
     let margin = settings.request_timeout() + Duration::from_millis(500);
+    let mut claimed_ms = now_ms();
     let claim = |ctx: Arc<FlushContext>, link: LinkId| async move {
         let hold_until = now_ms() + ctx.settings.lease_ttl.as_millis() as i64;
         ctx.store
@@ -583,6 +587,7 @@ pub async fn flush(
             if !ctx.leases.valid_for(partition, margin) {
                 return Ok(Flushed::Deferred);
             }
+            claimed_ms = now_ms();
             match claim(ctx.clone(), link.clone()).await? {
                 Claim::LeaseLost => return Ok(Flushed::Deferred),
                 Claim::Empty if emptying => {
@@ -642,14 +647,16 @@ pub async fn flush(
             return abandon(&ctx, partition, &link).await;
         }
         let body = MembershipUpdate::from_members(&batch);
-        let Some((attempt, verdict)) = send(&ctx, partition, Operation::UpdateMembership, || {
-            ctx.ld
-                .update_membership(&dest.project, &dest.environment, &segment_key, &body)
-        })
-        .await
+        let Some((attempt, verdict, token_at_ms)) =
+            send(&ctx, partition, Operation::UpdateMembership, || {
+                ctx.ld
+                    .update_membership(&dest.project, &dest.environment, &segment_key, &body)
+            })
+            .await
         else {
             return abandon(&ctx, partition, &link).await;
         };
+        let answered_ms = now_ms();
         audit(
             &ctx,
             &link,
@@ -688,8 +695,25 @@ pub async fn flush(
                     Ack::Done {
                         written: w,
                         accepted_since_ms,
-                        ..
+                        still_dirty,
                     } => {
+                        // Where a batch's time went, one line per batch
+                        // (RUST_LOG=cohort_bridge::flush::phases=debug):
+                        // due → flush started → claimed → token → answered → acked.
+                        tracing::debug!(
+                            target: "cohort_bridge::flush::phases",
+                            link = %link,
+                            due_ms = due_at_ms,
+                            started_ms,
+                            claimed_ms,
+                            token_ms = token_at_ms,
+                            answered_ms = answered_ms,
+                            acked_ms = now_ms(),
+                            since_ms = accepted_since_ms.unwrap_or(-1),
+                            batch = batch.len(),
+                            still_dirty,
+                            "Batch acknowledged."
+                        );
                         m::changes(&link.source, m::ChangeOutcome::Written, w);
                         if let Some(since) = accepted_since_ms {
                             ctx.observations
