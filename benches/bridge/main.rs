@@ -114,6 +114,13 @@ async fn main() {
     // `BENCH_ONLY=steady` runs only figure 4b's steady shapes (for the
     // propagation work); `BENCH_ONLY=first-sync` only figure 1b.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    // `BENCH_ONLY=propagation`: figure 4a, then 4b-4d.
+    if only == "propagation" {
+        propagation::run(&bench, &mut report).await;
+        steady::run(&bench, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
     if only == "steady" {
         steady::run(&bench, &mut report).await;
         report.finish(bench.sz.quick, started);

@@ -19,14 +19,18 @@ pub fn free_port() -> u16 {
 
 fn bin(name: &str) -> PathBuf {
     match name {
-        "cohort-bridge" => PathBuf::from(env!("CARGO_BIN_EXE_cohort-bridge")),
+        // BENCH_BRIDGE_BIN=<path> runs another build of the bridge (e.g.
+        // one saved before a change) under the same load.
+        "cohort-bridge" => std::env::var_os("BENCH_BRIDGE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cohort-bridge"))),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_ld-emulator")),
     }
 }
 
 /// Where reports go: `<target>/bench/`.
 pub fn report_dir() -> PathBuf {
-    let exe = bin("cohort-bridge");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cohort-bridge"));
     let target = exe
         .parent()
         .and_then(Path::parent)

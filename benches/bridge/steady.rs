@@ -67,7 +67,12 @@ fn needed_rps(s: &Shape) -> f64 {
 
 pub async fn run(bench: &Bench, report: &mut Report) {
     let mut sections = Vec::new();
+    // `BENCH_SHAPES=4b,4d` runs only those shapes (all by default).
+    let pick = std::env::var("BENCH_SHAPES").unwrap_or_default();
     for (i, shape) in SHAPES.iter().enumerate() {
+        if !pick.is_empty() && !pick.split(',').any(|p| shape.figure.starts_with(p.trim())) {
+            continue;
+        }
         sections.push(run_shape(bench, report, i, shape).await);
     }
     report.section("steady_propagation", json!(sections));

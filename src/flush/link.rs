@@ -410,7 +410,7 @@ async fn rename(
             .await?;
         return Ok(None);
     }
-    let Some((attempt, verdict)) = send(ctx, partition, Operation::RenameSegment, || {
+    let Some((attempt, verdict, _)) = send(ctx, partition, Operation::RenameSegment, || {
         ctx.ld
             .rename_segment(&dest.project, &dest.environment, segment_key, &name)
     })
@@ -802,7 +802,7 @@ async fn retire_delete(
             let reason = "destination removed from the configuration: the segment cannot be deleted (retire --freeze, or configure the destination again)".to_string();
             return block(ctx, partition, link, reason).await;
         };
-        let Some((attempt, verdict)) = send(ctx, partition, Operation::DeleteSegment, || {
+        let Some((attempt, verdict, _)) = send(ctx, partition, Operation::DeleteSegment, || {
             ctx.ld.delete_segment(&dest.project, &dest.environment, key)
         })
         .await
