@@ -311,8 +311,9 @@ pub fn cpu_seconds(pid: &str) -> f64 {
         return 0.0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-    let ticks: f64 = [12, 13]
+    // utime and stime are fields 14 and 15 of the whole line; `rest` starts
+    // at field 3 (the state), so they are at 11 and 12 here.
+    let ticks: f64 = [11, 12]
         .iter()
         .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
         .sum();

@@ -45,12 +45,44 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Attempt>,
 {
-    // The shared pause is read before the wait and again once the token is in hand.
+    send_holding(ctx, partition, op, None, f).await
+}
+
+/// Waits for a token of the deployment's rate, honouring the shared pause
+/// (read before the wait and again once the token is in hand); returns
+/// when it was granted (ms).
+async fn take_token(ctx: &FlushContext, link: &LinkId) -> i64 {
+    tracing::debug!(target: "cohort_bridge::flush::phases", link = %link, "Waiting for a LaunchDarkly token.");
     ctx.throttle
         .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
         .await;
+    now_ms()
+}
+
+/// [`send`]; `held`: a token was already taken (at that ms) for this
+/// request, by [`take_token`], so none is waited for here.
+async fn send_holding<F, Fut>(
+    ctx: &FlushContext,
+    partition: Partition,
+    op: Operation,
+    held: Option<i64>,
+    f: F,
+) -> Option<(Attempt, Verdict, i64)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let token_at_ms = match held {
+        Some(at) => at,
+        None => {
+            // The shared pause is read before the wait and again once the token is in hand.
+            ctx.throttle
+                .acquire_with(|| async { ctx.store.rate_pause().await.ok().flatten() })
+                .await;
+            now_ms()
+        }
+    };
     let mut guard = ctx.leases.begin_request(partition)?;
-    let token_at_ms = now_ms();
     let started = Instant::now();
     ctx.observations.request_sent();
     let attempt = f().await;
@@ -581,9 +613,17 @@ pub async fn flush(
         }
     }
 
+    // The token for the batch's request, when it was taken before the claim.
+    let mut held_token = None;
     let members = match claimed {
         Some(m) => m,
         None => {
+            // The token first, then the claim: the batch is drawn only when
+            // its request may leave, so it carries every change that came
+            // while the flush queued for the rate, and links that queued
+            // together are claimed apart (their next changes, and so their
+            // next due times, do not stay in step behind the queue).
+            held_token = Some(take_token(&ctx, &link).await);
             if !ctx.leases.valid_for(partition, margin) {
                 return Ok(Flushed::Deferred);
             }
@@ -647,8 +687,9 @@ pub async fn flush(
             return abandon(&ctx, partition, &link).await;
         }
         let body = MembershipUpdate::from_members(&batch);
+        let held = held_token.take();
         let Some((attempt, verdict, token_at_ms)) =
-            send(&ctx, partition, Operation::UpdateMembership, || {
+            send_holding(&ctx, partition, Operation::UpdateMembership, held, || {
                 ctx.ld
                     .update_membership(&dest.project, &dest.environment, &segment_key, &body)
             })

@@ -145,7 +145,12 @@ impl Flusher {
             let usable = ctx.leases.usable(margin);
             let now = now_ms();
             let mut wait = poll;
-            if inflight.len() < concurrency && !usable.is_empty() {
+            // Under load the due sets are read once per few freed slots, not
+            // once per finished flush: a pass reads every partition's due set
+            // (twice), and one pass per flush caps the flush rate at the
+            // pass rate. The fourth part of the slots, at least one.
+            let free = concurrency.saturating_sub(inflight.len());
+            if free >= (concurrency / 4).max(1) && !usable.is_empty() {
                 match ctx.store.due_links(&usable, now, concurrency * 2).await {
                     Ok(due) => {
                         redis_trouble.clear("Reading due links works again.");
@@ -171,12 +176,22 @@ impl Flusher {
                     Err(e) => redis_trouble
                         .warn(&e, "Cannot read due links; retrying until Redis answers."),
                 }
-                if let Ok(Some(next)) = ctx.store.next_due(&usable).await {
+                // Links in flight are not waited for: one whose due time
+                // passed while it waits for a token (or whose push came
+                // during its request) would make this loop spin.
+                let busy: Vec<LinkId> = inflight.keys().cloned().collect();
+                if let Ok(Some(next)) = ctx.store.next_due_except(&usable, &busy).await {
                     wait = wait.min(Duration::from_millis((next - now_ms()).max(0) as u64));
                 }
             }
             tokio::select! {
-                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => finish(&mut inflight, &mut ids, done),
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    finish(&mut inflight, &mut ids, done);
+                    // Every other flush already done is counted too.
+                    while let Some(done) = tasks.try_join_next_with_id() {
+                        finish(&mut inflight, &mut ids, done);
+                    }
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}

@@ -101,21 +101,43 @@ impl Store {
 
     /// The earliest due time across the partitions, if any link is waiting.
     pub async fn next_due(&self, partitions: &[Partition]) -> Result<Option<i64>, StoreError> {
+        self.next_due_except(partitions, &[]).await
+    }
+
+    /// [`Store::next_due`], ignoring the links in `skip` (the flushes in
+    /// flight: their due time may already be past while they wait for a
+    /// token or for LaunchDarkly's answer, and the flusher must sleep until
+    /// the next link it can start, not spin on one it cannot).
+    pub async fn next_due_except(
+        &self,
+        partitions: &[Partition],
+        skip: &[LinkId],
+    ) -> Result<Option<i64>, StoreError> {
         if partitions.is_empty() {
             return Ok(None);
         }
+        // The first `skip.len() + 1` entries of each partition hold at least
+        // one link not skipped, if the partition has one.
+        let last = skip.len();
         let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&partition| {
             let mut c = self.conn();
             let cmd = redis::cmd("ZRANGE")
                 .arg(self.keys.due(partition))
                 .arg(0)
-                .arg(0)
+                .arg(last)
                 .arg("WITHSCORES")
                 .clone();
             async move { cmd.query_async(&mut c).await }
         }))
         .await?;
-        Ok(replies.into_iter().flatten().map(|(_, s)| s as i64).min())
+        Ok(replies
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| {
+                skip.is_empty() || LinkId::parse(id).is_none_or(|l| !skip.contains(&l))
+            })
+            .map(|(_, s)| s as i64)
+            .min())
     }
 
     /// Marks up to `max` dirty members unknown and returns them with their desired state.

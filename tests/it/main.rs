@@ -29,6 +29,7 @@ mod ops_page;
 mod ordering;
 mod partner;
 mod pipeline;
+mod propagation;
 mod receivers;
 mod reconcile;
 mod replay;

@@ -23,16 +23,18 @@ pub struct BridgeProcess {
     pub starts: u32,
     /// `HOSTNAME` for the process: its lease tokens start with it.
     hostname: Option<String>,
+    /// `RUST_LOG` for the process (`info` unless set).
+    rust_log: String,
 }
 
 impl BridgeProcess {
     /// Writes the configuration (listening on a fixed free port) and starts
     /// the binary, without waiting for it to be ready.
     pub fn spawn(cfg: &mut TestConfig) -> BridgeProcess {
-        Self::spawn_with(cfg, None)
+        Self::spawn_with(cfg, None, "info")
     }
 
-    fn spawn_with(cfg: &mut TestConfig, hostname: Option<String>) -> BridgeProcess {
+    fn spawn_with(cfg: &mut TestConfig, hostname: Option<String>, rust_log: &str) -> BridgeProcess {
         let port = free_port();
         cfg.set("server", "listen", format!("\"127.0.0.1:{port}\""));
         let dir = tempfile::tempdir().expect("temp dir");
@@ -49,6 +51,7 @@ impl BridgeProcess {
             http: reqwest::Client::new(),
             starts: 0,
             hostname,
+            rust_log: rust_log.to_string(),
         };
         b.launch();
         b
@@ -57,7 +60,15 @@ impl BridgeProcess {
     /// [`BridgeProcess::start`] with `HOSTNAME` set, so the replica's lease
     /// tokens in Redis (`<hostname>-<uuid>`) say which process holds them.
     pub async fn start_as(cfg: &mut TestConfig, hostname: &str) -> BridgeProcess {
-        let mut b = Self::spawn_with(cfg, Some(hostname.to_string()));
+        let mut b = Self::spawn_with(cfg, Some(hostname.to_string()), "info");
+        b.wait_ready().await;
+        b
+    }
+
+    /// [`BridgeProcess::start`] with `RUST_LOG=filter` (e.g. to read a
+    /// debug target from [`BridgeProcess::logs`]).
+    pub async fn start_logging(cfg: &mut TestConfig, filter: &str) -> BridgeProcess {
+        let mut b = Self::spawn_with(cfg, None, filter);
         b.wait_ready().await;
         b
     }
@@ -87,7 +98,7 @@ impl BridgeProcess {
             .env("HEAP_SECRET", HEAP_SECRET)
             .env("OPERATOR_TOKEN", OPERATOR_TOKEN)
             .env_remove("COHORT_BRIDGE_CONFIG")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

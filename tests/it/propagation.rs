@@ -1,0 +1,178 @@
+//! Propagation under steady load (issue 14 §1): what a flush does while
+//! changes keep arriving for its link.
+//!
+//! - A flush takes its LaunchDarkly token before it claims its batch, so the
+//!   batch carries every change that came while it queued for the rate.
+//! - While a link's flush is in flight, the flusher sleeps until the next
+//!   link it can start; it does not spin on the in-flight one, even when that
+//!   one's due time has passed (a push came during its request).
+
+use crate::support::bridge::{amplitude_body, AMPLITUDE_SECRET};
+use crate::support::{converge, eventually, stack, Bridge, BridgeProcess, RedisServer, WAIT};
+use serde_json::{json, Value};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+async fn push(http: &reqwest::Client, base: &str, body: &Value) -> u16 {
+    http.post(format!("{base}/v1/webhooks/amplitude"))
+        .header("X-Cohort-Bridge-Token", AMPLITUDE_SECRET)
+        .json(body)
+        .send()
+        .await
+        .expect("bridge reachable")
+        .status()
+        .as_u16()
+}
+
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
+
+/// The highest sequence number in the emulator's request log.
+async fn last_seq(emu: &crate::support::Emulator) -> u64 {
+    emu.requests()
+        .await
+        .iter()
+        .filter_map(|r| r["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Keys added by each membership request logged after `since`, in order.
+async fn adds_since(emu: &crate::support::Emulator, since: u64) -> Vec<Vec<String>> {
+    emu.requests_since(since)
+        .await
+        .iter()
+        .filter(|r| r["route"] == json!("contexts"))
+        .map(|r| {
+            let mut keys: Vec<String> = r["body"]["included"]["add"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
+            keys.sort();
+            keys
+        })
+        .collect()
+}
+
+const WAITING: &str = "Waiting for a LaunchDarkly token.";
+
+#[tokio::test]
+async fn a_batch_is_claimed_after_its_token_so_it_carries_the_changes_that_came_meanwhile() {
+    let (redis, emu, mut cfg) = stack();
+    let bridge =
+        BridgeProcess::start_logging(&mut cfg, "info,cohort_bridge::flush::phases=debug").await;
+    let (http, base) = (bridge.http.clone(), bridge.base.clone());
+    let body = |v: i64, id: &str, users: &[&str]| amplitude_body("tok", true, v, id, users);
+    assert_eq!(push(&http, &base, &body(100, "t0", &["a0"])).await, 200);
+    // The segment exists: the flush under test is a plain membership write.
+    converge(&emu, "production", "amplitude-tok", &["a0"]).await;
+
+    // Every writer holds off (as after a 429 seen by another replica): the
+    // next flush of the link waits for its token.
+    let pause = 5_000;
+    let mut c = redis_conn(&redis).await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:ld:pause_until", cfg.prefix))
+        .arg(now_ms() + pause)
+        .query_async(&mut c)
+        .await
+        .expect("SET the shared pause");
+    let since = last_seq(&emu).await;
+    let waiting = |logs: String| logs.matches(WAITING).count();
+    let before = waiting(bridge.logs());
+    assert_eq!(push(&http, &base, &body(200, "t1", &["a1"])).await, 200);
+    eventually("the link's flush waits for its token", WAIT, || {
+        let n = waiting(bridge.logs());
+        async move { (n > before).then_some(()) }
+    })
+    .await;
+    // This change comes while the flush waits: it is in the batch sent.
+    assert_eq!(push(&http, &base, &body(300, "t2", &["a2"])).await, 200);
+    converge(&emu, "production", "amplitude-tok", &["a0", "a1", "a2"]).await;
+    let adds = adds_since(&emu, since).await;
+    assert_eq!(
+        adds.first().cloned(),
+        Some(vec!["a1".to_string(), "a2".to_string()]),
+        "the first request after the wait carries both changes (requests: {adds:?})"
+    );
+    assert_eq!(adds.len(), 1, "one request for both: {adds:?}");
+}
+
+/// `cmdstat_zrange` calls so far (each pass of the flusher's loop reads the
+/// due set of every partition with `ZRANGE`, twice).
+async fn zrange_calls(redis: &RedisServer) -> u64 {
+    let mut c = redis_conn(redis).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_zrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_flusher_sleeps_while_an_overdue_link_is_in_flight() {
+    let (redis, emu, mut cfg) = stack();
+    // The loop wakes for due times, finished flushes, full batches and its
+    // poll (once a second here).
+    cfg.set("flush", "poll_interval_ms", "1000")
+        .set("flush", "max_delay_ms", "50");
+    let bridge = Bridge::start(&cfg).await;
+    let body = |v: i64, id: &str, users: &[&str]| amplitude_body("spin", true, v, id, users);
+    let (status, _) = bridge.amplitude(&body(100, "s0", &["b0"])).await;
+    assert_eq!(status, 200);
+    converge(&emu, "production", "amplitude-spin", &["b0"]).await;
+
+    // The next write is held by LaunchDarkly for a while.
+    let since = last_seq(&emu).await;
+    emu.fault(json!({"kind": "latency", "ms": 3000, "route": "contexts", "count": 1}))
+        .await;
+    let (status, _) = bridge.amplitude(&body(200, "s1", &["b1"])).await;
+    assert_eq!(status, 200);
+    let in_flight = || async {
+        emu.requests_since(since).await.iter().any(|r| {
+            r["route"] == json!("contexts")
+                && r["fault"] == json!("latency")
+                && r["completed_ms"].is_null()
+        })
+    };
+    eventually("the write is in flight", WAIT, || async {
+        in_flight().await.then_some(())
+    })
+    .await;
+    // A push during the request makes the link due again 50 ms later,
+    // while its flush is still in flight.
+    let (status, _) = bridge.amplitude(&body(300, "s2", &["b2"])).await;
+    assert_eq!(status, 200);
+    let calls_before = zrange_calls(&redis).await;
+    eventually("the held write is answered", WAIT, || async {
+        (!in_flight().await).then_some(())
+    })
+    .await;
+    let calls = zrange_calls(&redis).await - calls_before;
+    converge(&emu, "production", "amplitude-spin", &["b0", "b1", "b2"]).await;
+    // The held request lasts about 3 s: a loop that spins on the overdue
+    // in-flight link reads the 4 due sets thousands of times meanwhile; one
+    // that sleeps reads them a few times (the lease and gauge tasks read
+    // other sorted sets now and then).
+    assert!(
+        calls < 100,
+        "the flusher read due sets {calls} times while one overdue link was in flight"
+    );
+}
