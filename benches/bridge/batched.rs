@@ -86,8 +86,8 @@ pub fn peak_rss_row(peak_rss: u64, report: &mut Report) {
     report.section("bridge_peak_rss_bytes", json!(peak_rss));
 }
 
-/// Figure 1b: batched ingest of a first sync, the realistic shape of figure
-/// 1. Every member of every push is new (figure 1 flips the same members
+/// Figure 1b: batched ingest of a first sync, the realistic shape of
+/// figure 1. Every member of every push is new (figure 1 flips the same members
 /// back and forth, so each change hits an existing field): 1,000-member
 /// pushes over 50 cohorts, each body sent once, against the HSET ceiling
 /// measured again beside it. The row names the cores each process used.

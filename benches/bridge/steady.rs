@@ -125,8 +125,8 @@ async fn run_shape(
     }
     done.store(true, Ordering::SeqCst);
     let _ = reader.await;
-    let acks = acks.lock().expect("acks");
     let stats = bench.ctl.get("/_emulator/stats").await;
+    let acks = acks.lock().expect("acks");
     drop(bridge);
 
     let sent = load.sent.lock().expect("sent");
