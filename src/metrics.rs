@@ -4,13 +4,13 @@
 //! |---|---|---|---|
 //! | `cohort_bridge_requests_total` | counter | `source`, `outcome` | requests to a receiver ([`RequestOutcome`]): `accepted`, `duplicate`, `ignored`, `unauthorized`, `invalid`, `too_large`, `unavailable`, `rate_limited` (formerly `cohort_bridge_pushes_total`: a push is one cohort's changes, a request may carry several) |
 //! | `cohort_bridge_changes_total` | counter | `source`, `outcome` | membership changes ([`ChangeOutcome`]): `accepted` counts every change newer than what was stored; each has one final outcome: `stale`, `skipped_without_key`, `skipped_invalid_key` (longer than `server.max_key_bytes` or holding a control character) on arrival; `unchanged`, `cancelled` (flip back), `superseded` before a write; `written` and `dead_lettered` after one (see `store::ApplyOutcome`) |
-//! | `cohort_bridge_ld_requests_total` | counter | `operation`, `status` | LaunchDarkly attempts, by HTTP status or `timeout` / `transport` / `not_sent` |
+//! | `cohort_bridge_ld_requests_total` | counter | `operation`, `status` | LaunchDarkly attempts, by HTTP status or `timeout` / `transport` / `not_sent`, or `shadowed` (shadow mode: audited, not sent) |
 //! | `cohort_bridge_ld_request_seconds` | histogram | `operation` | LaunchDarkly request duration |
 //! | `cohort_bridge_flush_lag_seconds` | histogram | | from a link's due time to its acknowledged write (depends on `flush.max_delay_ms` and the rate) |
 //! | `cohort_bridge_dirty_backlog` | gauge | | members of this replica's partitions still waiting for LaunchDarkly |
 //! | `cohort_bridge_leases_held` | gauge | | partitions this replica flushes |
 //! | `cohort_bridge_links_blocked_total` | counter | `reason` | flush attempts stopped by 401/403/404 or a configuration gap |
-//! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable` |
+//! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable`, `shadow_mode` |
 //! | `cohort_bridge_reconcile_members_total` | counter | `kind` | members of finished reconciles: `checked`, `missing`, `extra`, `repaired` |
 //! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
 //! | `cohort_bridge_ld_budget_requests_per_second` | gauge | | LaunchDarkly requests/s this replica sent over the last 10 s (retries included) |
@@ -106,6 +106,9 @@ fn baseline() {
     metrics::counter!(RECONCILE_RUNS, "result" => "ok").absolute(0);
     metrics::counter!(RECONCILE_MEMBERS, "kind" => "checked").absolute(0);
     metrics::counter!(DRIFT_MEMBERS, "kind" => "missing").absolute(0);
+    // Shadow mode's would-be writes (`flush::shadow`).
+    metrics::counter!(LD_REQUESTS, "operation" => "update_membership", "status" => "shadowed")
+        .absolute(0);
 }
 
 /// The HELP text of every metric (the table above, in one line each), so a
@@ -123,7 +126,7 @@ fn describe() {
     );
     describe_counter!(
         LD_REQUESTS,
-        "LaunchDarkly request attempts by operation and HTTP status (or timeout, transport, not_sent)."
+        "LaunchDarkly request attempts by operation and HTTP status (or timeout, transport, not_sent; shadowed: shadow mode, audited and not sent)."
     );
     describe_histogram!(
         LD_REQUEST_SECONDS,
@@ -146,7 +149,7 @@ fn describe() {
     );
     describe_counter!(
         RECONCILE_RUNS,
-        "Reconciles with LaunchDarkly's big-segment export, by result (ok, bad_export, launchdarkly_error, redis_error, not_reconcilable)."
+        "Reconciles with LaunchDarkly's big-segment export, by result (ok, bad_export, launchdarkly_error, redis_error, not_reconcilable, shadow_mode)."
     );
     describe_counter!(
         RECONCILE_MEMBERS,

@@ -67,6 +67,9 @@ pub enum ReconcileError {
     /// The link's segment has not been created yet: nothing to compare.
     #[error("link {0} has no LaunchDarkly segment yet (it was never flushed)")]
     NoSegment(String),
+    /// The link's destination is in shadow mode: nothing is read from LaunchDarkly.
+    #[error("link {0} is in shadow mode (its destination's mode is \"shadow\"): nothing is read from or written to LaunchDarkly; set mode = \"live\" to reconcile it")]
+    ShadowMode(String),
     /// LaunchDarkly answered an export call with an error.
     #[error("LaunchDarkly {step}: {detail}")]
     LaunchDarkly {
@@ -92,6 +95,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Export(_) => "bad_export",
             ReconcileError::Store(_) => "redis_error",
+            ReconcileError::ShadowMode(_) => "shadow_mode",
             ReconcileError::UnknownLink(_)
             | ReconcileError::UnknownDestination(_)
             | ReconcileError::NoSegment(_) => "not_reconcilable",
@@ -172,6 +176,9 @@ impl Reconciler {
 
     async fn reconcile(&self, link: &LinkId) -> Result<Outcome, ReconcileError> {
         let name = link.to_string();
+        if self.settings.mode_of(&link.destination) == crate::config::Mode::Shadow {
+            return Err(ReconcileError::ShadowMode(name));
+        }
         let status = self
             .store
             .link_status(link)

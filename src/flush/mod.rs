@@ -12,6 +12,7 @@ mod backoff;
 mod leases;
 pub mod link;
 pub mod observe;
+mod shadow;
 
 pub use leases::Leases;
 pub use observe::{Observations, RedisHealth, Sample};
@@ -291,8 +292,10 @@ async fn housekeeping(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool
     let every = lease_period(&ctx);
     let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
     let mut last_sweep = tokio::time::Instant::now();
+    let mut unparked = BTreeSet::new();
     loop {
         let held = ctx.leases.usable(Duration::ZERO);
+        unpark_shadowed(&ctx, &held, &mut unparked).await;
         resume_snapshots(&ctx, &held).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
@@ -307,6 +310,32 @@ async fn housekeeping(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool
         }
         if *shutdown.borrow() {
             return;
+        }
+    }
+}
+
+/// Once per partition this replica holds: links that shadow mode parked and
+/// whose destination is live now are made due at once (`shadow::unpark`), so
+/// the backlog of the shadow period goes out on the first flush.
+async fn unpark_shadowed(ctx: &FlushContext, held: &[Partition], done: &mut BTreeSet<Partition>) {
+    for &partition in held {
+        if done.contains(&partition) {
+            continue;
+        }
+        match shadow::unpark(ctx, partition).await {
+            Ok(n) => {
+                done.insert(partition);
+                if n > 0 {
+                    tracing::info!(
+                        partition,
+                        links = n,
+                        "Links parked by shadow mode are live now; their backlog is due at once."
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "Could not unpark shadow links; retrying.")
+            }
         }
     }
 }
@@ -405,6 +434,10 @@ async fn reconcile_due(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<boo
             for link in links {
                 if *shutdown.borrow() || ctx.stopping() {
                     return;
+                }
+                // A shadow destination is never read (an export is a LaunchDarkly call).
+                if ctx.settings.mode_of(&link.destination) == crate::config::Mode::Shadow {
+                    continue;
                 }
                 let last = ctx.store.reconcile_last_run_ms(&link).await;
                 let due = match last {
