@@ -278,6 +278,11 @@ impl Reconciler {
             answer.error = Some("the link has no segment in LaunchDarkly yet".into());
             return Ok(answer);
         };
+        if self.settings.mode_of(&link.destination) == crate::config::Mode::Shadow {
+            answer.error =
+                Some("the link's destination is in shadow mode: LaunchDarkly is not asked".into());
+            return Ok(answer);
+        }
         let (project, env) = (dest.project.as_str(), dest.environment.as_str());
         let mut tries = 0;
         let (attempt, state) = loop {

@@ -33,6 +33,7 @@ mod receivers;
 mod reconcile;
 mod replay;
 mod segment;
+mod shadow;
 mod shutdown;
 mod signatures;
 mod standard_webhooks;
