@@ -334,7 +334,7 @@ async fn unpark_shadowed(ctx: &FlushContext, held: &[Partition], done: &mut BTre
                 }
             }
             Err(e) => {
-                tracing::warn!(partition, error = %e, "Could not unpark shadow links; retrying.")
+                tracing::warn!(partition, error = %e, "Could not unpark shadow links; retrying.");
             }
         }
     }
