@@ -208,6 +208,10 @@ pub struct FlushConfig {
     /// Push records older than this are dropped (and a cohort's whole
     /// history once it has had no push for this long).
     pub history_max_age_seconds: u64,
+    /// Share of this replica's LaunchDarkly rate spent between reconciles
+    /// reading random members back (sampled verification, see
+    /// `reconcile::sample`); 0 = off. Only when no write waits for a token.
+    pub verify_share: f64,
 }
 
 impl Default for FlushConfig {
@@ -224,6 +228,7 @@ impl Default for FlushConfig {
             history_entries_per_cohort: 50,
             history_keys_per_entry: 64,
             history_max_age_seconds: 86_400,
+            verify_share: 0.05,
         }
     }
 }

@@ -87,6 +87,12 @@ impl Settings {
                 "must be at least 1 while the history is on",
             );
         }
+        if !(0.0..=1.0).contains(&raw.flush.verify_share) {
+            p.add(
+                "flush.verify_share",
+                "must be between 0 (off) and 1 (a share of launchdarkly.requests_per_second)",
+            );
+        }
 
         let mut destinations = BTreeMap::new();
         for (name, d) in &raw.destinations {
