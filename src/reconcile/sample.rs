@@ -84,6 +84,14 @@ fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(quota))
 }
 
+/// HOOK for shadow mode: whether sampled verification reads a destination's
+/// links back. Always true today; once `Settings::mode_of(destination)`
+/// exists (the shadow branch), a shadow-mode destination returns false here
+/// (the bridge does not write it, so there is nothing to verify).
+pub fn samples_destination(_settings: &crate::config::Settings, _destination: &str) -> bool {
+    true
+}
+
 impl Sampler {
     /// A sampler sharing the reconciler's client and throttle; `None` when
     /// `flush.verify_share` is 0 (off).
@@ -142,6 +150,9 @@ impl Sampler {
         let Some(dest) = r.settings.destinations.get(&link.destination) else {
             return Ok(None);
         };
+        if !samples_destination(&r.settings, &link.destination) {
+            return Ok(None);
+        }
         let Some(segment) = self.segment_of(link).await? else {
             return Ok(None);
         };

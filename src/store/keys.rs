@@ -247,7 +247,7 @@ impl Keys {
     }
 
     /// Hash: the link's sampled verification so far (`sample_judge.lua`):
-    /// `checked`, `mismatched`, `repaired`, `changed` (touched between the
+    /// `checked`, `mismatched`, `missing`, `extra`, `repaired`, `changed` (touched between the
     /// read and LaunchDarkly's answer, not judged), `failed` (404, 5xx,
     /// timeout: never judged) and `last_ms`.
     pub fn sample_report(&self, partition: Partition, link: &LinkId) -> String {

@@ -40,6 +40,10 @@ pub struct SampleReport {
     pub checked: u64,
     /// Of those, where LaunchDarkly held something else (drift).
     pub mismatched: u64,
+    /// Of the mismatches, recorded in but absent from LaunchDarkly.
+    pub missing: u64,
+    /// Of the mismatches, recorded out but present in LaunchDarkly.
+    pub extra: u64,
     /// Mismatches marked for a rewrite by the normal flusher.
     pub repaired: u64,
     /// Members that changed between the read and LaunchDarkly's answer:
@@ -59,6 +63,8 @@ impl SampleReport {
             last_ms: h.get("last_ms")?.parse().ok()?,
             checked: n("checked"),
             mismatched: n("mismatched"),
+            missing: n("missing"),
+            extra: n("extra"),
             repaired: n("repaired"),
             changed: n("changed"),
             failed: n("failed"),

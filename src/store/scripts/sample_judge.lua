@@ -18,8 +18,8 @@
 -- ARGV[4] member   ARGV[5] the stored value it was picked with
 -- ARGV[6] '1' if LaunchDarkly includes the key, else '0'
 -- Result: 'match', 'missing', 'extra' (both repaired) or 'changed'.
--- The report hash counts checked (judged), mismatched, repaired, changed,
--- and holds last_ms.
+-- The report hash counts checked (judged), mismatched (= missing + extra),
+-- missing, extra, repaired, changed, and holds last_ms.
 local now = tonumber(ARGV[3])
 local m = ARGV[4]
 redis.call('HSET', KEYS[5], 'last_ms', now)
@@ -39,5 +39,9 @@ redis.call('HSET', KEYS[1], m, pack_member(version, p, d, set_state(states, slot
 redis.call('SADD', KEYS[3], m)
 redis.call('ZADD', KEYS[4], 'LT', now, ARGV[2])
 redis.call('HINCRBY', KEYS[5], 'repaired', 1)
-if st == 'i' then return 'missing' end
+if st == 'i' then
+  redis.call('HINCRBY', KEYS[5], 'missing', 1)
+  return 'missing'
+end
+redis.call('HINCRBY', KEYS[5], 'extra', 1)
 return 'extra'
