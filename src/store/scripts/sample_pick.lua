@@ -1,8 +1,10 @@
 -- sample_pick.lua: pick a random member of a link whose LaunchDarkly state
 -- the bridge has settled, for sampled verification (reconcile::sample).
 --
--- HRANDFIELD draws up to ARGV[2] distinct members of the cohort's want hash
--- (each equally likely, whatever the hash's size); the first whose state in
+-- HRANDFIELD draws ARGV[2] members of the cohort's want hash, each
+-- independently and equally likely (a negative count: with a positive one,
+-- a hash no bigger than the count comes back whole in its internal order,
+-- and the same first member would be checked every time); the first whose state in
 -- the link's slot is settled ('i' in, 'o' out) and that is not in the link's
 -- dirty set is returned with its whole stored value, so the judging script
 -- can tell later whether anything touched it meanwhile. Members in doubt
@@ -16,7 +18,7 @@
 local s = redis.call('HGET', KEYS[2], 'slot:' .. ARGV[1])
 if not s then return {} end
 local slot = tonumber(s) + 1
-local drawn = redis.call('HRANDFIELD', KEYS[1], tonumber(ARGV[2]), 'WITHVALUES')
+local drawn = redis.call('HRANDFIELD', KEYS[1], -tonumber(ARGV[2]), 'WITHVALUES')
 for i = 1, #drawn, 2 do
   local m, v = drawn[i], drawn[i + 1]
   local _, _, _, states = unpack_member(v)
