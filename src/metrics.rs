@@ -12,7 +12,8 @@
 //! | `cohort_bridge_links_blocked_total` | counter | `reason` | flush attempts stopped by 401/403/404 or a configuration gap |
 //! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable`, `shadow_mode` |
 //! | `cohort_bridge_reconcile_members_total` | counter | `kind` | members of finished reconciles: `checked`, `missing`, `extra`, `repaired` |
-//! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
+//! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile or sampled verification found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
+//! | `cohort_bridge_verify_checks_total` | counter | `result` | sampled verification's read-backs of single members (`flush.verify_share`): `match`, `mismatch` (repaired), `changed` (touched between read and answer, not judged), `not_found`, `error`, `timeout` (never judged) |
 //! | `cohort_bridge_ld_budget_requests_per_second` | gauge | | LaunchDarkly requests/s this replica sent over the last 10 s (retries included) |
 //! | `cohort_bridge_ld_budget_limit_requests_per_second` | gauge | | the configured `launchdarkly.requests_per_second` (the deployment's; each replica works under it divided by the live replicas) |
 //! | `cohort_bridge_ld_ratelimit_remaining` | gauge | | the last `X-Ratelimit-Route-Remaining` LaunchDarkly reported to this replica |
@@ -44,9 +45,10 @@ pub const PROPAGATION_SECONDS: &str = "cohort_bridge_propagation_seconds";
 pub const LINKS_BLOCKED_NOW: &str = "cohort_bridge_links_blocked";
 pub const REDIS_UP: &str = "cohort_bridge_redis_up";
 pub const PARTITIONS: &str = "cohort_bridge_partitions";
+pub const VERIFY_CHECKS: &str = "cohort_bridge_verify_checks_total";
 
 /// Every metric name above, in the table's order (tests check each is exported).
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     REQUESTS,
     CHANGES,
     LD_REQUESTS,
@@ -66,6 +68,7 @@ pub const ALL: [&str; 19] = [
     LINKS_BLOCKED_NOW,
     REDIS_UP,
     PARTITIONS,
+    VERIFY_CHECKS,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -109,6 +112,7 @@ fn baseline() {
     // Shadow mode's would-be writes (`flush::shadow`).
     metrics::counter!(LD_REQUESTS, "operation" => "update_membership", "status" => "shadowed")
         .absolute(0);
+    metrics::counter!(VERIFY_CHECKS, "result" => "match").absolute(0);
 }
 
 /// The HELP text of every metric (the table above, in one line each), so a
@@ -157,7 +161,11 @@ fn describe() {
     );
     describe_counter!(
         DRIFT_MEMBERS,
-        "Members a reconcile found LaunchDarkly to differ on from what the bridge had recorded, by kind (missing, extra)."
+        "Members a reconcile or sampled verification found LaunchDarkly to differ on from what the bridge had recorded, by kind (missing, extra)."
+    );
+    describe_counter!(
+        VERIFY_CHECKS,
+        "Sampled verification's read-backs of single members, by result (match, mismatch, changed, not_found, error, timeout)."
     );
     describe_gauge!(
         LD_BUDGET_RPS,

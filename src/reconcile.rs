@@ -23,6 +23,9 @@
 //! as the flusher's writes (and honours the shared 429 pause). A reconcile
 //! runs as its own task (the operator API's, the CLI's or the interval's),
 //! never inside the flush loop, so other links keep flushing meanwhile.
+//!
+//! Between reconciles, [`sample`] reads random members back one at a time
+//! within `flush.verify_share` of the rate and repairs what differs.
 
 use crate::clock::now_ms;
 use crate::config::Settings;
@@ -35,6 +38,8 @@ use crate::store::{
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod sample;
 
 /// Keys staged per Redis call, and members compared per script call.
 pub const STAGE_CHUNK: usize = 1000;

@@ -240,6 +240,10 @@ pub struct FlushConfig {
     /// would-be writes (its changes stay pending, so each pass would
     /// otherwise re-record the same backlog every `max_delay_ms`).
     pub shadow_interval_ms: u64,
+    /// Share of this replica's LaunchDarkly rate spent between reconciles
+    /// reading random members back (sampled verification, see
+    /// `reconcile::sample`); 0 = off. Only when no write waits for a token.
+    pub verify_share: f64,
 }
 
 impl Default for FlushConfig {
@@ -257,6 +261,7 @@ impl Default for FlushConfig {
             history_keys_per_entry: 64,
             history_max_age_seconds: 86_400,
             shadow_interval_ms: 60_000,
+            verify_share: 0.05,
         }
     }
 }

@@ -91,6 +91,12 @@ impl Settings {
         if raw.flush.shadow_interval_ms == 0 {
             p.add("flush.shadow_interval_ms", "must be at least 1");
         }
+        if !(0.0..=1.0).contains(&raw.flush.verify_share) {
+            p.add(
+                "flush.verify_share",
+                "must be between 0 (off) and 1 (a share of launchdarkly.requests_per_second)",
+            );
+        }
 
         let mut destinations = BTreeMap::new();
         for (name, d) in &raw.destinations {

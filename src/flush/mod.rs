@@ -131,6 +131,7 @@ impl Flusher {
         let upkeep = tokio::spawn(keep_leases(ctx.clone(), shutdown.clone()));
         let maint = tokio::spawn(housekeeping(ctx.clone(), shutdown.clone()));
         let reconciles = tokio::spawn(reconcile_due(ctx.clone(), shutdown.clone()));
+        let sampling = tokio::spawn(sample_members(ctx.clone(), shutdown.clone()));
         let check_every = lease_period(&ctx).max(Duration::from_secs(1));
         let observer = tokio::spawn(observe::observe(ctx.clone(), check_every, shutdown.clone()));
         let concurrency = ctx.settings.flush.concurrency;
@@ -204,6 +205,7 @@ impl Flusher {
         }
         let _ = maint.await;
         reconciles.abort();
+        sampling.abort();
         let _ = upkeep.await;
         let _ = observer.await;
         ctx.leases.release_all(&ctx.store, &keep).await;
@@ -454,6 +456,59 @@ async fn reconcile_due(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<boo
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// `flush.verify_share`: sampled verification ([`crate::reconcile::sample`])
+/// of the links of this replica's partitions, one random member per link in
+/// turn, each read within the sampler's share of the rate and only while no
+/// write waits for a token. Its own task, like reconciles: a slow read never
+/// holds up a flush. Replicas sample only the partitions they hold, so no
+/// link is read by two replicas and the shares add up to the configured one.
+async fn sample_members(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>) {
+    use crate::reconcile::sample::Sampler;
+    let Some(sampler) = Sampler::new(reconciler(&ctx)) else {
+        return;
+    };
+    let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
+    // With nothing to read, look again this often.
+    let rest = lease_period(&ctx).max(Duration::from_secs(1));
+    let mut trouble = TroubleLog::default();
+    while !*shutdown.borrow() {
+        let mut links = Vec::new();
+        for partition in ctx.leases.usable(Duration::ZERO) {
+            if let Ok(l) = ctx.store.links_in(partition).await {
+                links.extend(l.into_iter().map(|l| (partition, l)));
+            }
+        }
+        let mut read = false;
+        for (partition, link) in links {
+            tokio::select! {
+                _ = sampler.wait_turn(poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() || ctx.stopping() {
+                return;
+            }
+            if !ctx.leases.valid_for(partition, Duration::ZERO) {
+                continue; // given up meanwhile: its new holder samples it
+            }
+            match sampler.check(&link).await {
+                Ok(Some(_)) => {
+                    read = true;
+                    ctx.observations.request_sent();
+                    trouble.clear("Sampled verification works again.");
+                }
+                Ok(None) => {}
+                Err(e) => trouble.warn(&e, "Sampled verification cannot reach Redis; retrying."),
+            }
+        }
+        if !read {
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ mod pipeline;
 mod receivers;
 mod reconcile;
 mod replay;
+mod sampling;
 mod segment;
 mod shadow;
 mod shutdown;

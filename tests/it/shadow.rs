@@ -202,6 +202,8 @@ async fn shadow_after_live_audits_removals_and_reads_nothing() {
     let seen = emu.requests().await.len();
 
     cfg.set("launchdarkly", "mode", "\"shadow\"");
+    // Sampled verification at its most: a shadow destination is not read back either.
+    cfg.set("flush", "verify_share", "1.0");
     let bridge = Bridge::start(&cfg).await;
     push(&bridge, cohort, false, 2, &["u2"]).await;
     push(&bridge, cohort, true, 3, &["u3"]).await;
@@ -247,6 +249,7 @@ async fn shadow_after_live_audits_removals_and_reads_nothing() {
     bridge.stop().await;
 
     cfg.set("launchdarkly", "mode", "\"live\"");
+    cfg.set("flush", "verify_share", "0");
     let bridge = Bridge::start(&cfg).await;
     converge(&emu, "production", segment, &["u1", "u3"]).await;
     bridge.stop().await;
