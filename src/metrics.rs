@@ -4,15 +4,16 @@
 //! |---|---|---|---|
 //! | `cohort_bridge_requests_total` | counter | `source`, `outcome` | requests to a receiver ([`RequestOutcome`]): `accepted`, `duplicate`, `ignored`, `unauthorized`, `invalid`, `too_large`, `unavailable`, `rate_limited` (formerly `cohort_bridge_pushes_total`: a push is one cohort's changes, a request may carry several) |
 //! | `cohort_bridge_changes_total` | counter | `source`, `outcome` | membership changes ([`ChangeOutcome`]): `accepted` counts every change newer than what was stored; each has one final outcome: `stale`, `skipped_without_key`, `skipped_invalid_key` (longer than `server.max_key_bytes` or holding a control character) on arrival; `unchanged`, `cancelled` (flip back), `superseded` before a write; `written` and `dead_lettered` after one (see `store::ApplyOutcome`) |
-//! | `cohort_bridge_ld_requests_total` | counter | `operation`, `status` | LaunchDarkly attempts, by HTTP status or `timeout` / `transport` / `not_sent` |
+//! | `cohort_bridge_ld_requests_total` | counter | `operation`, `status` | LaunchDarkly attempts, by HTTP status or `timeout` / `transport` / `not_sent`, or `shadowed` (shadow mode: audited, not sent) |
 //! | `cohort_bridge_ld_request_seconds` | histogram | `operation` | LaunchDarkly request duration |
 //! | `cohort_bridge_flush_lag_seconds` | histogram | | from a link's due time to its acknowledged write (depends on `flush.max_delay_ms` and the rate) |
 //! | `cohort_bridge_dirty_backlog` | gauge | | members of this replica's partitions still waiting for LaunchDarkly |
 //! | `cohort_bridge_leases_held` | gauge | | partitions this replica flushes |
 //! | `cohort_bridge_links_blocked_total` | counter | `reason` | flush attempts stopped by 401/403/404 or a configuration gap |
-//! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable` |
+//! | `cohort_bridge_reconcile_runs_total` | counter | `result` | reconciles with LaunchDarkly's export: `ok`, `bad_export` (unexpected layout), `launchdarkly_error`, `redis_error`, `not_reconcilable`, `shadow_mode` |
 //! | `cohort_bridge_reconcile_members_total` | counter | `kind` | members of finished reconciles: `checked`, `missing`, `extra`, `repaired` |
-//! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
+//! | `cohort_bridge_drift_members_total` | counter | `kind` | differences a reconcile or sampled verification found where the bridge had recorded LaunchDarkly as agreeing: `missing`, `extra` |
+//! | `cohort_bridge_verify_checks_total` | counter | `result` | sampled verification's read-backs of single members (`flush.verify_share`): `match`, `mismatch` (repaired), `changed` (touched between read and answer, not judged), `not_found`, `error`, `timeout` (never judged) |
 //! | `cohort_bridge_ld_budget_requests_per_second` | gauge | | LaunchDarkly requests/s this replica sent over the last 10 s (retries included) |
 //! | `cohort_bridge_ld_budget_limit_requests_per_second` | gauge | | the configured `launchdarkly.requests_per_second` (the deployment's; each replica works under it divided by the live replicas) |
 //! | `cohort_bridge_ld_ratelimit_remaining` | gauge | | the last `X-Ratelimit-Route-Remaining` LaunchDarkly reported to this replica |
@@ -44,9 +45,10 @@ pub const PROPAGATION_SECONDS: &str = "cohort_bridge_propagation_seconds";
 pub const LINKS_BLOCKED_NOW: &str = "cohort_bridge_links_blocked";
 pub const REDIS_UP: &str = "cohort_bridge_redis_up";
 pub const PARTITIONS: &str = "cohort_bridge_partitions";
+pub const VERIFY_CHECKS: &str = "cohort_bridge_verify_checks_total";
 
 /// Every metric name above, in the table's order (tests check each is exported).
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     REQUESTS,
     CHANGES,
     LD_REQUESTS,
@@ -66,6 +68,7 @@ pub const ALL: [&str; 19] = [
     LINKS_BLOCKED_NOW,
     REDIS_UP,
     PARTITIONS,
+    VERIFY_CHECKS,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -106,6 +109,10 @@ fn baseline() {
     metrics::counter!(RECONCILE_RUNS, "result" => "ok").absolute(0);
     metrics::counter!(RECONCILE_MEMBERS, "kind" => "checked").absolute(0);
     metrics::counter!(DRIFT_MEMBERS, "kind" => "missing").absolute(0);
+    // Shadow mode's would-be writes (`flush::shadow`).
+    metrics::counter!(LD_REQUESTS, "operation" => "update_membership", "status" => "shadowed")
+        .absolute(0);
+    metrics::counter!(VERIFY_CHECKS, "result" => "match").absolute(0);
 }
 
 /// The HELP text of every metric (the table above, in one line each), so a
@@ -123,7 +130,7 @@ fn describe() {
     );
     describe_counter!(
         LD_REQUESTS,
-        "LaunchDarkly request attempts by operation and HTTP status (or timeout, transport, not_sent)."
+        "LaunchDarkly request attempts by operation and HTTP status (or timeout, transport, not_sent; shadowed: shadow mode, audited and not sent)."
     );
     describe_histogram!(
         LD_REQUEST_SECONDS,
@@ -146,7 +153,7 @@ fn describe() {
     );
     describe_counter!(
         RECONCILE_RUNS,
-        "Reconciles with LaunchDarkly's big-segment export, by result (ok, bad_export, launchdarkly_error, redis_error, not_reconcilable)."
+        "Reconciles with LaunchDarkly's big-segment export, by result (ok, bad_export, launchdarkly_error, redis_error, not_reconcilable, shadow_mode)."
     );
     describe_counter!(
         RECONCILE_MEMBERS,
@@ -154,7 +161,11 @@ fn describe() {
     );
     describe_counter!(
         DRIFT_MEMBERS,
-        "Members a reconcile found LaunchDarkly to differ on from what the bridge had recorded, by kind (missing, extra)."
+        "Members a reconcile or sampled verification found LaunchDarkly to differ on from what the bridge had recorded, by kind (missing, extra)."
+    );
+    describe_counter!(
+        VERIFY_CHECKS,
+        "Sampled verification's read-backs of single members, by result (match, mismatch, changed, not_found, error, timeout)."
     );
     describe_gauge!(
         LD_BUDGET_RPS,

@@ -49,8 +49,19 @@ pub async fn links(settings: &Settings) -> anyhow::Result<String> {
         if let Some(r) = s.reconcile {
             let _ = writeln!(out, "  {}", reconcile_line(&r));
         }
+        if let Some(v) = s.verified {
+            let _ = writeln!(out, "  {}", verified_line(&v));
+        }
     }
     Ok(out)
+}
+
+/// Sampled verification's report (`flush.verify_share`), under the link.
+fn verified_line(v: &crate::store::SampleReport) -> String {
+    format!(
+        "sampled at {} ms: checked {}, missing {}, extra {}, repaired {}, changed {}, failed {}",
+        v.last_ms, v.checked, v.missing, v.extra, v.repaired, v.changed, v.failed
+    )
 }
 
 fn reconcile_line(r: &crate::store::ReconcileReport) -> String {

@@ -23,6 +23,9 @@
 //! as the flusher's writes (and honours the shared 429 pause). A reconcile
 //! runs as its own task (the operator API's, the CLI's or the interval's),
 //! never inside the flush loop, so other links keep flushing meanwhile.
+//!
+//! Between reconciles, [`sample`] reads random members back one at a time
+//! within `flush.verify_share` of the rate and repairs what differs.
 
 use crate::clock::now_ms;
 use crate::config::Settings;
@@ -35,6 +38,8 @@ use crate::store::{
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod sample;
 
 /// Keys staged per Redis call, and members compared per script call.
 pub const STAGE_CHUNK: usize = 1000;
@@ -67,6 +72,9 @@ pub enum ReconcileError {
     /// The link's segment has not been created yet: nothing to compare.
     #[error("link {0} has no LaunchDarkly segment yet (it was never flushed)")]
     NoSegment(String),
+    /// The link's destination is in shadow mode: nothing is read from LaunchDarkly.
+    #[error("link {0} is in shadow mode (its destination's mode is \"shadow\"): nothing is read from or written to LaunchDarkly; set mode = \"live\" to reconcile it")]
+    ShadowMode(String),
     /// LaunchDarkly answered an export call with an error.
     #[error("LaunchDarkly {step}: {detail}")]
     LaunchDarkly {
@@ -92,6 +100,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Export(_) => "bad_export",
             ReconcileError::Store(_) => "redis_error",
+            ReconcileError::ShadowMode(_) => "shadow_mode",
             ReconcileError::UnknownLink(_)
             | ReconcileError::UnknownDestination(_)
             | ReconcileError::NoSegment(_) => "not_reconcilable",
@@ -172,6 +181,9 @@ impl Reconciler {
 
     async fn reconcile(&self, link: &LinkId) -> Result<Outcome, ReconcileError> {
         let name = link.to_string();
+        if self.settings.mode_of(&link.destination) == crate::config::Mode::Shadow {
+            return Err(ReconcileError::ShadowMode(name));
+        }
         let status = self
             .store
             .link_status(link)
@@ -271,6 +283,11 @@ impl Reconciler {
             answer.error = Some("the link has no segment in LaunchDarkly yet".into());
             return Ok(answer);
         };
+        if self.settings.mode_of(&link.destination) == crate::config::Mode::Shadow {
+            answer.error =
+                Some("the link's destination is in shadow mode: LaunchDarkly is not asked".into());
+            return Ok(answer);
+        }
         let (project, env) = (dest.project.as_str(), dest.environment.as_str());
         let mut tries = 0;
         let (attempt, state) = loop {

@@ -35,7 +35,7 @@ pub(crate) use kinds::for_each_source_kind;
 pub use kinds::{AnswerStyle, SourceKind};
 pub use partner::{source_id as partner_source_id, PartnerSettings, PartnerToken};
 pub use raw::{
-    AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, OneOrMany, PartnerConfig,
+    AuthConfig, DestinationConfig, FlushConfig, LaunchDarklyConfig, Mode, OneOrMany, PartnerConfig,
     PartnerTokenConfig, RawConfig, RedisConfig, ServerConfig, SourceConfig,
 };
 pub use secret::Secret;

@@ -155,6 +155,33 @@ pub struct LaunchDarklyConfig {
     pub rate_limited_fallback_ms: u64,
     /// Longest pause any 429 (or a shared pause read from Redis) can impose.
     pub max_pause_seconds: u64,
+    /// `live` (default) writes to LaunchDarkly; `shadow` runs everything but
+    /// sends nothing, recording each write it would have made in the audit
+    /// trail. A destination may override it (`[destinations.<name>] mode`).
+    pub mode: Mode,
+}
+
+/// Whether the flusher writes a destination's links to LaunchDarkly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every write is sent.
+    #[default]
+    Live,
+    /// Nothing is sent to LaunchDarkly (no creation, write, read or export):
+    /// each write the flusher would have made is audited as `shadowed`, and
+    /// the changes stay pending in Redis until the destination goes live.
+    Shadow,
+}
+
+impl Mode {
+    /// `live` or `shadow`, as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Shadow => "shadow",
+        }
+    }
 }
 
 impl Default for LaunchDarklyConfig {
@@ -172,6 +199,7 @@ impl Default for LaunchDarklyConfig {
             blocked_retry_ms: 60_000,
             rate_limited_fallback_ms: 1_000,
             max_pause_seconds: 900,
+            mode: Mode::Live,
         }
     }
 }
@@ -208,6 +236,14 @@ pub struct FlushConfig {
     /// Push records older than this are dropped (and a cohort's whole
     /// history once it has had no push for this long).
     pub history_max_age_seconds: u64,
+    /// Shadow mode: how long a shadow link waits between two audited
+    /// would-be writes (its changes stay pending, so each pass would
+    /// otherwise re-record the same backlog every `max_delay_ms`).
+    pub shadow_interval_ms: u64,
+    /// Share of this replica's LaunchDarkly rate spent between reconciles
+    /// reading random members back (sampled verification, see
+    /// `reconcile::sample`); 0 = off. Only when no write waits for a token.
+    pub verify_share: f64,
 }
 
 impl Default for FlushConfig {
@@ -224,6 +260,8 @@ impl Default for FlushConfig {
             history_entries_per_cohort: 50,
             history_keys_per_entry: 64,
             history_max_age_seconds: 86_400,
+            shadow_interval_ms: 60_000,
+            verify_share: 0.05,
         }
     }
 }
@@ -245,6 +283,9 @@ pub struct DestinationConfig {
     /// carry this link's ownership mark (one made by hand). Default false.
     #[serde(default)]
     pub adopt_existing_segments: bool,
+    /// `live` or `shadow` for this destination only (default: `launchdarkly.mode`).
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
 fn default_context_kind() -> String {

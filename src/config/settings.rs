@@ -3,7 +3,7 @@
 //! authentication. Only [`Settings::from_raw`] (`validate`) builds them.
 
 use super::partner::PartnerSettings;
-use super::raw::{FlushConfig, LaunchDarklyConfig, RedisConfig, ServerConfig};
+use super::raw::{FlushConfig, LaunchDarklyConfig, Mode, RedisConfig, ServerConfig};
 use super::{Secret, SourceKind};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,6 +66,8 @@ pub struct Destination {
     pub tags: Vec<String>,
     /// `adopt_existing_segments`: adopt an unmarked segment on a 409.
     pub adopt_existing_segments: bool,
+    /// `mode`, or `launchdarkly.mode` when the destination sets none.
+    pub mode: Mode,
 }
 
 /// A validated source.
@@ -110,6 +112,15 @@ impl Settings {
         self.sources
             .get(id)
             .or_else(|| self.partner.sources.get(id))
+    }
+
+    /// Whether links into `destination` are written to LaunchDarkly: its
+    /// own `mode`, else `launchdarkly.mode`. Everything that would call
+    /// LaunchDarkly for a link (flush, reconcile, verification) asks this.
+    pub fn mode_of(&self, destination: &str) -> Mode {
+        self.destinations
+            .get(destination)
+            .map_or(self.launchdarkly.mode, |d| d.mode)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -87,6 +87,16 @@ impl Settings {
                 "must be at least 1 while the history is on",
             );
         }
+        // A zero interval would re-audit a shadow link's whole backlog on every push.
+        if raw.flush.shadow_interval_ms == 0 {
+            p.add("flush.shadow_interval_ms", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&raw.flush.verify_share) {
+            p.add(
+                "flush.verify_share",
+                "must be between 0 (off) and 1 (a share of launchdarkly.requests_per_second)",
+            );
+        }
 
         let mut destinations = BTreeMap::new();
         for (name, d) in &raw.destinations {
@@ -143,6 +153,7 @@ impl Settings {
                     segment_name,
                     tags,
                     adopt_existing_segments: d.adopt_existing_segments,
+                    mode: d.mode.unwrap_or(raw.launchdarkly.mode),
                 }),
             );
         }

@@ -3,7 +3,7 @@
 
 use super::backoff::{full_jitter, pause_jitter};
 use super::FlushContext;
-use crate::config::{Destination, Source};
+use crate::config::{Destination, Mode, Source};
 use crate::launchdarkly::{
     carries_mark, classify, ownership_mark, Attempt, MembershipUpdate, NewSegment, Operation,
     Verdict,
@@ -22,6 +22,8 @@ pub enum Flushed {
     Written(usize),
     /// Stopped early; the link stays due at the recorded retry time.
     Deferred,
+    /// Shadow mode: members of the write that would have been sent (audited, not sent).
+    Shadowed(usize),
 }
 
 fn now_ms() -> i64 {
@@ -248,7 +250,7 @@ async fn block(
 
 /// Claims the segment key for the link (one link per project, environment
 /// and key); `Some(flushed)` when another link holds it and this one is blocked.
-async fn claim_key(
+pub(super) async fn claim_key(
     ctx: &FlushContext,
     partition: Partition,
     link: &LinkId,
@@ -269,6 +271,32 @@ async fn claim_key(
             Ok(Some(block(ctx, partition, link, reason).await?))
         }
     }
+}
+
+/// The key and name the link's segment gets when it is created, from the
+/// destination's templates and the cohort's name as last pushed.
+pub(super) async fn segment_identity(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+    dest: &Destination,
+) -> anyhow::Result<(String, String)> {
+    let cohort_name = ctx
+        .store
+        .cohort_name(partition, &link.source, &link.cohort)
+        .await?
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| link.cohort.clone());
+    let vars = TemplateVars {
+        source: &link.source,
+        cohort_id: &link.cohort,
+        cohort_name: &cohort_name,
+        destination: &dest.name,
+    };
+    Ok((
+        slug(&render(&dest.segment_key, &vars)),
+        render(&dest.segment_name, &vars),
+    ))
 }
 
 /// Creates the segment on the link's first flush; returns its key
@@ -299,23 +327,10 @@ async fn ensure_segment(
             return Ok(Ok(key.clone()));
         }
     }
-    let cohort_name = ctx
-        .store
-        .cohort_name(partition, &link.source, &link.cohort)
-        .await?
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| link.cohort.clone());
-    let vars = TemplateVars {
-        source: &link.source,
-        cohort_id: &link.cohort,
-        cohort_name: &cohort_name,
-        destination: &dest.name,
-    };
-    let key = slug(&render(&dest.segment_key, &vars));
+    let (key, name) = segment_identity(ctx, partition, link, dest).await?;
     if let Some(done) = claim_key(ctx, partition, link, dest, &key).await? {
         return Ok(Err(done));
     }
-    let name = render(&dest.segment_name, &vars);
     let mut tags = dest.tags.clone();
     tags.push(slug(&format!("source-{}", link.source)));
     let link_text = link.to_string();
@@ -571,6 +586,11 @@ pub async fn flush(
     if retry_at > now_ms() {
         ctx.store.reschedule(partition, &link, retry_at).await?;
         return Ok(Flushed::Deferred);
+    }
+    // Shadow mode: the same lease, due set and claim, but nothing leaves for
+    // LaunchDarkly (`shadow`).
+    if settings.mode_of(&link.destination) == Mode::Shadow {
+        return super::shadow::flush(&ctx, partition, &link, &dest, &meta).await;
     }
     let max = settings.launchdarkly.max_keys_per_request;
     let margin = settings.request_timeout() + Duration::from_millis(500);

@@ -12,6 +12,7 @@ mod backoff;
 mod leases;
 pub mod link;
 pub mod observe;
+mod shadow;
 
 pub use leases::Leases;
 pub use observe::{Observations, RedisHealth, Sample};
@@ -130,6 +131,7 @@ impl Flusher {
         let upkeep = tokio::spawn(keep_leases(ctx.clone(), shutdown.clone()));
         let maint = tokio::spawn(housekeeping(ctx.clone(), shutdown.clone()));
         let reconciles = tokio::spawn(reconcile_due(ctx.clone(), shutdown.clone()));
+        let sampling = tokio::spawn(sample_members(ctx.clone(), shutdown.clone()));
         let check_every = lease_period(&ctx).max(Duration::from_secs(1));
         let observer = tokio::spawn(observe::observe(ctx.clone(), check_every, shutdown.clone()));
         let concurrency = ctx.settings.flush.concurrency;
@@ -218,6 +220,7 @@ impl Flusher {
         }
         let _ = maint.await;
         reconciles.abort();
+        sampling.abort();
         let _ = upkeep.await;
         let _ = observer.await;
         ctx.leases.release_all(&ctx.store, &keep).await;
@@ -306,8 +309,10 @@ async fn housekeeping(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool
     let every = lease_period(&ctx);
     let sweep_every = Duration::from_secs(ctx.settings.flush.sweep_interval_seconds.max(1));
     let mut last_sweep = tokio::time::Instant::now();
+    let mut unparked = BTreeSet::new();
     loop {
         let held = ctx.leases.usable(Duration::ZERO);
+        unpark_shadowed(&ctx, &held, &mut unparked).await;
         resume_snapshots(&ctx, &held).await;
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = tokio::time::Instant::now();
@@ -322,6 +327,32 @@ async fn housekeeping(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool
         }
         if *shutdown.borrow() {
             return;
+        }
+    }
+}
+
+/// Once per partition this replica holds: links that shadow mode parked and
+/// whose destination is live now are made due at once (`shadow::unpark`), so
+/// the backlog of the shadow period goes out on the first flush.
+async fn unpark_shadowed(ctx: &FlushContext, held: &[Partition], done: &mut BTreeSet<Partition>) {
+    for &partition in held {
+        if done.contains(&partition) {
+            continue;
+        }
+        match shadow::unpark(ctx, partition).await {
+            Ok(n) => {
+                done.insert(partition);
+                if n > 0 {
+                    tracing::info!(
+                        partition,
+                        links = n,
+                        "Links parked by shadow mode are live now; their backlog is due at once."
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "Could not unpark shadow links; retrying.");
+            }
         }
     }
 }
@@ -421,6 +452,10 @@ async fn reconcile_due(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<boo
                 if *shutdown.borrow() || ctx.stopping() {
                     return;
                 }
+                // A shadow destination is never read (an export is a LaunchDarkly call).
+                if ctx.settings.mode_of(&link.destination) == crate::config::Mode::Shadow {
+                    continue;
+                }
                 let last = ctx.store.reconcile_last_run_ms(&link).await;
                 let due = match last {
                     Ok(Some(at)) => now_ms() - at >= interval_ms,
@@ -436,6 +471,59 @@ async fn reconcile_due(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<boo
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// `flush.verify_share`: sampled verification ([`crate::reconcile::sample`])
+/// of the links of this replica's partitions, one random member per link in
+/// turn, each read within the sampler's share of the rate and only while no
+/// write waits for a token. Its own task, like reconciles: a slow read never
+/// holds up a flush. Replicas sample only the partitions they hold, so no
+/// link is read by two replicas and the shares add up to the configured one.
+async fn sample_members(ctx: Arc<FlushContext>, mut shutdown: watch::Receiver<bool>) {
+    use crate::reconcile::sample::Sampler;
+    let Some(sampler) = Sampler::new(reconciler(&ctx)) else {
+        return;
+    };
+    let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
+    // With nothing to read, look again this often.
+    let rest = lease_period(&ctx).max(Duration::from_secs(1));
+    let mut trouble = TroubleLog::default();
+    while !*shutdown.borrow() {
+        let mut links = Vec::new();
+        for partition in ctx.leases.usable(Duration::ZERO) {
+            if let Ok(l) = ctx.store.links_in(partition).await {
+                links.extend(l.into_iter().map(|l| (partition, l)));
+            }
+        }
+        let mut read = false;
+        for (partition, link) in links {
+            tokio::select! {
+                _ = sampler.wait_turn(poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() || ctx.stopping() {
+                return;
+            }
+            if !ctx.leases.valid_for(partition, Duration::ZERO) {
+                continue; // given up meanwhile: its new holder samples it
+            }
+            match sampler.check(&link).await {
+                Ok(Some(_)) => {
+                    read = true;
+                    ctx.observations.request_sent();
+                    trouble.clear("Sampled verification works again.");
+                }
+                Ok(None) => {}
+                Err(e) => trouble.warn(&e, "Sampled verification cannot reach Redis; retrying."),
+            }
+        }
+        if !read {
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }

@@ -142,6 +142,9 @@ pub struct LinkView {
     /// configuration: nothing is written, the data is kept), or a retired
     /// state: `frozen`, `emptying`, `emptied`, `deleting`, `deleted`.
     pub lifecycle: String,
+    /// `live`, or `shadow` (nothing is sent to LaunchDarkly; writes are
+    /// audited as `shadowed`): the destination's mode.
+    pub mode: crate::config::Mode,
     #[serde(flatten)]
     pub status: LinkStatus,
 }
@@ -164,6 +167,7 @@ async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiErr
         None if !configured => "orphaned".to_string(),
         None => "active".to_string(),
     };
+    let mode = state.settings.mode_of(&link.destination);
     Ok(Some(LinkView {
         lifecycle,
         link: link.to_string(),
@@ -171,6 +175,7 @@ async fn view(state: &AppState, link: LinkId) -> Result<Option<LinkView>, ApiErr
         source: link.source,
         cohort: link.cohort,
         configured,
+        mode,
         status,
     }))
 }
@@ -806,7 +811,7 @@ pub(super) mod reconcile {
     /// A reconcile that failed before marking anything.
     #[derive(Debug, Serialize, utoipa::ToSchema)]
     pub struct ReconcileFailed {
-        /// `not_reconcilable` (409), `bad_export` or `launchdarkly_error` (502).
+        /// `not_reconcilable` or `shadow_mode` (409), `bad_export` or `launchdarkly_error` (502).
         pub error: ErrorDetail,
         /// The link.
         pub link: String,
@@ -825,7 +830,7 @@ pub(super) mod reconcile {
             (status = 400, description = "`{link}` is not `<destination>:<source>:<cohort>` (`invalid_payload`).", body = NativeError),
             (status = 401, description = "Missing or wrong `Authorization: Bearer <token>` (`unauthorized`).", body = NativeError),
             (status = 404, description = "No such link (`unknown_link`), or no operator token is configured (`operator_api_disabled`).", body = NativeError),
-            (status = 409, description = "The link has no segment yet, or its destination is gone (`not_reconcilable`).", body = ReconcileFailed),
+            (status = 409, description = "The link has no segment yet, or its destination is gone (`not_reconcilable`), or its destination is in shadow mode, so LaunchDarkly is not read (`shadow_mode`).", body = ReconcileFailed),
             (status = 502, description = "LaunchDarkly's error, or an export file in another layout than the assumed one (`launchdarkly_error`, `bad_export`); nothing was marked.", body = ReconcileFailed),
             (status = 503, description = "Redis is unreachable or too slow (`store_unavailable`).", body = NativeError,
                 headers(("Retry-After" = u32, description = "Seconds to wait before retrying (5)."))),
@@ -882,6 +887,9 @@ pub(super) mod reconcile {
             Ok(Err(ReconcileError::Store(e))) => Err(ApiError::Unavailable(e)),
             Ok(Err(e @ (ReconcileError::NoSegment(_) | ReconcileError::UnknownDestination(_)))) => {
                 Ok(failed(S::CONFLICT, "not_reconcilable", &e))
+            }
+            Ok(Err(e @ ReconcileError::ShadowMode(_))) => {
+                Ok(failed(S::CONFLICT, "shadow_mode", &e))
             }
             Ok(Err(e @ ReconcileError::Export(_))) => Ok(failed(S::BAD_GATEWAY, "bad_export", &e)),
             Ok(Err(e)) => Ok(failed(S::BAD_GATEWAY, "launchdarkly_error", &e)),

@@ -25,7 +25,7 @@
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,19 @@ pub struct Throttle {
     max_pause_ms: i64,
     /// Writers wait their turn here (tokio's mutex is first come, first served).
     queue: tokio::sync::Mutex<()>,
+    /// Callers inside [`Throttle::acquire_with`] now (queued or waiting for
+    /// a token): background readers ([`Throttle::is_idle`]) give way to them.
+    waiting: AtomicUsize,
+}
+
+/// Counts a caller in [`Throttle::acquire_with`] until it leaves (returns
+/// or is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
@@ -83,7 +96,20 @@ impl Throttle {
             pause_until_ms: AtomicI64::new(0),
             max_pause_ms: DEFAULT_MAX_PAUSE_MS,
             queue: tokio::sync::Mutex::new(()),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// This replica's share of the deployment's rate (requests per second):
+    /// the configured rate divided by the live replicas.
+    pub fn replica_rate(&self) -> f64 {
+        self.rate / self.replicas.load(Ordering::SeqCst).max(1) as f64
+    }
+
+    /// True when nobody waits for a token: background work that must yield
+    /// to writes (sampled verification) checks this before it asks for one.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) == 0
     }
 
     /// Re-splits the rate when the number of live replicas changes.
@@ -138,6 +164,8 @@ impl Throttle {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<i64>>,
     {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         let _turn = self.queue.lock().await;
         if let Some(u) = shared().await {
             self.pause_until(u);
@@ -220,6 +248,30 @@ mod tests {
             h.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["big", "small", "big again"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_throttle_is_idle_only_while_nobody_waits_for_a_token() {
+        let t = Arc::new(Throttle::new(1.0)); // one token per second
+        assert!(t.is_idle());
+        t.acquire().await; // the first token: the next one waits a second
+        assert!(t.is_idle(), "a caller that has its token no longer counts");
+        let writer = tokio::spawn({
+            let t = t.clone();
+            async move { t.acquire().await }
+        });
+        for _ in 0..1000 {
+            if !t.is_idle() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(!t.is_idle(), "a writer waits for its token");
+        writer.await.unwrap();
+        assert!(t.is_idle());
+        assert_eq!(t.replica_rate(), 1.0);
+        t.set_replicas(4);
+        assert_eq!(t.replica_rate(), 0.25);
     }
 
     #[tokio::test]

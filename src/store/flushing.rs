@@ -149,6 +149,35 @@ impl Store {
         max: usize,
         hold_until_ms: i64,
     ) -> Result<Claim, StoreError> {
+        self.claim_as(partition, token, link, max, hold_until_ms, false)
+            .await
+    }
+
+    /// Shadow mode's claim: the same selection under the same lease check
+    /// (and the same cleanup of vanished members), but nothing is marked
+    /// unknown, since nothing will be sent; the link is made due again at
+    /// `next_pass_ms`. Every member stays dirty.
+    pub async fn shadow_claim(
+        &self,
+        partition: Partition,
+        token: &str,
+        link: &LinkId,
+        max: usize,
+        next_pass_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        self.claim_as(partition, token, link, max, next_pass_ms, true)
+            .await
+    }
+
+    async fn claim_as(
+        &self,
+        partition: Partition,
+        token: &str,
+        link: &LinkId,
+        max: usize,
+        hold_until_ms: i64,
+        shadow: bool,
+    ) -> Result<Claim, StoreError> {
         let k = &self.keys;
         let reply: Vec<Value> = scripts::CLAIM
             .key(k.lease(partition))
@@ -161,6 +190,7 @@ impl Store {
             .arg(&link.destination)
             .arg(link.to_string())
             .arg(hold_until_ms)
+            .arg(if shadow { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await?;
         match reply.first().map(int).transpose()? {

@@ -24,6 +24,10 @@ pub struct LinkStatus {
     /// The link's last reconcile with LaunchDarkly's export, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<super::ReconcileReport>,
+    /// The link's sampled verification so far (read-backs of random
+    /// members between reconciles), once it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<super::SampleReport>,
     /// When the link's oldest change not yet acknowledged by LaunchDarkly
     /// was accepted (ms), if it has one.
     pub dirty_since_ms: Option<i64>,
@@ -52,7 +56,8 @@ impl DeadLetter {
 }
 
 /// The replies of [`Store::link_status`]'s pipeline: slot, meta, dirty
-/// count, dead letters, due time, tracked members, dirty-since, reconcile report.
+/// count, dead letters, due time, tracked members, dirty-since, reconcile
+/// report, sampling report.
 type StatusReply = (
     Option<String>,
     HashMap<String, String>,
@@ -61,6 +66,7 @@ type StatusReply = (
     Option<f64>,
     u64,
     Option<i64>,
+    HashMap<String, String>,
     HashMap<String, String>,
 );
 
@@ -116,28 +122,31 @@ impl Store {
     /// to that destination.
     pub async fn link_status(&self, link: &LinkId) -> Result<Option<LinkStatus>, StoreError> {
         let partition = self.keys.partition(&link.source, &link.cohort);
-        let (slot, meta, dirty, dead, due, tracked, since, report): StatusReply = redis::pipe()
-            .cmd("HGET")
-            .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
-            .arg(format!("slot:{}", link.destination))
-            .cmd("HGETALL")
-            .arg(self.keys.link_meta(partition, link))
-            .cmd("SCARD")
-            .arg(self.keys.dirty(partition, link))
-            .cmd("HLEN")
-            .arg(self.keys.dead(partition, link))
-            .cmd("ZSCORE")
-            .arg(self.keys.due(partition))
-            .arg(link.to_string())
-            .cmd("HLEN")
-            .arg(self.keys.want(partition, &link.source, &link.cohort))
-            .cmd("HGET")
-            .arg(self.keys.dirty_since(partition))
-            .arg(link.to_string())
-            .cmd("HGETALL")
-            .arg(self.keys.reconcile_report(partition, link))
-            .query_async(&mut self.conn())
-            .await?;
+        let (slot, meta, dirty, dead, due, tracked, since, report, sampled): StatusReply =
+            redis::pipe()
+                .cmd("HGET")
+                .arg(self.keys.cohort_meta(partition, &link.source, &link.cohort))
+                .arg(format!("slot:{}", link.destination))
+                .cmd("HGETALL")
+                .arg(self.keys.link_meta(partition, link))
+                .cmd("SCARD")
+                .arg(self.keys.dirty(partition, link))
+                .cmd("HLEN")
+                .arg(self.keys.dead(partition, link))
+                .cmd("ZSCORE")
+                .arg(self.keys.due(partition))
+                .arg(link.to_string())
+                .cmd("HLEN")
+                .arg(self.keys.want(partition, &link.source, &link.cohort))
+                .cmd("HGET")
+                .arg(self.keys.dirty_since(partition))
+                .arg(link.to_string())
+                .cmd("HGETALL")
+                .arg(self.keys.reconcile_report(partition, link))
+                .cmd("HGETALL")
+                .arg(self.keys.sample_report(partition, link))
+                .query_async(&mut self.conn())
+                .await?;
         if slot.is_none() {
             return Ok(None);
         }
@@ -149,6 +158,7 @@ impl Store {
             due_at_ms: due.map(|d| d as i64),
             tracked_members: tracked,
             reconcile: super::ReconcileReport::decode(&report),
+            verified: super::SampleReport::decode(&sampled),
             // Only while something is dirty: an entry outliving its dirty
             // set is dropped by the flusher's next `oldest_dirty`.
             dirty_since_ms: since.filter(|_| dirty > 0),

@@ -246,6 +246,14 @@ impl Keys {
         format!("{}:rec:report:{link}", self.tag(partition))
     }
 
+    /// Hash: the link's sampled verification so far (`sample_judge.lua`):
+    /// `checked`, `mismatched`, `missing`, `extra`, `repaired`, `changed` (touched between the
+    /// read and LaunchDarkly's answer, not judged), `failed` (404, 5xx,
+    /// timeout: never judged) and `last_ms`.
+    pub fn sample_report(&self, partition: Partition, link: &LinkId) -> String {
+        format!("{}:sample:{link}", self.tag(partition))
+    }
+
     /// Sorted set (not partitioned): replica id → last heartbeat (ms).
     pub fn replicas(&self) -> String {
         format!("{}:replicas", self.prefix)
@@ -307,6 +315,9 @@ mod tests {
             k.snapshot_meta(partition, "amp", "c1", "s1"),
             k.snapshot_pending(partition),
             k.snapshot_queue(partition, "amp", "c1"),
+            k.reconcile_stage(partition, &l, "run"),
+            k.reconcile_report(partition, &l),
+            k.sample_report(partition, &l),
         ] {
             assert!(key.starts_with(&tag), "{key}");
         }

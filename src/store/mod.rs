@@ -38,6 +38,8 @@
 //!   change history (one record per push), the audit trail and dead letters.
 //! - `member_value`: the member value encoding, read from Rust.
 //! - `reconcile`: staging LaunchDarkly's export and comparing it chunk by chunk.
+//! - `sample`: sampled verification: a random settled member, the
+//!   compare-and-set judgement of LaunchDarkly's answer, the report.
 //! - `reply`: decoding replies; [`StoreError`].
 //! - `connection`: one multiplexed connection, single Redis or Cluster.
 
@@ -55,6 +57,7 @@ mod member_value;
 mod reconcile;
 mod replicas;
 mod reply;
+mod sample;
 mod scripts;
 pub mod snapshot;
 mod sweep;
@@ -71,6 +74,7 @@ pub use lifecycle::{LifecycleError, OnPush, RetireMode};
 pub use member_value::MemberValue;
 pub use reconcile::{ReconcileCounts, ReconcilePhase, ReconcileReport};
 pub use reply::StoreError;
+pub use sample::{SamplePick, SampleReport, SampleVerdict};
 
 use crate::config::RedisConfig;
 use connection::Connection;

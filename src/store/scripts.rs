@@ -39,11 +39,15 @@ pub static RESYNC: LazyLock<Script> = script!("member.lua", "resync.lua");
 
 /// Compares a chunk of a link with LaunchDarkly's staged export.
 pub static RECONCILE: LazyLock<Script> = script!("member.lua", "reconcile.lua");
+/// Draws a random settled member of a link (sampled verification).
+pub static SAMPLE_PICK: LazyLock<Script> = script!("member.lua", "sample_pick.lua");
+/// Judges LaunchDarkly's answer for a sampled member; repairs a mismatch.
+pub static SAMPLE_JUDGE: LazyLock<Script> = script!("member.lua", "sample_judge.lua");
 /// Keeps a partition's dirty-since hash true and returns its oldest entry.
 pub static DIRTY_SINCE: LazyLock<Script> = script!("dirty_since.lua");
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 13] {
+pub fn all() -> [&'static Script; 15] {
     [
         &APPLY,
         &CLAIM,
@@ -58,5 +62,7 @@ pub fn all() -> [&'static Script; 13] {
         &RATE_PAUSE,
         &RECONCILE,
         &DIRTY_SINCE,
+        &SAMPLE_PICK,
+        &SAMPLE_JUDGE,
     ]
 }

@@ -176,6 +176,13 @@ function reconcileText(rc) {
     ", repaired " + num(rc.repaired) + " (" + ago(rc.last_reconciled_ms) + ")";
 }
 
+// Sampled verification (flush.verify_share), shown beside the reconcile.
+function verifiedText(v) {
+  if (!v) return "";
+  return "; sampled: checked " + num(v.checked) + ", mismatched " + num(v.mismatched) +
+    ", repaired " + num(v.repaired) + " (" + ago(v.last_ms) + ")";
+}
+
 function actionButton(label, confirmLabel, fn) {
   const b = el("button", label);
   b.type = "button";
@@ -221,7 +228,7 @@ function renderLinks(answer) {
     cell(row, m.last_flush_ms && m.last_flush_ms !== "0" ? when(m.last_flush_ms) : "–");
     cell(row, m.blocked ? "blocked: " + m.blocked : (m.last_error || "–"), m.blocked || m.last_error ? "err reason" : "reason");
     cell(row, num(l.dead_letters), "num dead");
-    cell(row, reconcileText(l.reconcile));
+    cell(row, reconcileText(l.reconcile) + verifiedText(l.verified));
     const actions = el("td");
     const id = encodeURIComponent(l.link);
     actions.append(

@@ -10,6 +10,9 @@
 -- KEYS[4] cohort meta hash  KEYS[5] due sorted set
 -- ARGV[1] lease token       ARGV[2] max members           ARGV[3] destination name
 -- ARGV[4] link id           ARGV[5] hold-until (ms)
+-- ARGV[6] '1' for a shadow claim (shadow mode): the members are read, not
+--         marked unknown, because no request will be sent, so nothing is in
+--         doubt; ARGV[5] is then the link's next shadow pass.
 -- Result: {-1} lease not held; {0} nothing dirty (link removed from due);
 --         {1, member, desired, member, desired, ...}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
@@ -20,12 +23,15 @@ if (not slot) or #members == 0 then
   return {0}
 end
 slot = tonumber(slot) + 1
+local shadow = ARGV[6] == '1'
 local out = {1}
 for _, m in ipairs(members) do
   local cur = redis.call('HGET', KEYS[3], m)
   if cur then
     local version, p, d, states = unpack_member(cur)
-    redis.call('HSET', KEYS[3], m, pack_member(version, p, d, set_state(states, slot, 'u')))
+    if not shadow then
+      redis.call('HSET', KEYS[3], m, pack_member(version, p, d, set_state(states, slot, 'u')))
+    end
     out[#out + 1] = m
     out[#out + 1] = d
   else
