@@ -210,8 +210,9 @@ impl Default for LaunchDarklyConfig {
 pub struct FlushConfig {
     /// Longest a change waits before its link's flush is due.
     pub max_delay_ms: u64,
-    /// Links flushed concurrently by one replica (the rate limit still applies).
-    pub concurrency: usize,
+    /// Links flushed concurrently by one replica (the rate limit still
+    /// applies); absent: derived from the rate ([`crate::config::Settings::flush_concurrency`]).
+    pub concurrency: Option<usize>,
     /// Partition lease time to live; must exceed the request timeout by a margin.
     pub lease_ttl_ms: Option<u64>,
     /// How often the flusher looks for due work when nothing wakes it.
@@ -250,7 +251,7 @@ impl Default for FlushConfig {
     fn default() -> Self {
         Self {
             max_delay_ms: 1000,
-            concurrency: 4,
+            concurrency: None,
             lease_ttl_ms: None,
             poll_interval_ms: 100,
             sweep_interval_seconds: 3600,

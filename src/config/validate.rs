@@ -68,7 +68,7 @@ impl Settings {
                 ),
             );
         }
-        if raw.flush.concurrency == 0 {
+        if raw.flush.concurrency == Some(0) {
             p.add("flush.concurrency", "must be at least 1");
         }
         if raw.flush.poll_interval_ms == 0 {

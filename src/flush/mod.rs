@@ -134,7 +134,7 @@ impl Flusher {
         let sampling = tokio::spawn(sample_members(ctx.clone(), shutdown.clone()));
         let check_every = lease_period(&ctx).max(Duration::from_secs(1));
         let observer = tokio::spawn(observe::observe(ctx.clone(), check_every, shutdown.clone()));
-        let concurrency = ctx.settings.flush.concurrency;
+        let concurrency = ctx.settings.flush_concurrency();
         let poll = Duration::from_millis(ctx.settings.flush.poll_interval_ms);
         let margin = ctx.settings.request_timeout() + Duration::from_millis(500);
         let mut inflight: HashMap<LinkId, Partition> = HashMap::new();
@@ -148,42 +148,40 @@ impl Flusher {
             let now = now_ms();
             let mut wait = poll;
             // Under load the due sets are read once per few freed slots, not
-            // once per finished flush: a pass reads every partition's due set
-            // (twice), and one pass per flush caps the flush rate at the
-            // pass rate. The fourth part of the slots, at least one.
+            // once per finished flush: a pass reads every partition's due
+            // set, and one pass per flush caps the flush rate at the pass
+            // rate. The fourth part of the slots, at least one.
             let free = concurrency.saturating_sub(inflight.len());
             if free >= (concurrency / 4).max(1) && !usable.is_empty() {
-                match ctx.store.due_links(&usable, now, concurrency * 2).await {
-                    Ok(due) => {
-                        redis_trouble.clear("Reading due links works again.");
-                        for (partition, l, at) in due {
-                            if inflight.len() >= concurrency {
-                                break;
-                            }
-                            if !inflight.contains_key(&l) {
-                                inflight.insert(l.clone(), partition);
-                                let c = ctx.clone();
-                                let task = l.clone();
-                                let handle = tasks.spawn(async move {
-                                    let r = link::flush(c.clone(), partition, l.clone(), at).await;
-                                    if r.is_err() {
-                                        retry_soon(&c, partition, &l).await;
-                                    }
-                                    (l, r)
-                                });
-                                ids.insert(handle.id(), task);
-                            }
-                        }
-                    }
-                    Err(e) => redis_trouble
-                        .warn(&e, "Cannot read due links; retrying until Redis answers."),
-                }
                 // Links in flight are not waited for: one whose due time
                 // passed while it waits for a token (or whose push came
                 // during its request) would make this loop spin.
                 let busy: Vec<LinkId> = inflight.keys().cloned().collect();
-                if let Ok(Some(next)) = ctx.store.next_due_except(&usable, &busy).await {
-                    wait = wait.min(Duration::from_millis((next - now_ms()).max(0) as u64));
+                match ctx.store.due_work(&usable, now, &busy, free).await {
+                    Ok(work) => {
+                        redis_trouble.clear("Reading due links works again.");
+                        for (partition, l, at) in work.due {
+                            if inflight.len() >= concurrency {
+                                break;
+                            }
+                            inflight.insert(l.clone(), partition);
+                            let c = ctx.clone();
+                            let task = l.clone();
+                            let handle = tasks.spawn(async move {
+                                let r = link::flush(c.clone(), partition, l.clone(), at).await;
+                                if r.is_err() {
+                                    retry_soon(&c, partition, &l).await;
+                                }
+                                (l, r)
+                            });
+                            ids.insert(handle.id(), task);
+                        }
+                        if let Some(next) = work.next_ms {
+                            wait = wait.min(Duration::from_millis((next - now_ms()).max(0) as u64));
+                        }
+                    }
+                    Err(e) => redis_trouble
+                        .warn(&e, "Cannot read due links; retrying until Redis answers."),
                 }
             }
             tokio::select! {

@@ -2,7 +2,8 @@
 //! writer off after a 429.
 //!
 //! The deployment's rate is split evenly over the live replicas (each runs a
-//! governor limiter with `rate / replicas` and no burst), so the sum never
+//! governor limiter with `rate / replicas` and no burst below 200 requests/s,
+//! a burst of 10 ms of the rate above: see [`SLACK`]), so the sum never
 //! exceeds the configured rate. Every attempt, retries included, takes a
 //! token. A 429's pause is kept locally and shared through Redis.
 //!
@@ -15,9 +16,10 @@
 //!
 //! Every pause is clamped to `launchdarkly.max_pause_seconds` from now (one
 //! absurd header cannot stall the deployment), and only ever extends. A
-//! writer that waited for its token re-reads the shared pause
-//! ([`Throttle::acquire_with`]) before it sends, so nothing goes out during a
-//! pause another writer or replica learned about while it queued.
+//! writer reads the shared pause once it holds its token
+//! ([`Throttle::acquire_with`]), before it sends, so nothing goes out during
+//! a pause another writer or replica learned about while it queued; the read
+//! is outside the queue, so it does not hold the next writer's token back.
 //!
 //! Writers take tokens in the order they asked (a FIFO queue in front of the
 //! limiter): a link that just sent queues behind the links already waiting,
@@ -55,12 +57,29 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn limiter(rate: f64) -> Arc<DefaultDirectRateLimiter> {
+/// How far behind its schedule a writer may fall and still catch up: the
+/// limiter's burst is the tokens of this long, at least one.
+const SLACK: Duration = Duration::from_millis(10);
+
+/// A limiter of `rate` per second whose burst is [`SLACK`]'s worth of
+/// tokens: one below 200 requests/s (no burst at all), 20 at 2,000/s.
+///
+/// Without it a fast rate loses capacity to wake-up latency: with no burst,
+/// a writer woken late for its token (timer and scheduler latency, a
+/// fraction of a millisecond on a busy machine) makes the next token due a
+/// full period after the late one, so at a 0.5 ms period the achieved rate
+/// fell to a third of the configured one (figure 4d). The cost is that a
+/// window of `w` seconds may hold `rate * w + burst` requests instead of
+/// `rate * w + 1`: 10 ms of the rate, invisible to LaunchDarkly's
+/// per-window counts.
+fn limiter(rate: f64) -> (Arc<DefaultDirectRateLimiter>, NonZeroU32) {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    let burst =
+        NonZeroU32::new((rate * SLACK.as_secs_f64()).floor() as u32).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::with_period(period)
         .expect("period is positive")
-        .allow_burst(NonZeroU32::MIN);
-    Arc::new(RateLimiter::direct(quota))
+        .allow_burst(burst);
+    (Arc::new(RateLimiter::direct(quota)), burst)
 }
 
 #[cfg(not(test))]
@@ -92,7 +111,7 @@ impl Throttle {
         Throttle {
             rate: requests_per_second,
             replicas: AtomicU64::new(1),
-            limiter: Mutex::new(limiter(requests_per_second)),
+            limiter: Mutex::new(limiter(requests_per_second).0),
             pause_until_ms: AtomicI64::new(0),
             max_pause_ms: DEFAULT_MAX_PAUSE_MS,
             queue: tokio::sync::Mutex::new(()),
@@ -116,12 +135,12 @@ impl Throttle {
     pub fn set_replicas(&self, n: u64) {
         let n = n.max(1);
         if self.replicas.swap(n, Ordering::SeqCst) != n {
-            // A fresh limiter would hand out a token at once, right after
+            // A fresh limiter would hand out its burst at once, right after
             // the old one's last: spend it, so the first request at the new
             // share is one new period after the switch (never closer to the
             // previous request than the new spacing).
-            let fresh = limiter(self.rate / n as f64);
-            let _ = fresh.check();
+            let (fresh, burst) = limiter(self.rate / n as f64);
+            let _ = fresh.check_n(burst);
             *self.limiter.lock().expect("limiter lock") = fresh;
         }
     }
@@ -156,9 +175,10 @@ impl Throttle {
     }
 
     /// [`Throttle::acquire`], also honouring a shared pause: `shared` reads
-    /// it (e.g. from Redis) before the wait and again once the token is in
-    /// hand, so a pause learned elsewhere while this writer queued holds it
-    /// off too. A failed read (`None`) leaves the local pause as it is.
+    /// it (e.g. from Redis) once the token is in hand, so a pause learned
+    /// elsewhere while this writer queued holds it off too (it then waits for
+    /// the pause and a fresh token). A failed read (`None`) leaves the local
+    /// pause as it is.
     pub async fn acquire_with<F, Fut>(&self, mut shared: F)
     where
         F: FnMut() -> Fut,
@@ -166,10 +186,28 @@ impl Throttle {
     {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
-        let _turn = self.queue.lock().await;
-        if let Some(u) = shared().await {
-            self.pause_until(u);
+        loop {
+            self.token().await;
+            // A 429 may have arrived, here or at another replica, while we
+            // queued. The shared pause is read once the token is in hand and
+            // outside the queue, so the writers behind us take their tokens
+            // while this read is on the wire (a read per token inside the
+            // queue capped every replica near one token per Redis round
+            // trip). A pause found here is kept locally, so the queue holds
+            // everyone off, and this writer queues again for a fresh token.
+            if let Some(u) = shared().await {
+                self.pause_until(u);
+            }
+            if self.paused_until() <= now_ms() {
+                return;
+            }
         }
+    }
+
+    /// Waits for the turn in the queue, for any local pause to end, and for
+    /// a token of the current share.
+    async fn token(&self) {
+        let _turn = self.queue.lock().await;
         loop {
             let wait = self.paused_until().saturating_sub(now_ms());
             if wait > 0 {
@@ -180,15 +218,7 @@ impl Throttle {
             l.until_ready().await;
             // The rate was re-split while we waited: a token of the old share
             // does not count, wait for one of the new share.
-            if !Arc::ptr_eq(&l, &self.limiter.lock().expect("limiter lock")) {
-                continue;
-            }
-            // A 429 may have arrived, here or at another replica, while we
-            // waited for the token.
-            if let Some(u) = shared().await {
-                self.pause_until(u);
-            }
-            if self.paused_until() <= now_ms() {
+            if Arc::ptr_eq(&l, &self.limiter.lock().expect("limiter lock")) {
                 return;
             }
         }
@@ -294,14 +324,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_writer_rereads_the_shared_pause_once_it_has_its_token() {
         let t = Throttle::new(1000.0);
-        // The shared pause is unknown when the writer starts waiting and
-        // appears (another replica's 429) by the time it holds its token.
+        // The shared pause appears (another replica's 429) while the writer
+        // queues; it reads it once it holds its token, waits it out and
+        // takes a fresh token.
         let reads = std::sync::atomic::AtomicU32::new(0);
         let start = tokio::time::Instant::now();
         let learned = now_ms() + 20_000;
         t.acquire_with(|| {
-            let n = reads.fetch_add(1, Ordering::SeqCst);
-            std::future::ready((n >= 1).then_some(learned))
+            reads.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Some(learned))
         })
         .await;
         assert!(now_ms() >= learned, "sent during the shared pause");
@@ -311,6 +342,38 @@ mod tests {
             waited(start)
         );
         assert!(reads.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_shared_read_does_not_hold_the_next_writer_back() {
+        let t = Arc::new(Throttle::new(1000.0));
+        let reading = Arc::new(tokio::sync::Notify::new());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
+        let slow = {
+            let (t, reading) = (t.clone(), reading.clone());
+            tokio::spawn(async move {
+                t.acquire_with(|| {
+                    let (reading, released) = (reading.clone(), released.clone());
+                    async move {
+                        reading.notify_one();
+                        if let Some(r) = released.lock().await.take() {
+                            let _ = r.await;
+                        }
+                        None
+                    }
+                })
+                .await;
+            })
+        };
+        reading.notified().await;
+        // The first writer's read of the shared pause hangs (a slow Redis);
+        // the next writer still gets its token. (The bound only turns a
+        // hang into a failure.)
+        let next = tokio::time::timeout(Duration::from_secs(30), t.acquire()).await;
+        assert!(next.is_ok(), "the next writer waited for another's read");
+        release.send(()).unwrap();
+        slow.await.unwrap();
     }
 
     // governor runs on the real clock, so these two run in real time and

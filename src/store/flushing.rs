@@ -59,66 +59,40 @@ pub enum Ack {
     },
 }
 
+/// What one look at the due sets found ([`Store::due_work`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueWork {
+    /// Links due by now and not busy, oldest first, with their due time.
+    pub due: Vec<(Partition, LinkId, i64)>,
+    /// The earliest due time still ahead among links not busy, if the look
+    /// saw one (it does whenever fewer than `want` links are due).
+    pub next_ms: Option<i64>,
+}
+
 impl Store {
-    /// Links due by `now_ms` in the given partitions, oldest first, with their due time.
-    pub async fn due_links(
+    /// One look at the partitions' due sets for the flusher's loop: the
+    /// links due by `now_ms` (up to `want` per partition) that are not in
+    /// `busy` (the flushes in flight), and the next due time after them.
+    ///
+    /// One command per partition, by rank: the first `busy.len() + want`
+    /// entries hold at least `want` links not busy, if the partition has that
+    /// many, so either `want` of them are due or the first one not due is in
+    /// the window, and with it the partition's next due time. (A busy link's
+    /// due time may be past while it waits for a token; it is skipped, so the
+    /// loop sleeps until the next link it can start instead of spinning.)
+    pub async fn due_work(
         &self,
         partitions: &[Partition],
         now_ms: i64,
-        per_partition: usize,
-    ) -> Result<Vec<(Partition, LinkId, i64)>, StoreError> {
-        if partitions.is_empty() {
-            return Ok(Vec::new());
+        busy: &[LinkId],
+        want: usize,
+    ) -> Result<DueWork, StoreError> {
+        if partitions.is_empty() || want == 0 {
+            return Ok(DueWork::default());
         }
-        // One command per partition, concurrently on the multiplexed
-        // connection: in a cluster the partitions live on different nodes.
-        let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&partition| {
-            let mut c = self.conn();
-            let cmd = redis::cmd("ZRANGE")
-                .arg(self.keys.due(partition))
-                .arg("-inf")
-                .arg(now_ms)
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(per_partition)
-                .arg("WITHSCORES")
-                .clone();
-            async move { cmd.query_async(&mut c).await }
-        }))
-        .await?;
-        let mut out = Vec::new();
-        for (&partition, links) in partitions.iter().zip(replies) {
-            for (id, score) in links {
-                if let Some(l) = LinkId::parse(&id) {
-                    out.push((partition, l, score as i64));
-                }
-            }
-        }
-        out.sort_by_key(|(_, _, at)| *at);
-        Ok(out)
-    }
-
-    /// The earliest due time across the partitions, if any link is waiting.
-    pub async fn next_due(&self, partitions: &[Partition]) -> Result<Option<i64>, StoreError> {
-        self.next_due_except(partitions, &[]).await
-    }
-
-    /// [`Store::next_due`], ignoring the links in `skip` (the flushes in
-    /// flight: their due time may already be past while they wait for a
-    /// token or for LaunchDarkly's answer, and the flusher must sleep until
-    /// the next link it can start, not spin on one it cannot).
-    pub async fn next_due_except(
-        &self,
-        partitions: &[Partition],
-        skip: &[LinkId],
-    ) -> Result<Option<i64>, StoreError> {
-        if partitions.is_empty() {
-            return Ok(None);
-        }
-        // The first `skip.len() + 1` entries of each partition hold at least
-        // one link not skipped, if the partition has one.
-        let last = skip.len();
+        let last = busy.len() + want - 1;
+        // Concurrently on the multiplexed connection: in a cluster the
+        // partitions live on different nodes.
         let replies: Vec<Vec<(String, f64)>> = try_join_all(partitions.iter().map(|&partition| {
             let mut c = self.conn();
             let cmd = redis::cmd("ZRANGE")
@@ -130,14 +104,29 @@ impl Store {
             async move { cmd.query_async(&mut c).await }
         }))
         .await?;
-        Ok(replies
-            .into_iter()
-            .flatten()
-            .filter(|(id, _)| {
-                skip.is_empty() || LinkId::parse(id).is_none_or(|l| !skip.contains(&l))
-            })
-            .map(|(_, s)| s as i64)
-            .min())
+        let mut work = DueWork::default();
+        for (&partition, links) in partitions.iter().zip(replies) {
+            let mut taken = 0;
+            for (id, score) in links {
+                let Some(l) = LinkId::parse(&id) else {
+                    continue;
+                };
+                if busy.contains(&l) {
+                    continue;
+                }
+                let at = score as i64;
+                if at > now_ms {
+                    work.next_ms = Some(work.next_ms.map_or(at, |n| n.min(at)));
+                    break;
+                }
+                if taken < want {
+                    work.due.push((partition, l, at));
+                    taken += 1;
+                }
+            }
+        }
+        work.due.sort_by_key(|(_, _, at)| *at);
+        Ok(work)
     }
 
     /// Marks up to `max` dirty members unknown and returns them with their desired state.

@@ -65,7 +65,7 @@ mod sweep;
 pub use apply::{ApplyOutcome, ApplyParams, HistoryParams};
 pub use audit::{parse_since, AuditEntry};
 pub use batches::BatchClaim;
-pub use flushing::{Ack, AckedBatch, Claim};
+pub use flushing::{Ack, AckedBatch, Claim, DueWork};
 pub use health::evicts;
 pub use history::{DesiredState, LaunchDarklyAnswer, MemberChange, MemberExplanation};
 pub use inspect::{DeadLetter, LinkStatus};

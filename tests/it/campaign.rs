@@ -9,7 +9,7 @@
 //! partitions again, replica 1 is killed the same way. Then:
 //!
 //! - **Rate.** The emulator counts every arrival on a LaunchDarkly route
-//!   (429s and retries too). Each replica runs governor (GCRA, no burst) at
+//!   (429s and retries too). Each replica runs governor (GCRA, no burst at this rate) at
 //!   `R / n` where `n` is the live replicas it counts, so one replica sends
 //!   at most `floor(w · R / n) + 1` requests in any window of `w` seconds
 //!   (the `+ 1`: a window can start on a request). Summed over the at most
