@@ -742,6 +742,7 @@ pub async fn flush(
                     max_delay_ms: settings.flush.max_delay_ms,
                     batch_size: max,
                     claim_was_full: full,
+                    claimed_all_at_ms: (!full && pair.is_none()).then_some(claimed_ms),
                 };
                 let ack = ctx.store.ack(partition, &acked).await?;
                 if emptying && ack != Ack::LeaseLost {

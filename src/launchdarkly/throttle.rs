@@ -2,8 +2,8 @@
 //! writer off after a 429.
 //!
 //! The deployment's rate is split evenly over the live replicas (each runs a
-//! governor limiter with `rate / replicas` and no burst below 200 requests/s,
-//! a burst of 10 ms of the rate above: see [`SLACK`]), so the sum never
+//! governor limiter with `rate / replicas` and no burst below 1,000 requests/s,
+//! a burst of 2 ms of the rate above: see [`SLACK`]), so the sum never
 //! exceeds the configured rate. Every attempt, retries included, takes a
 //! token. A 429's pause is kept locally and shared through Redis.
 //!
@@ -59,10 +59,10 @@ impl Drop for Waiting<'_> {
 
 /// How far behind its schedule a writer may fall and still catch up: the
 /// limiter's burst is the tokens of this long, at least one.
-const SLACK: Duration = Duration::from_millis(10);
+const SLACK: Duration = Duration::from_millis(2);
 
 /// A limiter of `rate` per second whose burst is [`SLACK`]'s worth of
-/// tokens: one below 200 requests/s (no burst at all), 20 at 2,000/s.
+/// tokens: one below 1,000 requests/s (no burst at all), 4 at 2,000/s.
 ///
 /// Without it a fast rate loses capacity to wake-up latency: with no burst,
 /// a writer woken late for its token (timer and scheduler latency, a
@@ -70,7 +70,7 @@ const SLACK: Duration = Duration::from_millis(10);
 /// full period after the late one, so at a 0.5 ms period the achieved rate
 /// fell to a third of the configured one (figure 4d). The cost is that a
 /// window of `w` seconds may hold `rate * w + burst` requests instead of
-/// `rate * w + 1`: 10 ms of the rate, invisible to LaunchDarkly's
+/// `rate * w + 1`: 2 ms of the rate, invisible to LaunchDarkly's
 /// per-window counts.
 fn limiter(rate: f64) -> (Arc<DefaultDirectRateLimiter>, NonZeroU32) {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));

@@ -39,6 +39,10 @@ pub struct AckedBatch<'a> {
     pub batch_size: usize,
     /// The claim filled a whole batch: more members are probably waiting.
     pub claim_was_full: bool,
+    /// When the claim was drawn, if it took every member dirty then (it was
+    /// not full) and this is its whole batch (not a part of a split): any
+    /// member still dirty after the ack changed after that time.
+    pub claimed_all_at_ms: Option<i64>,
 }
 
 /// Result of an acknowledgement.
@@ -218,6 +222,7 @@ impl Store {
             .arg(batch.max_delay_ms)
             .arg(batch.batch_size)
             .arg(if batch.claim_was_full { "1" } else { "0" })
+            .arg(batch.claimed_all_at_ms.unwrap_or(-1))
             .arg(batch.active_destinations.len());
         for d in batch.active_destinations {
             inv.arg(d);

@@ -678,6 +678,7 @@ impl Harness {
             max_delay_ms: 1_000,
             batch_size: 3,
             claim_was_full: false,
+            claimed_all_at_ms: None,
         };
         let ack = self.store.ack(p, &acked).await.map_err(fail)?;
         match (ack, before) {

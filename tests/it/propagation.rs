@@ -176,3 +176,70 @@ async fn the_flusher_sleeps_while_an_overdue_link_is_in_flight() {
         "the flusher read due sets {calls} times while one overdue link was in flight"
     );
 }
+
+#[tokio::test]
+async fn a_link_that_keeps_changing_during_its_flushes_does_not_look_ever_more_behind() {
+    let (_redis, emu, mut cfg) = stack();
+    let max_delay = 1_000;
+    cfg.set("flush", "max_delay_ms", "1000").set(
+        "server",
+        "operator_token_env",
+        "\"OPERATOR_TOKEN\"",
+    );
+    let bridge = Bridge::start(&cfg).await;
+    let body = |v: i64, id: &str, users: &[&str]| amplitude_body("drift", true, v, id, users);
+    let (status, _) = bridge.amplitude(&body(100, "d0", &["c0"])).await;
+    assert_eq!(status, 200);
+    converge(&emu, "production", "amplitude-drift", &["c0"]).await;
+
+    // LaunchDarkly holds the next two writes, so each push below lands while
+    // a write of the link is in flight.
+    let since = last_seq(&emu).await;
+    emu.fault(json!({"kind": "latency", "ms": 1200, "route": "contexts", "count": 2}))
+        .await;
+    let held = || async {
+        emu.requests_since(since)
+            .await
+            .iter()
+            .filter(|r| r["route"] == json!("contexts") && r["fault"] == json!("latency"))
+            .map(|r| r["completed_ms"].is_null())
+            .collect::<Vec<bool>>()
+    };
+    let t0 = now_ms();
+    let (status, _) = bridge.amplitude(&body(200, "d1", &["c1"])).await;
+    assert_eq!(status, 200);
+    eventually("the first write is in flight", WAIT, || async {
+        (held().await == [true]).then_some(())
+    })
+    .await;
+    // c2 comes while c1's write flies: after c1's ack the link is still
+    // dirty, but only with changes accepted after c1's claim, which came at
+    // least max_delay after c1 (the link was due then).
+    let (status, _) = bridge.amplitude(&body(300, "d2", &["c2"])).await;
+    assert_eq!(status, 200);
+    eventually(
+        "c1 is acknowledged and c2's write is in flight",
+        WAIT,
+        || async { (held().await == [false, true]).then_some(()) },
+    )
+    .await;
+    let (status, view) = bridge
+        .operator(
+            reqwest::Method::GET,
+            "/links/production:amplitude:drift",
+            Some(crate::support::bridge::OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let dirty_since = view["status"]["dirty_since_ms"]
+        .as_i64()
+        .or_else(|| view["dirty_since_ms"].as_i64())
+        .unwrap_or_else(|| panic!("the link is dirty: {view}"));
+    assert!(
+        dirty_since >= t0 + max_delay,
+        "the link's oldest unacknowledged change is c2, accepted after c1's claim (at least {} ms), not c1 itself: dirty since {dirty_since}, c1 pushed at {t0}",
+        max_delay
+    );
+    converge(&emu, "production", "amplitude-drift", &["c0", "c1", "c2"]).await;
+}

@@ -9,23 +9,25 @@
 -- KEYS[7] dirty-since hash of the partition (dropped for the link once it is clean)
 -- ARGV[1] lease token   ARGV[2] now (ms)   ARGV[3] destination name   ARGV[4] link id
 -- ARGV[5] max delay (ms)   ARGV[6] batch size   ARGV[7] '1' if the claim was full
--- ARGV[8] k, then k active destination names (for "written" accounting)
--- ARGV[9+k..] pairs: member, sent desired ('1'/'0')
+-- ARGV[8] when the claim was drawn (ms) if it took every member then dirty
+--         (it was not full, and this is its whole batch), else -1
+-- ARGV[9] k, then k active destination names (for "written" accounting)
+-- ARGV[10+k..] pairs: member, sent desired ('1'/'0')
 -- Result: {-1} lease not held; {written, still_dirty_in_link, accepted_since}
 --   accepted_since: ms the link's oldest unacknowledged change was accepted
 --   (read before this ack; -1 if unknown)
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
 local now = tonumber(ARGV[2])
 local slot = tonumber(redis.call('HGET', KEYS[4], 'slot:' .. ARGV[3]) or '0') + 1
-local k = tonumber(ARGV[8])
+local k = tonumber(ARGV[9])
 local active = {}
 for i = 1, k do
-  local s = redis.call('HGET', KEYS[4], 'slot:' .. ARGV[8 + i])
+  local s = redis.call('HGET', KEYS[4], 'slot:' .. ARGV[9 + i])
   if s then active[#active + 1] = tonumber(s) + 1 end
 end
 
 local written, sent_in, sent_out = 0, 0, 0
-for j = 9 + k, #ARGV, 2 do
+for j = 10 + k, #ARGV, 2 do
   local m, sent = ARGV[j], ARGV[j + 1]
   if sent == '1' then sent_in = sent_in + 1 else sent_out = sent_out + 1 end
   local cur = redis.call('HGET', KEYS[2], m)
@@ -62,6 +64,15 @@ else
   local at = now + tonumber(ARGV[5])
   if ARGV[7] == '1' or remaining >= tonumber(ARGV[6]) then at = now end
   redis.call('ZADD', KEYS[5], 'LT', at, ARGV[4])
+  -- The claim took every member dirty when it was drawn, so the members
+  -- still dirty changed after it: the link's oldest unacknowledged change is
+  -- no older than the claim. (Kept at the old time, the entry would never
+  -- move while pushes keep coming during flushes, and the link would look
+  -- ever more behind.)
+  local claimed_at = tonumber(ARGV[8])
+  if claimed_at >= 0 and since > 0 and since < claimed_at then
+    redis.call('HSET', KEYS[7], ARGV[4], claimed_at)
+  end
 end
 redis.call('HSET', KEYS[6], 'last_flush_ms', now, 'last_error', '', 'blocked', '', 'retry_at_ms', 0)
 redis.call('HINCRBY', KEYS[6], 'requests', 1)
