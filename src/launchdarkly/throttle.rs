@@ -3,7 +3,7 @@
 //!
 //! The deployment's rate is split evenly over the live replicas (each runs a
 //! governor limiter with `rate / replicas` and no burst below 1,000 requests/s,
-//! a burst of 2 ms of the rate above: see [`SLACK`]), so the sum never
+//! a burst of 10 ms of the rate from there: see [`SLACK`]), so the sum never
 //! exceeds the configured rate. Every attempt, retries included, takes a
 //! token. A 429's pause is kept locally and shared through Redis.
 //!
@@ -57,25 +57,36 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// How far behind its schedule a writer may fall and still catch up: the
-/// limiter's burst is the tokens of this long, at least one.
-const SLACK: Duration = Duration::from_millis(2);
+/// From this rate on, a period is a millisecond or less: the scale of timer
+/// and scheduler latency.
+const FAST: f64 = 1000.0;
 
-/// A limiter of `rate` per second whose burst is [`SLACK`]'s worth of
-/// tokens: one below 1,000 requests/s (no burst at all), 4 at 2,000/s.
+/// How far behind its schedule a writer may fall and still catch up, at
+/// [`FAST`] rates and above: the limiter's burst is the tokens of this long.
+const SLACK: Duration = Duration::from_millis(10);
+
+/// A limiter of `rate` per second: no burst below [`FAST`] (one token at a
+/// time), a burst of [`SLACK`]'s worth of tokens from it on (10 at 1,000/s,
+/// 20 at 2,000/s).
 ///
 /// Without it a fast rate loses capacity to wake-up latency: with no burst,
-/// a writer woken late for its token (timer and scheduler latency, a
-/// fraction of a millisecond on a busy machine) makes the next token due a
-/// full period after the late one, so at a 0.5 ms period the achieved rate
-/// fell to a third of the configured one (figure 4d). The cost is that a
-/// window of `w` seconds may hold `rate * w + burst` requests instead of
-/// `rate * w + 1`: 2 ms of the rate, invisible to LaunchDarkly's
-/// per-window counts.
+/// a writer woken late for its token (timer and scheduler latency, up to a
+/// millisecond or more on a busy machine) makes the next token due a full
+/// period after the late one, so at a 0.5 ms period the achieved rate fell
+/// to a third of the configured one (figure 4d; a 2 ms burst recovered only
+/// part of it). The cost is that a window of `w` seconds may hold
+/// `rate * w + burst` requests instead of `rate * w + 1`: 10 ms of the
+/// rate, invisible to LaunchDarkly's per-window counts. Below [`FAST`] no
+/// burst is needed, and none is allowed: two writes leaving together could
+/// not see each other's 429 (`pipeline::a_429_holds_every_write_until_its_reset`).
 fn limiter(rate: f64) -> (Arc<DefaultDirectRateLimiter>, NonZeroU32) {
     let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
-    let burst =
-        NonZeroU32::new((rate * SLACK.as_secs_f64()).floor() as u32).unwrap_or(NonZeroU32::MIN);
+    let tokens = if rate >= FAST {
+        (rate * SLACK.as_secs_f64()).floor() as u32
+    } else {
+        1
+    };
+    let burst = NonZeroU32::new(tokens).unwrap_or(NonZeroU32::MIN);
     let quota = Quota::with_period(period)
         .expect("period is positive")
         .allow_burst(burst);
