@@ -517,6 +517,42 @@ async fn never_seen_members_listed_twice_in_one_push_see_their_first_change() {
         .await
         .unwrap();
     assert_eq!(dirty, set(&["b", "d"]));
+    // The link is due max_delay after the push (2 waiting, under a batch),
+    // and dirty since the push.
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(k.due(0))
+        .arg(link.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(due, Some(1_001_000.0));
+    let since: Option<i64> = redis::cmd("HGET")
+        .arg(k.dirty_since(0))
+        .arg(link.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(since, Some(1_000_000));
+    // A push of never-seen members only makes its link due too.
+    let fresh = Push {
+        cohort_id: "c2".into(),
+        changes: vec![change("x", true, 10), change("y", true, 10)],
+        ..p.clone()
+    };
+    s.apply(SRC, &[DEST.into()], &fresh, params())
+        .await
+        .expect("apply");
+    let link2 = LinkId {
+        cohort: "c2".into(),
+        ..link.clone()
+    };
+    let due2: Option<f64> = redis::cmd("ZSCORE")
+        .arg(k.due(0))
+        .arg(link2.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(due2, Some(1_001_000.0));
     let want: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(k.want(0, SRC, COHORT))
         .query_async(&mut c)
