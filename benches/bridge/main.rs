@@ -126,6 +126,12 @@ async fn main() {
         report.finish(bench.sz.quick, started);
         return;
     }
+    // `BENCH_ONLY=bulk`: figures 3 and 5a only (LaunchDarkly requests, Redis bytes per member).
+    if only == "bulk" {
+        bulk::run(&bench, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
     if only == "first-sync" {
         batched::first_sync(&bench, &mut report).await;
         report.finish(bench.sz.quick, started);

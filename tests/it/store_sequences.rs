@@ -459,3 +459,119 @@ async fn a_segment_made_by_hand_is_not_adopted_unless_the_destination_says_so() 
     ));
     bridge.stop().await;
 }
+
+/// apply.lua's first-sync path (a member the want hash does not hold takes
+/// one precomputed value and decision per run) keeps one-command-per-member
+/// semantics when a never-seen member is listed again in the same push: the
+/// later change sees the earlier one, as if each were its own push.
+#[tokio::test]
+async fn never_seen_members_listed_twice_in_one_push_see_their_first_change() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let prefix = "fresh-twice";
+    let s = store(&redis, prefix);
+    let p = Push {
+        cohort_id: COHORT.into(),
+        cohort_name: None,
+        delivery_id: None,
+        changes: vec![
+            change("a", true, 10),  // new: accepted, to be written
+            change("a", false, 20), // replaces it before any write: superseded, cancelled
+            change("b", true, 20),  // new: accepted
+            change("b", true, 10),  // older than the b just applied: stale
+            change("c", false, 5),  // new and out: nothing to write (unchanged)
+            change("d", true, 30),  // new: accepted
+            change("d", true, 30),  // the same change again: supersedes the first
+        ],
+        snapshot: None,
+    };
+    let out = s
+        .apply(SRC, &[DEST.into()], &p, params())
+        .await
+        .expect("apply");
+    assert_eq!(
+        (
+            out.accepted,
+            out.stale,
+            out.unchanged,
+            out.superseded,
+            out.cancelled
+        ),
+        (6, 1, 1, 2, 1),
+        "{out:?}"
+    );
+    assert_eq!(desired_in(&redis, prefix).await, set(&["b", "d"]));
+    let k = Keys::new(prefix, 1);
+    let link = LinkId {
+        destination: DEST.into(),
+        source: SRC.into(),
+        cohort: COHORT.into(),
+    };
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let dirty: BTreeSet<String> = redis::cmd("SMEMBERS")
+        .arg(k.dirty(0, &link))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dirty, set(&["b", "d"]));
+    // The link is due max_delay after the push (2 waiting, under a batch),
+    // and dirty since the push.
+    let due: Option<f64> = redis::cmd("ZSCORE")
+        .arg(k.due(0))
+        .arg(link.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(due, Some(1_001_000.0));
+    let since: Option<i64> = redis::cmd("HGET")
+        .arg(k.dirty_since(0))
+        .arg(link.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(since, Some(1_000_000));
+    // A push of never-seen members only makes its link due too.
+    let fresh = Push {
+        cohort_id: "c2".into(),
+        changes: vec![change("x", true, 10), change("y", true, 10)],
+        ..p.clone()
+    };
+    s.apply(SRC, &[DEST.into()], &fresh, params())
+        .await
+        .expect("apply");
+    let link2 = LinkId {
+        cohort: "c2".into(),
+        ..link.clone()
+    };
+    let due2: Option<f64> = redis::cmd("ZSCORE")
+        .arg(k.due(0))
+        .arg(link2.to_string())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(due2, Some(1_001_000.0));
+    let want: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(k.want(0, SRC, COHORT))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let decoded: BTreeMap<&str, (i64, bool, bool)> = want
+        .iter()
+        .map(|(m, v)| {
+            let mv = cohort_bridge::store::MemberValue::parse(v).unwrap();
+            (m.as_str(), (mv.version_ms, mv.pending, mv.desired))
+        })
+        .collect();
+    assert_eq!(
+        decoded,
+        BTreeMap::from([
+            ("a", (20, false, false)),
+            ("b", (20, true, true)),
+            ("c", (5, false, false)),
+            ("d", (30, true, true)),
+        ])
+    );
+}

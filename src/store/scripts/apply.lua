@@ -191,119 +191,140 @@ end
 local applied, stale = 0, 0
 local counts = {superseded = 0, cancelled = 0, unchanged = 0}
 local touched = {}
--- Redis commands are batched (one HMGET, one HSET and one SADD/SREM per link
--- for up to CHUNK members) rather than issued per member: a 1,000-member push
--- costs a handful of calls instead of three thousand. `cur` holds each
--- member's value as this push leaves it, so a member listed twice sees its
--- first change, exactly as one command per member would.
+-- Redis commands are batched (one HMGET per CHUNK members, one HSET with
+-- every written field/value, one SADD and one SREM per link) rather than
+-- issued per member: a 1,000-member push costs a handful of calls instead of
+-- three thousand.
+-- The members written, in first-write order: fv[2p - 1] is the p-th one and
+-- fv[2p] its value as this push leaves it (HSET's arguments, as they are),
+-- at[m] = p, and dec[i][p] link i's decision for it (true: SADD, false:
+-- SREM; the last one wins), or newdec[p] for a member written only as
+-- never seen (the same decision for every link). A member listed twice sees
+-- its first change there, exactly as one command per member would.
 local CHUNK = 1000 -- well under Lua's unpack limit (LUAI_MAXCSTACK, 8000)
-local cur, pending_read = {}, {}
-local function read_chunk()
-  if #pending_read == 0 then return end
-  local vals = redis.call('HMGET', KEYS[1], unpack(pending_read))
-  for i = 1, #pending_read do cur[pending_read[i]] = vals[i] end
-  pending_read = {}
-end
-for _, run in ipairs(runs) do
-  for k = run[1], run[2] do
-    local m = ARGV[k]
-    if cur[m] == nil then
-      cur[m] = false
-      pending_read[#pending_read + 1] = m
-      if #pending_read == CHUNK then read_chunk() end
-    end
-  end
-end
-read_chunk()
-
-local order = {}      -- members written, in first-write order
-local written = {}    -- member -> true once in `order`
-local dirty_in = {}   -- per link: member -> true (SADD) / false (SREM), last decision wins
-for i = 1, n do dirty_in[i] = {} end
+local fv, at, nw = {}, {}, 0
+local dec, newdec, any_new_dirty = {}, {}, false
+for _, i in ipairs(live) do dec[i] = {} end
 -- The hot loop: the member helpers of member.lua are inlined here (a Lua
--- function call per member per helper is a measurable share of a big push),
--- but for `settle`, called once per accepted change.
-local sub, find = string.sub, string.find
+-- function call per member per helper is a measurable share of a big push).
+local sub, find, min = string.sub, string.find, math.min
 for ri, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
   local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!"
   local want_state = (d == '1') and 'i' or 'o'
-  for k = run[1], run[2] do
-    local m = ARGV[k]
-    local v = cur[m]
-    local pending, states, fresh = '0', '', true
-    if v then
-      local sep = find(v, '!', 1, true)
-      -- loses_to (member.lua), inlined: older, or an "in" tying an "out".
-      local sv = tonumber(sub(v, 1, sep - 1), 36)
-      if vnum < sv or (vnum == sv and d == '1' and sub(v, sep + 2, sep + 2) == '0') then
-        fresh = false
+  -- A member the want hash does not hold (never seen, or swept) has no link
+  -- states (each slot reads 'o'): its value and every link's decision are
+  -- the same for each such member of the run, worked out once here. It is
+  -- dirty wherever it is wanted in; newer than a snapshot floor, or stale.
+  local new_dirty = (d == '1')
+  local new_value = packed_version .. (new_dirty and '1' or '0') .. d
+  local new_fresh = not (floor and vnum <= floor)
+  for s = run[1], run[2], CHUNK do
+    local e = min(s + CHUNK - 1, run[2])
+    local vals = redis.call('HMGET', KEYS[1], unpack(ARGV, s, e))
+    for k = s, e do
+      local m = ARGV[k]
+      local p = at[m]
+      local v
+      if p then v = fv[2 * p] else v = vals[k - s + 1] end
+      if not v and new_fresh and not p then
+        -- The first-sync case: a member never seen.
+        applied = applied + 1
+        nw = nw + 1
+        fv[2 * nw - 1], fv[2 * nw] = m, new_value
+        at[m] = nw
+        newdec[nw] = new_dirty
+        if new_dirty then
+          any_new_dirty = true
+        else
+          counts.unchanged = counts.unchanged + 1
+        end
+        if hn < hist_keys then
+          hn = hn + 1
+          hk[hn], hi[hn], ho[hn] = m, ri, new_dirty and 'a' or 'u'
+        end
       else
-        pending, states = sub(v, sep + 1, sep + 1), sub(v, sep + 3)
-      end
-    elseif floor and vnum <= floor then
-      fresh = false
-    end
-    if fresh then
-      applied = applied + 1
-      local dirty = false
-      for _, i in ipairs(live) do
-        local slot = slots[i]
-        local st = sub(states, slot, slot)
-        -- needs_write: unknown always, dead-lettered never, else differs.
-        if st == 'u' or (st ~= 'd' and st ~= want_state and not (st == '' and want_state == 'o')) then
-          dirty_in[i][m] = true
-          dirty = true
-          touched[i] = true
-        else
-          dirty_in[i][m] = false
+        local pending, states, fresh = '0', '', true
+        if v then
+          local sep = find(v, '!', 1, true)
+          -- loses_to (member.lua), inlined: older, or an "in" tying an "out".
+          local sv = tonumber(sub(v, 1, sep - 1), 36)
+          if vnum < sv or (vnum == sv and d == '1' and sub(v, sep + 2, sep + 2) == '0') then
+            fresh = false
+          else
+            pending, states = sub(v, sep + 1, sep + 1), sub(v, sep + 3)
+          end
+        elseif not new_fresh then
+          fresh = false
         end
-      end
-      cur[m] = packed_version .. settle(counts, pending, dirty) .. d .. states
-      if not written[m] then
-        written[m] = true
-        order[#order + 1] = m
-      end
-      if hn < hist_keys then
-        hn = hn + 1
-        hk[hn], hi[hn] = m, ri
-        if dirty then
-          ho[hn] = (pending == '1') and 'p' or 'a'
+        if fresh then
+          applied = applied + 1
+          if not p then
+            nw = nw + 1
+            p = nw
+            fv[2 * p - 1] = m
+            at[m] = p
+          end
+          local dirty = false
+          for _, i in ipairs(live) do
+            local slot = slots[i]
+            local st = sub(states, slot, slot)
+            -- needs_write: unknown always, dead-lettered never, else differs.
+            if st == 'u' or (st ~= 'd' and st ~= want_state and not (st == '' and want_state == 'o')) then
+              dec[i][p] = true
+              dirty = true
+              touched[i] = true
+            else
+              dec[i][p] = false
+            end
+          end
+          fv[2 * p] = packed_version .. settle(counts, pending, dirty) .. d .. states
+          if hn < hist_keys then
+            hn = hn + 1
+            hk[hn], hi[hn] = m, ri
+            if dirty then
+              ho[hn] = (pending == '1') and 'p' or 'a'
+            else
+              ho[hn] = (pending == '1') and 'c' or 'u'
+            end
+          end
         else
-          ho[hn] = (pending == '1') and 'c' or 'u'
+          stale = stale + 1
+          if hn < hist_keys then
+            hn = hn + 1
+            hk[hn], ho[hn], hi[hn] = m, 's', ri
+          end
         end
-      end
-    else
-      stale = stale + 1
-      if hn < hist_keys then
-        hn = hn + 1
-        hk[hn], ho[hn], hi[hn] = m, 's', ri
       end
     end
   end
 end
 
--- Calls `cmd` on `key` with the items of `list`, 2 * CHUNK items per call
--- (CHUNK field/value pairs for HSET).
-local function flush_list(cmd, key, list)
-  for s = 1, #list, 2 * CHUNK do
-    redis.call(cmd, key, unpack(list, s, math.min(s + 2 * CHUNK - 1, #list)))
+-- Calls `cmd` on `key` with the first `len` items of `list`, 2 * CHUNK
+-- items per call (CHUNK field/value pairs for HSET).
+local function flush_list(cmd, key, list, len)
+  for s = 1, len, 2 * CHUNK do
+    redis.call(cmd, key, unpack(list, s, min(s + 2 * CHUNK - 1, len)))
   end
 end
-local fv = {}
-for _, m in ipairs(order) do
-  fv[#fv + 1] = m
-  fv[#fv + 1] = cur[m]
-end
-flush_list('HSET', KEYS[1], fv)
+flush_list('HSET', KEYS[1], fv, 2 * nw)
 for _, i in ipairs(live) do
-  local add, rem = {}, {}
-  for _, m in ipairs(order) do
-    local dec = dirty_in[i][m]
-    if dec == true then add[#add + 1] = m elseif dec == false then rem[#rem + 1] = m end
+  local add, rem, na, nr = {}, {}, 0, 0
+  local di = dec[i]
+  if any_new_dirty then touched[i] = true end
+  for p = 1, nw do
+    local x = di[p]
+    if x == nil then x = newdec[p] end
+    if x then
+      na = na + 1
+      add[na] = fv[2 * p - 1]
+    else
+      nr = nr + 1
+      rem[nr] = fv[2 * p - 1]
+    end
   end
-  flush_list('SADD', KEYS[5 + i], add)
-  flush_list('SREM', KEYS[5 + i], rem)
+  flush_list('SADD', KEYS[5 + i], add, na)
+  flush_list('SREM', KEYS[5 + i], rem, nr)
 end
 
 -- A link is due max_delay after its first waiting change, or now once a full
@@ -311,13 +332,14 @@ end
 local due_now = 0
 for _, i in ipairs(live) do
   if touched[i] then
-    local at = now + max_delay
-    if redis.call('SCARD', KEYS[5 + i]) >= batch then
-      at = now
+    local due_at = now + max_delay
+    local waiting = redis.call('SCARD', KEYS[5 + i])
+    if waiting >= batch then
+      due_at = now
       due_now = 1
     end
-    redis.call('ZADD', KEYS[3], 'LT', at, ARGV[7 + n + i])
-    if redis.call('SCARD', KEYS[5 + i]) > 0 then
+    redis.call('ZADD', KEYS[3], 'LT', due_at, ARGV[7 + n + i])
+    if waiting > 0 then
       redis.call('HSETNX', KEYS[6 + n], ARGV[7 + n + i], now)
     end
   end
