@@ -60,6 +60,12 @@ struct Measured {
     p99_us: i64,
     late: usize,
     half_rate: f64,
+    /// Open loop at the first configuration's half rate.
+    same_rate: f64,
+    same_p50_us: i64,
+    same_p99_us: i64,
+    /// Redis commands per request: (name, calls, CPU µs).
+    commands: Vec<(String, f64, f64)>,
     loadavg: String,
 }
 
@@ -124,7 +130,7 @@ pub async fn run(bench: &Bench, bridge: Bridge, report: &mut Report) {
         eprintln!(
             "bench: figure 2, group commit {}: {} req/s ({} errors), ratio {ratio:.2}; cores: {cores_text}; \
              CPU µs/request: bridge {:.1}, redis {:.1}, generator {:.1}; p50/p99 at {} req/s: {} / {} µs \
-             ({} sends > 1 ms late); load {}{}",
+             ({} sends > 1 ms late); p50/p99 at {} req/s: {} / {} µs; load {}{}\n  redis per request (calls, µs): {}",
             m.name,
             fmt_n(m.load.rps()),
             m.load.errors,
@@ -135,12 +141,21 @@ pub async fn run(bench: &Bench, bridge: Bridge, report: &mut Report) {
             m.p50_us,
             m.p99_us,
             m.late,
+            fmt_n(m.same_rate),
+            m.same_p50_us,
+            m.same_p99_us,
             m.loadavg,
             if generator_limited {
                 " (LOAD GENERATOR WAS THE LIMIT)"
             } else {
                 ""
-            }
+            },
+            m.commands
+                .iter()
+                .take(12)
+                .map(|(n, c, us)| format!("{n} {c:.2} {us:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         report.row(Row {
             figure: if m.name == "off" {
@@ -167,6 +182,9 @@ pub async fn run(bench: &Bench, bridge: Bridge, report: &mut Report) {
                    "generator_limited": generator_limited,
                    "half_rate_requests_per_s": m.half_rate, "half_rate_p50_us": m.p50_us,
                    "half_rate_p99_us": m.p99_us, "half_rate_late_sends": m.late,
+                   "same_rate_requests_per_s": m.same_rate, "same_rate_p50_us": m.same_p50_us,
+                   "same_rate_p99_us": m.same_p99_us,
+                   "redis_per_request": m.commands.iter().map(|(n, c, us)| (n.clone(), json!({"calls": c, "usec": us}))).collect::<serde_json::Map<_, _>>(),
                    "loadavg": m.loadavg}),
         );
     }
@@ -189,12 +207,24 @@ async fn measure(bench: &Bench, bridge: &Bridge, name: &'static str, n: usize) -
         ("generator", "self".to_string()),
     ]);
     let loadavg = uptime();
+    let mut redis = bench.redis.conn().expect("redis connection");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis)
+        .expect("CONFIG RESETSTAT");
     let result = load::run(&target, bodies, conns, Mode::For(bench.sz.load_for)).await;
     let cores = cpu.cores();
+    let commands = commandstats(&mut redis, result.requests);
     let half_rate = result.rps() / 2.0;
     let open = singles(&format!("h{name}"), n);
     let (mut lat, late) = open_loop(&target, open, conns, half_rate, bench.sz.load_for).await;
     lat.sort_unstable();
+    // The same rate for every configuration too (figure 2's first one's
+    // half rate), so their latencies compare at one load.
+    let same_rate = *SAME_RATE.get_or_init(|| half_rate);
+    let again = singles(&format!("r{name}"), n);
+    let (mut same, _) = open_loop(&target, again, conns, same_rate, bench.sz.load_for).await;
+    same.sort_unstable();
     Measured {
         name,
         load: result,
@@ -203,8 +233,40 @@ async fn measure(bench: &Bench, bridge: &Bridge, name: &'static str, n: usize) -
         p99_us: percentile(&lat, 99.0),
         late,
         half_rate,
+        same_rate,
+        same_p50_us: percentile(&same, 50.0),
+        same_p99_us: percentile(&same, 99.0),
+        commands,
         loadavg,
     }
+}
+
+/// The first configuration's half rate (see [`measure`]).
+static SAME_RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Redis's `INFO commandstats` since the reset: per command (the scripts'
+/// own calls included), calls and CPU µs per request, costliest first.
+fn commandstats(redis: &mut redis::Connection, requests: u64) -> Vec<(String, f64, f64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(redis)
+        .unwrap_or_default();
+    let per = requests.max(1) as f64;
+    let mut out: Vec<(String, f64, f64)> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            Some((name.to_string(), field("calls") / per, field("usec") / per))
+        })
+        .collect();
+    out.sort_by(|a, b| b.2.total_cmp(&a.2));
+    out
 }
 
 /// Sends `bodies` in order at `rate` per second for `length` over
