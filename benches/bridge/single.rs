@@ -78,6 +78,9 @@ pub async fn run(bench: &Bench, bridge: Bridge, report: &mut Report) {
     let n = if bench.sz.quick { 200_000 } else { 600_000 };
     let mut runs = Vec::new();
     for (name, wait_us) in [("off", 0), ("on", GROUP_WAIT_US)] {
+        // Each configuration starts from an empty Redis (the earlier runs'
+        // members would otherwise make the later runs' hashes bigger).
+        bench.redis.flushall();
         let bridge = Bridge::start_with(
             &bench.redis,
             &bench.emu,
@@ -85,7 +88,12 @@ pub async fn run(bench: &Bench, bridge: Bridge, report: &mut Report) {
                 ld_rps: 50.0,
                 max_delay_ms: 1000,
             },
-            &format!("ingest.group_commit_wait_us = {wait_us}"),
+            // BENCH_SINGLE_EXTRA: more settings for both (e.g.
+            // `flush.history_entries_per_cohort = 0`, to see what one costs).
+            &format!(
+                "ingest.group_commit_wait_us = {wait_us}\n{}",
+                std::env::var("BENCH_SINGLE_EXTRA").unwrap_or_default()
+            ),
         )
         .await;
         runs.push(measure(bench, &bridge, name, n).await);
