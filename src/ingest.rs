@@ -7,7 +7,12 @@
 //! - the apply parameters are built from the settings ([`apply_params`]);
 //! - a Segment batch signed over element 0 is claimed once (`batches = "first-event"`);
 //! - cohorts are armed for a replace, then each push is applied on the
-//!   connection that suits its size ([`Ingest::connection_for`]);
+//!   connection that suits its size ([`Ingest::connection_for`]); a request
+//!   of one small push (at most 64 changes, not a snapshot page) goes through
+//!   group commit (`store::GroupCommit`, `ingest.group_commit_wait_us`):
+//!   pushes arriving together share one script call, each answered with its
+//!   own outcome once its changes are in Redis. Requests of several pushes,
+//!   snapshot pages and the Segment first-event claim keep one call each;
 //! - a snapshot page that completes its session has its finalization driven
 //!   to the end (`store::snapshot`), and is reported in the [`Summary`];
 //! - every change's outcome is counted (`cohort_bridge_changes_total`);
@@ -20,7 +25,7 @@ use crate::config::{Settings, SourceKind};
 use crate::metrics::{self as m, ChangeOutcome};
 use crate::sources::{self, Delivery, ParseError};
 use crate::store::snapshot::Finalized;
-use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, Store, StoreError};
+use crate::store::{ApplyOutcome, ApplyParams, BatchClaim, GroupCommit, Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,6 +219,8 @@ pub struct Ingest {
     worker_store: Store,
     /// Wakes the flusher when a link is due at once.
     wake: Arc<Notify>,
+    /// Group commit on the worker's connection (`None`: `ingest.group_commit_wait_us = 0`).
+    group: Option<GroupCommit>,
 }
 
 /// Pushes of at most this many changes use the worker's own connection.
@@ -226,11 +233,43 @@ impl Ingest {
         worker_store: Store,
         wake: Arc<Notify>,
     ) -> Ingest {
+        let cfg = &settings.ingest;
+        let group = (cfg.group_commit_wait_us > 0).then(|| {
+            GroupCommit::new(
+                worker_store.clone(),
+                Duration::from_micros(cfg.group_commit_wait_us),
+                cfg.group_commit_max,
+            )
+        });
         Ingest {
             settings,
             store,
             worker_store,
             wake,
+            group,
+        }
+    }
+
+    /// Applies one push: through group commit when it is the request's only
+    /// push, small and not a snapshot page; else in a call of its own.
+    async fn apply_push(
+        &self,
+        source: &str,
+        destinations: &[String],
+        push: &sources::Push,
+        pushes: usize,
+        params: ApplyParams,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let store = self.connection_for(push.changes.len());
+        match &self.group {
+            Some(group)
+                if pushes == 1 && push.snapshot.is_none() && push.changes.len() <= SMALL_PUSH =>
+            {
+                group
+                    .apply(store.apply_call(source, destinations, push, params))
+                    .await
+            }
+            _ => store.apply(source, destinations, push, params).await,
         }
     }
 
@@ -347,8 +386,7 @@ impl Ingest {
         let mut wake = false;
         for push in &parsed.pushes {
             let out = self
-                .connection_for(push.changes.len())
-                .apply(source, destinations, push, params)
+                .apply_push(source, destinations, push, parsed.pushes.len(), params)
                 .await?;
             if !out.duplicate {
                 count(source, &out);

@@ -22,6 +22,7 @@
 //! | `cohort_bridge_links_blocked` | gauge | | links of this replica's partitions blocked now |
 //! | `cohort_bridge_redis_up` | gauge | | 1 when Redis answered the last health check (`PING`, every few seconds), else 0 |
 //! | `cohort_bridge_partitions` | gauge | | the configured `redis.partitions` (a partition no replica holds: `sum(cohort_bridge_leases_held) < max(cohort_bridge_partitions)`) |
+//! | `cohort_bridge_group_commit_size` | histogram | | pushes per group commit (`ingest.group_commit_wait_us`): one sample per script call of the group path; above 1 when pushes arriving together shared a call |
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -46,6 +47,7 @@ pub const LINKS_BLOCKED_NOW: &str = "cohort_bridge_links_blocked";
 pub const REDIS_UP: &str = "cohort_bridge_redis_up";
 pub const PARTITIONS: &str = "cohort_bridge_partitions";
 pub const VERIFY_CHECKS: &str = "cohort_bridge_verify_checks_total";
+pub const GROUP_COMMIT_SIZE: &str = "cohort_bridge_group_commit_size";
 
 /// Every metric name above, in the table's order (tests check each is exported).
 pub const ALL: [&str; 20] = [
@@ -69,6 +71,8 @@ pub const ALL: [&str; 20] = [
     REDIS_UP,
     PARTITIONS,
     VERIFY_CHECKS,
+    // GROUP_COMMIT_SIZE joins once group commit is on by default (a sample
+    // exists only then).
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -84,8 +88,13 @@ pub fn handle() -> PrometheusHandle {
             let propagation = [
                 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
             ];
+            // Pushes per group commit: up to ingest.group_commit_max (at most 1024).
+            let group = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(PROPAGATION_SECONDS.into()), &propagation)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_SIZE.into()), &group)
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 })
@@ -201,6 +210,10 @@ fn describe() {
         PARTITIONS,
         "The configured number of partitions (redis.partitions)."
     );
+    describe_histogram!(
+        GROUP_COMMIT_SIZE,
+        "Pushes applied in one script call by group commit (ingest.group_commit_wait_us)."
+    );
 }
 
 /// The `outcome` label of `cohort_bridge_changes_total`.
@@ -284,6 +297,11 @@ pub fn changes(source: &str, outcome: ChangeOutcome, n: u64) {
         metrics::counter!(CHANGES, "source" => source.to_string(), "outcome" => outcome.as_str())
             .increment(n);
     }
+}
+
+/// Records the size of one group commit (pushes in one script call).
+pub fn group_commit_size(pushes: usize) {
+    metrics::histogram!(GROUP_COMMIT_SIZE).record(pushes as f64);
 }
 
 /// Counts one request to a receiver.

@@ -132,6 +132,17 @@ async fn main() {
         report.finish(bench.sz.quick, started);
         return;
     }
+    // `BENCH_ONLY=single`: figure 2 alone (group commit off and on).
+    if only == "single" {
+        let opts = procs::BridgeOpts {
+            ld_rps: 50.0,
+            max_delay_ms: 1000,
+        };
+        let bridge = procs::Bridge::start(&bench.redis, &bench.emu, opts).await;
+        single::run(&bench, bridge, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
     if only == "first-sync" {
         batched::first_sync(&bench, &mut report).await;
         report.finish(bench.sz.quick, started);

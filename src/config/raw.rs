@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub sources: Vec<SourceConfig>,
     pub partner: PartnerConfig,
+    pub ingest: IngestConfig,
 }
 
 /// `[server]`: the HTTP listener.
@@ -392,4 +393,28 @@ pub struct PartnerTokenConfig {
     pub requests_per_second: Option<f64>,
     /// The client-side IDs this token may write; absent: every one.
     pub environments: Option<Vec<String>>,
+}
+
+/// `[ingest]`: how pushes reach Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Group commit (`store::GroupCommit`): a one-push request of at most 64
+    /// changes (not a snapshot page) joins the pushes arriving together,
+    /// sent in one script call; a group waits at most this long (µs) for the
+    /// previous group of its slot to be answered. 0 = off (one call per push,
+    /// the default until group commit is tested).
+    pub group_commit_wait_us: u64,
+    /// The most pushes in one group.
+    pub group_commit_max: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            // Off until the integration tests of group commit exist.
+            group_commit_wait_us: 0,
+            group_commit_max: 64,
+        }
+    }
 }

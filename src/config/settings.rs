@@ -3,7 +3,7 @@
 //! authentication. Only [`Settings::from_raw`] (`validate`) builds them.
 
 use super::partner::PartnerSettings;
-use super::raw::{FlushConfig, LaunchDarklyConfig, Mode, RedisConfig, ServerConfig};
+use super::raw::{FlushConfig, IngestConfig, LaunchDarklyConfig, Mode, RedisConfig, ServerConfig};
 use super::{Secret, SourceKind};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,6 +93,8 @@ pub struct Settings {
     pub launchdarkly: LaunchDarklyConfig,
     pub ld_token: Secret,
     pub flush: FlushConfig,
+    /// `[ingest]`: group commit.
+    pub ingest: IngestConfig,
     /// `flush.lease_ttl_ms` with its default applied.
     pub lease_ttl: Duration,
     pub destinations: BTreeMap<String, Arc<Destination>>,

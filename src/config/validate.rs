@@ -78,6 +78,15 @@ impl Settings {
         if raw.flush.history_keys_per_entry > 1000 {
             p.add("flush.history_keys_per_entry", "must be at most 1000");
         }
+        if raw.ingest.group_commit_wait_us > 10_000 {
+            p.add(
+                "ingest.group_commit_wait_us",
+                "must be at most 10000 (10 ms)",
+            );
+        }
+        if raw.ingest.group_commit_max == 0 || raw.ingest.group_commit_max > 1024 {
+            p.add("ingest.group_commit_max", "must be between 1 and 1024");
+        }
         if raw.flush.history_entries_per_cohort > 10_000 {
             p.add("flush.history_entries_per_cohort", "must be at most 10000");
         }
@@ -271,6 +280,7 @@ impl Settings {
             launchdarkly: raw.launchdarkly,
             lease_ttl: Duration::from_millis(lease_ttl_ms),
             flush: raw.flush,
+            ingest: raw.ingest,
             destinations,
             sources,
             operator_token,

@@ -2,7 +2,7 @@
 //! (`apply.lua`, with `snapshot_page.lua` in front for a snapshot page).
 
 use super::reply::{int, text};
-use super::{scripts, LinkId, Store, StoreError};
+use super::{scripts, LinkId, Partition, Store, StoreError};
 use crate::sources::Push;
 use redis::Value;
 
@@ -106,15 +106,87 @@ pub(super) fn cohort_links(source: &str, cohort: &str, destinations: &[String]) 
         .collect()
 }
 
+/// One push's keys and arguments for `apply.lua`, built by the caller's
+/// task ([`Store::apply_call`]) so that a group commit only concatenates them.
+#[derive(Debug, Clone)]
+pub struct ApplyCall {
+    /// The partition of the push's keys (one hash slot).
+    pub partition: Partition,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl ApplyCall {
+    fn key(&mut self, k: String) -> &mut Self {
+        self.keys.push(k);
+        self
+    }
+
+    fn arg<T: redis::ToRedisArgs>(&mut self, a: T) -> &mut Self {
+        a.write_redis_args(&mut self.args);
+        self
+    }
+}
+
+/// What `apply.lua` answered for one push.
+fn outcome(reply: &[Value]) -> Result<ApplyOutcome, StoreError> {
+    let first = reply.first().map(int).transpose()?.unwrap_or(-1);
+    if first == -1 {
+        // apply_many: this push's apply raised an error (the others went on).
+        let msg = reply.get(1).map(text).transpose()?.unwrap_or_default();
+        return Err(StoreError::Reply(format!("apply failed: {msg}")));
+    }
+    if first == 1 {
+        let prior = reply.get(1).map(text).transpose()?.unwrap_or_default();
+        let n: Vec<u64> = prior.split(',').filter_map(|x| x.parse().ok()).collect();
+        let get = |i: usize| n.get(i).copied().unwrap_or(0);
+        return Ok(ApplyOutcome {
+            duplicate: true,
+            accepted: get(0),
+            stale: get(1),
+            unchanged: get(2),
+            superseded: get(3),
+            cancelled: get(4),
+            due_now: false,
+            ..ApplyOutcome::default()
+        });
+    }
+    if first == 2 {
+        return Ok(ApplyOutcome {
+            refused: refused_list(reply.get(1))?,
+            ignored: link_list(reply.get(2))?,
+            rejected: true,
+            ..ApplyOutcome::default()
+        });
+    }
+    if reply.len() != 9 {
+        return Err(StoreError::Reply(format!("apply returned {reply:?}")));
+    }
+    let n: Vec<i64> = reply[..7].iter().map(int).collect::<Result<_, _>>()?;
+    Ok(ApplyOutcome {
+        duplicate: false,
+        accepted: n[1] as u64,
+        stale: n[2] as u64,
+        unchanged: n[3] as u64,
+        superseded: n[4] as u64,
+        cancelled: n[5] as u64,
+        due_now: n[6] == 1,
+        refused: refused_list(reply.get(7))?,
+        ignored: link_list(reply.get(8))?,
+        rejected: false,
+    })
+}
+
 impl Store {
-    /// Applies one push (one cohort) to every link of the source, atomically.
-    pub async fn apply(
+    /// The keys and arguments of `apply.lua` for one push (without a
+    /// snapshot page's staging arguments).
+    pub fn apply_call(
         &self,
         source: &str,
         destinations: &[String],
         push: &Push,
         params: ApplyParams,
-    ) -> Result<ApplyOutcome, StoreError> {
+    ) -> ApplyCall {
         let k = &self.keys;
         let partition = k.partition(source, &push.cohort_id);
         let cohort = push.cohort_id.as_str();
@@ -124,12 +196,12 @@ impl Store {
         } else {
             0
         };
-        // A snapshot page runs snapshot_page.lua first, in the same script.
-        let mut inv = match push.snapshot {
-            Some(_) => scripts::APPLY_SNAPSHOT.prepare_invoke(),
-            None => scripts::APPLY.prepare_invoke(),
+        let mut call = ApplyCall {
+            partition,
+            keys: Vec::with_capacity(6 + 2 * links.len()),
+            args: Vec::with_capacity(12 + 2 * links.len() + push.changes.len()),
         };
-        inv.key(k.want(partition, source, cohort))
+        call.key(k.want(partition, source, cohort))
             .key(k.cohort_meta(partition, source, cohort))
             .key(k.due(partition))
             .key(k.cohorts(partition))
@@ -140,15 +212,15 @@ impl Store {
                 push.delivery_id.as_deref().unwrap_or("-"),
             ));
         for l in &links {
-            inv.key(k.dirty(partition, l));
+            call.key(k.dirty(partition, l));
         }
-        inv.key(k.dirty_since(partition));
+        call.key(k.dirty_since(partition));
         // The links' meta hashes: apply.lua reads their lifecycle there.
         for l in &links {
-            inv.key(k.link_meta(partition, l));
+            call.key(k.link_meta(partition, l));
         }
-        inv.key(k.history(partition, source, cohort));
-        inv.arg(params.now_ms)
+        call.key(k.history(partition, source, cohort));
+        call.arg(params.now_ms)
             .arg(seen_ttl)
             .arg(params.max_delay_ms)
             .arg(params.batch)
@@ -156,12 +228,12 @@ impl Store {
             .arg(format!("{source}:{cohort}"))
             .arg(links.len());
         for d in destinations {
-            inv.arg(d);
+            call.arg(d);
         }
         for l in &links {
-            inv.arg(l.to_string());
+            call.arg(l.to_string());
         }
-        inv.arg(params.history.arg())
+        call.arg(params.history.arg())
             .arg(push.delivery_id.as_deref().unwrap_or(""));
         // Runs of changes sharing a version and a direction (see apply.lua):
         // a push's changes usually form one or two runs, so each member costs
@@ -170,56 +242,80 @@ impl Store {
             .changes
             .chunk_by(|a, b| a.version == b.version && a.include == b.include)
         {
-            inv.arg(run[0].version.ms())
+            call.arg(run[0].version.ms())
                 .arg(if run[0].include { "1" } else { "0" })
                 .arg(run.len());
             for c in run {
-                inv.arg(&c.key);
+                call.arg(&c.key);
             }
         }
+        call
+    }
+
+    /// Applies one push (one cohort) to every link of the source, atomically.
+    pub async fn apply(
+        &self,
+        source: &str,
+        destinations: &[String],
+        push: &Push,
+        params: ApplyParams,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let call = self.apply_call(source, destinations, push, params);
+        // A snapshot page runs snapshot_page.lua first, in the same script.
+        let mut inv = match push.snapshot {
+            Some(_) => scripts::APPLY_SNAPSHOT.prepare_invoke(),
+            None => scripts::APPLY.prepare_invoke(),
+        };
+        for key in &call.keys {
+            inv.key(key);
+        }
+        for a in &call.args {
+            inv.arg(a.as_slice());
+        }
         if let Some(snap) = &push.snapshot {
-            self.stage_args(&mut inv, partition, source, cohort, snap);
+            let cohort = push.cohort_id.as_str();
+            self.stage_args(&mut inv, call.partition, source, cohort, snap);
         }
         let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
-        let first = reply.first().map(int).transpose()?.unwrap_or(-1);
-        if first == 1 {
-            let prior = reply.get(1).map(text).transpose()?.unwrap_or_default();
-            let n: Vec<u64> = prior.split(',').filter_map(|x| x.parse().ok()).collect();
-            let get = |i: usize| n.get(i).copied().unwrap_or(0);
-            return Ok(ApplyOutcome {
-                duplicate: true,
-                accepted: get(0),
-                stale: get(1),
-                unchanged: get(2),
-                superseded: get(3),
-                cancelled: get(4),
-                due_now: false,
-                ..ApplyOutcome::default()
-            });
+        outcome(&reply)
+    }
+
+    /// Applies a group of pushes in one script call (`apply_many`: each push
+    /// exactly as [`Store::apply`] would, in order). On a Redis Cluster every
+    /// call must be of one partition (one slot). `Err`: Redis failed, for
+    /// every push of the group; otherwise each push's own outcome (a reply
+    /// that cannot be read stays that push's error).
+    pub async fn apply_many(
+        &self,
+        calls: &[&ApplyCall],
+    ) -> Result<Vec<Result<ApplyOutcome, StoreError>>, StoreError> {
+        let mut inv = scripts::APPLY_MANY.prepare_invoke();
+        inv.arg(calls.len());
+        for c in calls {
+            inv.arg(c.keys.len()).arg(c.args.len());
         }
-        if first == 2 {
-            return Ok(ApplyOutcome {
-                refused: refused_list(reply.get(1))?,
-                ignored: link_list(reply.get(2))?,
-                rejected: true,
-                ..ApplyOutcome::default()
-            });
+        for c in calls {
+            for key in &c.keys {
+                inv.key(key);
+            }
+            for a in &c.args {
+                inv.arg(a.as_slice());
+            }
         }
-        if reply.len() != 9 {
-            return Err(StoreError::Reply(format!("apply returned {reply:?}")));
+        let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
+        if reply.len() != calls.len() {
+            return Err(StoreError::Reply(format!(
+                "apply_many returned {} results for {} pushes",
+                reply.len(),
+                calls.len()
+            )));
         }
-        let n: Vec<i64> = reply[..7].iter().map(int).collect::<Result<_, _>>()?;
-        Ok(ApplyOutcome {
-            duplicate: false,
-            accepted: n[1] as u64,
-            stale: n[2] as u64,
-            unchanged: n[3] as u64,
-            superseded: n[4] as u64,
-            cancelled: n[5] as u64,
-            due_now: n[6] == 1,
-            refused: refused_list(reply.get(7))?,
-            ignored: link_list(reply.get(8))?,
-            rejected: false,
-        })
+        Ok(reply
+            .iter()
+            .map(|r| match r {
+                Value::Array(items) => outcome(items),
+                other => Err(StoreError::Reply(format!("apply_many returned {other:?}"))),
+            })
+            .collect())
     }
 }

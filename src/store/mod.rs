@@ -27,6 +27,8 @@
 //! - [`keys`]: every key, its type and what it holds.
 //! - `scripts` (and `scripts/*.lua`): the Lua scripts, one per atomic step.
 //! - `apply`: one push into the want hash and the links' dirty sets.
+//! - [`GroupCommit`] (`group_commit`): small pushes that arrive together
+//!   applied in one script call, each answered with its own outcome.
 //! - [`snapshot`]: full snapshots: staging pages, finalizing, resuming.
 //! - `flushing`: what the flusher asks: due links, claims, acks, dead letters.
 //! - `replicas`: leases, heartbeats, the shared 429 pause, segment key owners.
@@ -48,6 +50,7 @@ mod audit;
 mod batches;
 mod connection;
 mod flushing;
+mod group_commit;
 mod health;
 mod history;
 mod inspect;
@@ -62,10 +65,11 @@ mod scripts;
 pub mod snapshot;
 mod sweep;
 
-pub use apply::{ApplyOutcome, ApplyParams, HistoryParams};
+pub use apply::{ApplyCall, ApplyOutcome, ApplyParams, HistoryParams};
 pub use audit::{parse_since, AuditEntry};
 pub use batches::BatchClaim;
 pub use flushing::{Ack, AckedBatch, Claim, DueWork};
+pub use group_commit::{GroupCommit, GroupResult};
 pub use health::evicts;
 pub use history::{DesiredState, LaunchDarklyAnswer, MemberChange, MemberExplanation};
 pub use inspect::{DeadLetter, LinkStatus};

@@ -3,7 +3,7 @@
 use redis::Value;
 
 /// Redis could not be reached or answered an error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis could not be reached, or a command failed.
     #[error("redis unavailable: {0}")]

@@ -14,6 +14,14 @@ macro_rules! script {
 
 /// Folds one push into the want hash and the links' dirty sets.
 pub static APPLY: LazyLock<Script> = script!("member.lua", "apply.lua");
+/// A group of pushes (group commit) in one call: `apply.lua` as the body of
+/// a function run once per push (see `apply_many_head.lua`).
+pub static APPLY_MANY: LazyLock<Script> = script!(
+    "member.lua",
+    "apply_many_head.lua",
+    "apply.lua",
+    "apply_many_tail.lua"
+);
 /// Hands dirty members of a link to one request.
 pub static CLAIM: LazyLock<Script> = script!("member.lua", "claim.lua");
 /// Records what LaunchDarkly has after a 2xx.
@@ -47,9 +55,10 @@ pub static SAMPLE_JUDGE: LazyLock<Script> = script!("member.lua", "sample_judge.
 pub static DIRTY_SINCE: LazyLock<Script> = script!("dirty_since.lua");
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 15] {
+pub fn all() -> [&'static Script; 16] {
     [
         &APPLY,
+        &APPLY_MANY,
         &CLAIM,
         &ACK,
         &DEAD_LETTER,

@@ -17,6 +17,7 @@ mod fault_sequences;
 mod faults;
 mod fixtures;
 mod fuzz;
+mod group_commit;
 mod hardening;
 mod ingress_security;
 mod lifecycle;

@@ -73,7 +73,7 @@ impl TestConfig {
 
     pub fn toml(&self) -> String {
         let mut out = String::new();
-        for section in ["server", "redis", "launchdarkly", "flush"] {
+        for section in ["server", "redis", "launchdarkly", "flush", "ingest"] {
             out.push_str(&format!("[{section}]\n"));
             for ((s, k), v) in &self.values {
                 if *s == section {

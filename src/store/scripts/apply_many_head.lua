@@ -1,0 +1,19 @@
+-- apply_many_head.lua, apply.lua, apply_many_tail.lua: a group of pushes
+-- (group commit, src/store/group_commit.rs) applied in one script call, one
+-- after the other, each exactly as apply.lua alone would apply it.
+--
+-- apply.lua is the one source of truth: here it becomes the body of
+-- `apply_push(KEYS, ARGV)`, whose parameters shadow the script's own KEYS and
+-- ARGV, so its `return`s end one push, not the script. The pushes run in
+-- the group's order: a delivery id applied by an earlier push of the group
+-- makes a later one a duplicate; of two changes of one member the later
+-- version wins, whatever their order (last writer wins, by version).
+--
+-- KEYS         every push's KEYS (as apply.lua takes them), concatenated
+-- ARGV[1]      m, the number of pushes
+-- ARGV[2..1+2m] per push: its number of keys, its number of arguments
+-- ARGV[2+2m..] every push's ARGV (as apply.lua takes them), concatenated
+-- Result: {result of push 1, ..., result of push m}, each as apply.lua's.
+-- A push whose apply raises an error gets that error as its result (the
+-- others go on); Redis unreachable fails every push of the group.
+local function apply_push(KEYS, ARGV)
