@@ -136,6 +136,11 @@ impl Throttle {
         self.rate / self.replicas.load(Ordering::SeqCst).max(1) as f64
     }
 
+    /// Callers waiting for a token now (queued, or holding the turn).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     /// True when nobody waits for a token: background work that must yield
     /// to writes (sampled verification) checks this before it asks for one.
     pub fn is_idle(&self) -> bool {

@@ -66,7 +66,8 @@ pub enum Ack {
 /// What one look at the due sets found ([`Store::due_work`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DueWork {
-    /// Links due by now and not busy, oldest first, with their due time.
+    /// Links due by the horizon and not busy, oldest first, with their due
+    /// time (which may still be ahead: see [`Store::due_work`]).
     pub due: Vec<(Partition, LinkId, i64)>,
     /// The earliest due time still ahead among links not busy, if the look
     /// saw one (it does whenever fewer than `want` links are due).
@@ -75,8 +76,10 @@ pub struct DueWork {
 
 impl Store {
     /// One look at the partitions' due sets for the flusher's loop: the
-    /// links due by `now_ms` (up to `want` per partition) that are not in
+    /// links due by `horizon_ms` (up to `want` per partition) that are not in
     /// `busy` (the flushes in flight), and the next due time after them.
+    /// The horizon is now, or a little ahead when the links due soon are
+    /// more than the rate can serve by their due times (the flusher's lead).
     ///
     /// One command per partition, by rank: the first `busy.len() + want`
     /// entries hold at least `want` links not busy, if the partition has that
@@ -87,7 +90,7 @@ impl Store {
     pub async fn due_work(
         &self,
         partitions: &[Partition],
-        now_ms: i64,
+        horizon_ms: i64,
         busy: &[LinkId],
         want: usize,
     ) -> Result<DueWork, StoreError> {
@@ -119,7 +122,7 @@ impl Store {
                     continue;
                 }
                 let at = score as i64;
-                if at > now_ms {
+                if at > horizon_ms {
                     work.next_ms = Some(work.next_ms.map_or(at, |n| n.min(at)));
                     break;
                 }

@@ -243,3 +243,85 @@ async fn a_link_that_keeps_changing_during_its_flushes_does_not_look_ever_more_b
     );
     converge(&emu, "production", "amplitude-drift", &["c0", "c1", "c2"]).await;
 }
+
+#[tokio::test]
+async fn links_due_together_start_early_enough_for_the_rate_to_serve_them_by_their_due_times() {
+    let (_redis, emu, mut cfg) = stack();
+    // Ten links due within a few ms of each other, one token per 100 ms:
+    // taken at their due time, the last token would come 900 ms late.
+    let (rate, max_delay, links) = (10.0, 1_000, 10);
+    cfg.set("launchdarkly", "requests_per_second", "10.0")
+        .set("flush", "max_delay_ms", "1000")
+        .set("flush", "concurrency", "10");
+    let period = (1000.0 / rate) as u64;
+    let bridge = Bridge::start(&cfg).await;
+    let cohort = |i: usize| format!("lead{i}");
+    let push_all = |version: i64, member: &'static str| {
+        let bridge = &bridge;
+        async move {
+            let pushes = (0..links).map(|i| async move {
+                let body = amplitude_body(
+                    &cohort(i),
+                    true,
+                    version,
+                    &format!("{member}{i}"),
+                    &[member],
+                );
+                bridge.amplitude(&body).await.0
+            });
+            futures_util::future::join_all(pushes).await
+        }
+    };
+    // The segments exist first, so the round below is membership writes only.
+    assert!(push_all(100, "m0").await.iter().all(|s| *s == 200));
+    for i in 0..links {
+        converge(
+            &emu,
+            "production",
+            &format!("amplitude-{}", cohort(i)),
+            &["m0"],
+        )
+        .await;
+    }
+    let since = last_seq(&emu).await;
+    let pushed_from = now_ms();
+    assert!(push_all(200, "m1").await.iter().all(|s| *s == 200));
+    let pushed_by = now_ms();
+    for i in 0..links {
+        converge(
+            &emu,
+            "production",
+            &format!("amplitude-{}", cohort(i)),
+            &["m0", "m1"],
+        )
+        .await;
+    }
+    let mut received: Vec<i64> = emu
+        .requests_since(since)
+        .await
+        .iter()
+        .filter(|r| r["route"] == json!("contexts"))
+        .filter_map(|r| r["received_ms"].as_i64())
+        .collect();
+    received.sort();
+    assert_eq!(received.len(), links, "one write per link: {received:?}");
+    let due_by = pushed_by + max_delay;
+    // The writes are spaced by the rate and the last one leaves by the last
+    // due time (plus half a period of slack for the loop and the wire),
+    // instead of (links - 1) periods after it.
+    let last = *received.last().unwrap();
+    assert!(
+        last <= due_by + (period / 2) as i64,
+        "the last write left {} ms after the links were due (pushed {pushed_from}..{pushed_by}); writes at {:?}",
+        last - due_by,
+        received.iter().map(|r| r - pushed_from).collect::<Vec<_>>()
+    );
+    // And nothing was flushed for no reason: the first write is no earlier
+    // than the rate requires to serve all ten by their due times.
+    let first = received[0];
+    assert!(
+        first >= pushed_from + max_delay - (links as i64 - 1) * period as i64 - (period / 2) as i64,
+        "writes at {:?}",
+        received.iter().map(|r| r - pushed_from).collect::<Vec<_>>()
+    );
+}
