@@ -201,6 +201,17 @@ pub struct Bridge {
 
 impl Bridge {
     pub async fn start(redis: &Redis, emu: &Emulator, opts: BridgeOpts) -> Bridge {
+        Bridge::start_with(redis, emu, opts, "").await
+    }
+
+    /// [`Bridge::start`] with `extra` settings, one `table.key = value` per
+    /// line, for the `launchdarkly` and `flush` tables (others are ignored).
+    pub async fn start_with(
+        redis: &Redis,
+        emu: &Emulator,
+        opts: BridgeOpts,
+        extra: &str,
+    ) -> Bridge {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let toml = format!(
@@ -212,8 +223,10 @@ key_prefix = "bench"
 [launchdarkly]
 base_url = "{ld}"
 requests_per_second = {rps:.1}
+{extra_ld}
 [flush]
 max_delay_ms = {delay}
+{extra_flush}
 [destinations.production]
 project = "default"
 environment = "production"
@@ -227,6 +240,8 @@ auth = {{ scheme = "header", header = "X-Cohort-Bridge-Token", secret_env = "BEN
             ld = emu.url,
             rps = opts.ld_rps,
             delay = opts.max_delay_ms,
+            extra_ld = section_lines(extra, "launchdarkly."),
+            extra_flush = section_lines(extra, "flush."),
         );
         let cfg = dir.path().join("bench.toml");
         std::fs::write(&cfg, toml).expect("write config");
@@ -360,4 +375,14 @@ impl CpuMeter {
             .map(|(n, p, before)| (*n, (cpu_seconds(p) - before) / wall))
             .collect()
     }
+}
+
+/// The lines of `extra` that start with `prefix` (`flush.lease_ttl_ms = 3000`),
+/// without it, for the table of that name.
+fn section_lines(extra: &str, prefix: &str) -> String {
+    extra
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
