@@ -157,6 +157,25 @@ async fn sampled_reads_wait_until_a_backlog_is_drained() {
     emu.fault(serde_json::json!({"kind": "latency", "ms": 300, "route": "contexts", "count": 100}))
         .await;
     let bridge = Bridge::start(&cfg).await;
+    // A settled cohort first, so the sampler is busy reading (it rests for
+    // a while when it finds nothing to read).
+    let (s, v) = bridge
+        .amplitude(&amplitude_body(
+            "settled",
+            true,
+            1,
+            "settled-1",
+            &["s1", "s2"],
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the sampler reads the settled cohort", WAIT, || async {
+        let log = emu.requests().await;
+        log.iter()
+            .any(|r| r["route"] == "get_context")
+            .then_some(())
+    })
+    .await;
     let cohort = "drain";
     let segment = format!("amplitude-{cohort}");
     let keys: Vec<String> = (0..4000).map(|i| format!("d{i:05}")).collect();
@@ -168,16 +187,27 @@ async fn sampled_reads_wait_until_a_backlog_is_drained() {
         (members(&emu, &segment).await.len() == 4000).then_some(())
     })
     .await;
+    let is_drain_write = |r: &Value| {
+        r["route"] == "contexts"
+            && r["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("/amplitude-drain/"))
+    };
     let log = eventually("a sampled read once the drain is over", WAIT, || async {
         let log = emu.requests().await;
+        let last = log
+            .iter()
+            .filter(|r| is_drain_write(r))
+            .filter_map(|r| r["seq"].as_u64())
+            .max()?;
         log.iter()
-            .any(|r| r["route"] == "get_context")
+            .any(|r| r["route"] == "get_context" && r["seq"].as_u64() > Some(last))
             .then_some(log)
     })
     .await;
     let writes: Vec<u64> = log
         .iter()
-        .filter(|r| r["route"] == "contexts")
+        .filter(|r| is_drain_write(r))
         .filter_map(|r| r["seq"].as_u64())
         .collect();
     assert_eq!(writes.len(), 4, "four full batches");
