@@ -743,32 +743,45 @@ pub async fn flush(
                 return abandon(&ctx, partition, &link).await;
             };
             let answered_ms = now_ms();
-            audit(
-                &ctx,
-                &link,
-                Operation::UpdateMembership,
-                &segment_key,
-                &batch,
-                &attempt,
-            )
-            .await;
+            let now = answered_ms;
+            let acked = AckedBatch {
+                token: ctx.leases.token(),
+                link: &link,
+                sent: &batch,
+                active_destinations: source
+                    .as_ref()
+                    .map_or(&[][..], |s| s.destinations.as_slice()),
+                now_ms: now,
+                max_delay_ms: settings.flush.max_delay_ms,
+                batch_size: max,
+                claim_was_full: full,
+            };
+            // The audit entry and, on success, the ack go to Redis together: one
+            // round trip, not two, between a batch's answer and the next batch
+            // (`biased`: the audit's command is queued first, so it lands first).
+            let success = verdict == Verdict::Success;
+            let (_, ack) = tokio::join!(
+                biased;
+                audit(
+                    &ctx,
+                    &link,
+                    Operation::UpdateMembership,
+                    &segment_key,
+                    &batch,
+                    &attempt,
+                ),
+                async {
+                    if success {
+                        Some(ctx.store.ack(partition, &acked).await)
+                    } else {
+                        None
+                    }
+                },
+            );
             sent_any = true;
             match verdict {
                 Verdict::Success => {
-                    let now = now_ms();
-                    let acked = AckedBatch {
-                        token: ctx.leases.token(),
-                        link: &link,
-                        sent: &batch,
-                        active_destinations: source
-                            .as_ref()
-                            .map_or(&[][..], |s| s.destinations.as_slice()),
-                        now_ms: now,
-                        max_delay_ms: settings.flush.max_delay_ms,
-                        batch_size: max,
-                        claim_was_full: full,
-                    };
-                    let ack = ctx.store.ack(partition, &acked).await?;
+                    let ack = ack.expect("acknowledged on success")?;
                     if emptying && ack != Ack::LeaseLost {
                         let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
                         ctx.store.settle_emptied(partition, &link, &keys).await?;
