@@ -50,7 +50,14 @@ impl Application {
         let metrics = crate::metrics::handle();
         let store = Store::connect(&settings.redis)?;
         let wake = Arc::new(Notify::new());
-        let flusher = Flusher::new(settings.clone(), store.clone(), wake.clone())?;
+        // The flusher's own connection: on the shared one, its few small
+        // commands per batch queued behind every big push's apply script
+        // (a first sync's ingest kept it to ~2 requests/s at a 50/s rate).
+        let flusher = Flusher::new(
+            settings.clone(),
+            Store::connect(&settings.redis)?,
+            wake.clone(),
+        )?;
         let reconciler = web::Data::new(flusher.reconciler());
         let observations = flusher.observations();
         let shutting_down = Arc::new(AtomicBool::new(false));

@@ -10,12 +10,14 @@
 
 mod batched;
 mod bulk;
+mod endtoend;
 mod fairness;
 mod harness;
 mod load;
 mod procs;
 mod propagation;
 mod report;
+mod scale;
 mod single;
 mod steady;
 
@@ -143,6 +145,17 @@ async fn main() {
         report.finish(bench.sz.quick, started);
         return;
     }
+    // `BENCH_ONLY=end-to-end` runs only figure 6, `BENCH_ONLY=scale` only figure 7.
+    if only == "end-to-end" {
+        endtoend::run(&bench, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
+    if only == "scale" {
+        scale::run(&bench, &mut report).await;
+        report.finish(bench.sz.quick, started);
+        return;
+    }
     if only == "first-sync" {
         batched::first_sync(&bench, &mut report).await;
         report.finish(bench.sz.quick, started);
@@ -159,6 +172,8 @@ async fn main() {
         propagation::run(&bench, &mut report).await;
         steady::run(&bench, &mut report).await;
         fairness::run(&bench, &mut report).await;
+        endtoend::run(&bench, &mut report).await;
+        scale::run(&bench, &mut report).await;
     }
     report.finish(bench.sz.quick, started);
 }

@@ -633,218 +633,294 @@ pub async fn flush(
         }
     }
 
-    // The token for the batch's request, when it was taken before the claim.
-    let mut held_token = None;
-    let members = match claimed {
-        Some(m) => m,
-        None => {
-            // The token first, then the claim: the batch is drawn only when
-            // its request may leave, so it carries every change that came
-            // while the flush queued for the rate, and links that queued
-            // together are claimed apart (their next changes, and so their
-            // next due times, do not stay in step behind the queue).
-            held_token = Some(take_token(&ctx, &link).await);
-            if !ctx.leases.valid_for(partition, margin) {
+    // Once a batch is acknowledged and a full one waits, the same task goes
+    // on with the link's next batch (`goes_on`, `next_turn`) instead of
+    // handing it back to the flusher's loop: that costs its due-set reads and
+    // the link's meta read per batch, each queued behind the pushes' scripts
+    // in Redis, and a first sync's batches fell behind the rate.
+    let (mut due_at_ms, mut started_ms) = (due_at_ms, started_ms);
+    let mut total = 0;
+    let mut turn = 0u32;
+    loop {
+        // The token for the batch's request, when it was taken before the claim.
+        let mut held_token = None;
+        let members = match claimed.take() {
+            Some(m) => m,
+            None => {
+                // The token first, then the claim: the batch is drawn only when
+                // its request may leave, so it carries every change that came
+                // while the flush queued for the rate, and links that queued
+                // together are claimed apart (their next changes, and so their
+                // next due times, do not stay in step behind the queue).
+                if turn == 0 {
+                    held_token = Some(take_token(&ctx, &link).await);
+                } else {
+                    // A later batch: the link's meta is re-read while its token
+                    // is waited for; anything to do but write hands it back.
+                    let (token, now_meta) = tokio::join!(
+                        take_token(&ctx, &link),
+                        ctx.store.link_meta(partition, &link)
+                    );
+                    held_token = Some(token);
+                    if !now_meta.is_ok_and(|m| goes_on(&m)) {
+                        return Ok(Flushed::Written(total));
+                    }
+                }
+                if !ctx.leases.valid_for(partition, margin) {
+                    return Ok(Flushed::Deferred);
+                }
+                claimed_ms = now_ms();
+                match claim(ctx.clone(), link.clone()).await? {
+                    Claim::LeaseLost => return Ok(Flushed::Deferred),
+                    Claim::Empty if emptying => {
+                        tracing::info!(link = %link, segment = %segment_key, "Link emptied: every member was removed from the segment.");
+                        ctx.store.set_lifecycle(partition, &link, "emptied").await?;
+                        return Ok(Flushed::Written(0));
+                    }
+                    Claim::Empty => {
+                        // The empty claim took the link off the due set: a
+                        // rename flagged by a push meanwhile keeps it due.
+                        let now_meta = ctx.store.link_meta(partition, &link).await?;
+                        if now_meta.get("rename_pending").map(String::as_str) == Some("1") {
+                            ctx.store.reschedule(partition, &link, now_ms()).await?;
+                        }
+                        return Ok(Flushed::Written(total));
+                    }
+                    Claim::Members(m) => m,
+                }
+            }
+        };
+        if members.is_empty() {
+            // Every member drawn had vanished from the cohort (the claim dropped
+            // them from the dirty set): nothing to send; look again soon.
+            ctx.store.reschedule(partition, &link, now_ms()).await?;
+            return Ok(Flushed::Written(total));
+        }
+        // An emptying link sends every member as out, whatever its desired state.
+        let members = if emptying {
+            members.into_iter().map(|(k, _)| (k, false)).collect()
+        } else {
+            members
+        };
+        let full = members.len() >= max;
+        let mut written = 0;
+        // A 400 for a batch is split in halves until the offending keys stand
+        // alone; those go to dead letters, the rest are written. A refusal of the
+        // whole request is not a bad key: a message that names no key of the
+        // batch, or the same message for both halves of a split, blocks the link
+        // with LaunchDarkly's message (nothing is dead-lettered). Splitting stops
+        // at the next request once shutdown begins.
+        let mut queue = vec![Part {
+            batch: members,
+            pair: None,
+        }];
+        // Per split: the message the left half was refused with, if it was.
+        let mut left_refusal: Vec<Option<String>> = Vec::new();
+        let mut sent_any = false;
+        // Members still dirty after the last ack, and whether every request of
+        // the batch was written as it was (no split, no dead letter).
+        let (mut waiting_after, mut whole) = (0u64, true);
+        while let Some(Part { batch, pair }) = queue.pop() {
+            if batch.is_empty() {
+                continue;
+            }
+            if sent_any && ctx.stopping() {
+                tracing::info!(link = %link, "Shutting down: the rest of this batch stays dirty.");
                 return Ok(Flushed::Deferred);
             }
-            claimed_ms = now_ms();
-            match claim(ctx.clone(), link.clone()).await? {
-                Claim::LeaseLost => return Ok(Flushed::Deferred),
-                Claim::Empty if emptying => {
-                    tracing::info!(link = %link, segment = %segment_key, "Link emptied: every member was removed from the segment.");
-                    ctx.store.set_lifecycle(partition, &link, "emptied").await?;
-                    return Ok(Flushed::Written(0));
-                }
-                Claim::Empty => {
-                    // The empty claim took the link off the due set: a
-                    // rename flagged by a push meanwhile keeps it due.
-                    let now_meta = ctx.store.link_meta(partition, &link).await?;
-                    if now_meta.get("rename_pending").map(String::as_str) == Some("1") {
-                        ctx.store.reschedule(partition, &link, now_ms()).await?;
-                    }
-                    return Ok(Flushed::Written(0));
-                }
-                Claim::Members(m) => m,
+            if !ctx.leases.valid_for(partition, margin) {
+                return abandon(&ctx, partition, &link).await;
             }
-        }
-    };
-    if members.is_empty() {
-        // Every member drawn had vanished from the cohort (the claim dropped
-        // them from the dirty set): nothing to send; look again soon.
-        ctx.store.reschedule(partition, &link, now_ms()).await?;
-        return Ok(Flushed::Written(0));
-    }
-    // An emptying link sends every member as out, whatever its desired state.
-    let members = if emptying {
-        members.into_iter().map(|(k, _)| (k, false)).collect()
-    } else {
-        members
-    };
-    let full = members.len() >= max;
-    let mut written = 0;
-    // A 400 for a batch is split in halves until the offending keys stand
-    // alone; those go to dead letters, the rest are written. A refusal of the
-    // whole request is not a bad key: a message that names no key of the
-    // batch, or the same message for both halves of a split, blocks the link
-    // with LaunchDarkly's message (nothing is dead-lettered). Splitting stops
-    // at the next request once shutdown begins.
-    let mut queue = vec![Part {
-        batch: members,
-        pair: None,
-    }];
-    // Per split: the message the left half was refused with, if it was.
-    let mut left_refusal: Vec<Option<String>> = Vec::new();
-    let mut sent_any = false;
-    while let Some(Part { batch, pair }) = queue.pop() {
-        if batch.is_empty() {
-            continue;
-        }
-        if sent_any && ctx.stopping() {
-            tracing::info!(link = %link, "Shutting down: the rest of this batch stays dirty.");
-            return Ok(Flushed::Deferred);
-        }
-        if !ctx.leases.valid_for(partition, margin) {
-            return abandon(&ctx, partition, &link).await;
-        }
-        let body = MembershipUpdate::from_members(&batch);
-        let held = held_token.take();
-        let Some((attempt, verdict, token_at_ms)) =
-            send_holding(&ctx, partition, Operation::UpdateMembership, held, || {
-                ctx.ld
-                    .update_membership(&dest.project, &dest.environment, &segment_key, &body)
-            })
-            .await
-        else {
-            return abandon(&ctx, partition, &link).await;
-        };
-        let answered_ms = now_ms();
-        audit(
-            &ctx,
-            &link,
-            Operation::UpdateMembership,
-            &segment_key,
-            &batch,
-            &attempt,
-        )
-        .await;
-        sent_any = true;
-        match verdict {
-            Verdict::Success => {
-                let now = now_ms();
-                let acked = AckedBatch {
-                    token: ctx.leases.token(),
-                    link: &link,
-                    sent: &batch,
-                    active_destinations: source
-                        .as_ref()
-                        .map_or(&[][..], |s| s.destinations.as_slice()),
-                    now_ms: now,
-                    max_delay_ms: settings.flush.max_delay_ms,
-                    batch_size: max,
-                    claim_was_full: full,
-                    claimed_all_at_ms: (!full && pair.is_none()).then_some(claimed_ms),
-                };
-                let ack = ctx.store.ack(partition, &acked).await?;
-                if emptying && ack != Ack::LeaseLost {
-                    let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-                    ctx.store.settle_emptied(partition, &link, &keys).await?;
-                }
-                match ack {
-                    Ack::LeaseLost => {
-                        tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");
-                        return Ok(Flushed::Deferred);
+            let body = MembershipUpdate::from_members(&batch);
+            let held = held_token.take();
+            let Some((attempt, verdict, token_at_ms)) =
+                send_holding(&ctx, partition, Operation::UpdateMembership, held, || {
+                    ctx.ld
+                        .update_membership(&dest.project, &dest.environment, &segment_key, &body)
+                })
+                .await
+            else {
+                return abandon(&ctx, partition, &link).await;
+            };
+            let answered_ms = now_ms();
+            let now = answered_ms;
+            let acked = AckedBatch {
+                token: ctx.leases.token(),
+                link: &link,
+                sent: &batch,
+                active_destinations: source
+                    .as_ref()
+                    .map_or(&[][..], |s| s.destinations.as_slice()),
+                now_ms: now,
+                max_delay_ms: settings.flush.max_delay_ms,
+                batch_size: max,
+                claim_was_full: full,
+                claimed_all_at_ms: (!full && pair.is_none()).then_some(claimed_ms),
+            };
+            // The audit entry and, on success, the ack go to Redis together: one
+            // round trip, not two, between a batch's answer and the next batch
+            // (`biased`: the audit's command is queued first, so it lands first).
+            let success = verdict == Verdict::Success;
+            let (_, ack) = tokio::join!(
+                biased;
+                audit(
+                    &ctx,
+                    &link,
+                    Operation::UpdateMembership,
+                    &segment_key,
+                    &batch,
+                    &attempt,
+                ),
+                async {
+                    if success {
+                        Some(ctx.store.ack(partition, &acked).await)
+                    } else {
+                        None
                     }
-                    Ack::Done {
-                        written: w,
-                        accepted_since_ms,
-                        still_dirty,
-                    } => {
-                        // Where a batch's time went, one line per batch
-                        // (RUST_LOG=cohort_bridge::flush::phases=debug):
-                        // due → flush started → claimed → token → answered → acked.
-                        tracing::debug!(
-                            target: "cohort_bridge::flush::phases",
-                            link = %link,
-                            due_ms = due_at_ms,
-                            started_ms,
-                            claimed_ms,
-                            token_ms = token_at_ms,
-                            answered_ms = answered_ms,
-                            acked_ms = now_ms(),
-                            since_ms = accepted_since_ms.unwrap_or(-1),
-                            batch = batch.len(),
-                            still_dirty,
-                            "Batch acknowledged."
-                        );
-                        m::changes(&link.source, m::ChangeOutcome::Written, w);
-                        if let Some(since) = accepted_since_ms {
-                            ctx.observations
-                                .propagated(((now - since).max(0) as f64) / 1000.0);
+                },
+            );
+            sent_any = true;
+            match verdict {
+                Verdict::Success => {
+                    let ack = ack.expect("acknowledged on success")?;
+                    if emptying && ack != Ack::LeaseLost {
+                        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                        ctx.store.settle_emptied(partition, &link, &keys).await?;
+                    }
+                    match ack {
+                        Ack::LeaseLost => {
+                            tracing::warn!(link = %link, "Lease lost before the acknowledgement; the batch stays unknown and will be re-sent.");
+                            return Ok(Flushed::Deferred);
                         }
-                        written += batch.len();
+                        Ack::Done {
+                            written: w,
+                            accepted_since_ms,
+                            still_dirty,
+                        } => {
+                            // Where a batch's time went, one line per batch
+                            // (RUST_LOG=cohort_bridge::flush::phases=debug):
+                            // due → flush started → claimed → token → answered → acked.
+                            tracing::debug!(
+                                target: "cohort_bridge::flush::phases",
+                                link = %link,
+                                due_ms = due_at_ms,
+                                started_ms,
+                                claimed_ms,
+                                token_ms = token_at_ms,
+                                answered_ms = answered_ms,
+                                acked_ms = now_ms(),
+                                since_ms = accepted_since_ms.unwrap_or(-1),
+                                batch = batch.len(),
+                                still_dirty,
+                                "Batch acknowledged."
+                            );
+                            waiting_after = still_dirty;
+                            m::changes(&link.source, m::ChangeOutcome::Written, w);
+                            if let Some(since) = accepted_since_ms {
+                                ctx.observations
+                                    .propagated(((now - since).max(0) as f64) / 1000.0);
+                            }
+                            written += batch.len();
+                        }
+                    }
+                    let failures = ctx.reset_attempts(&link);
+                    if failures > 0 {
+                        tracing::info!(link = %link, failures, "LaunchDarkly writes for this link work again.");
+                    }
+                    metrics::histogram!(m::FLUSH_LAG_SECONDS)
+                        .record(((now - due_at_ms).max(0) as f64) / 1000.0);
+                }
+                Verdict::Rejected { message }
+                    if whole_request_refused(&batch, &message, pair, &left_refusal) =>
+                {
+                    tracing::error!(link = %link, keys = batch.len(), %message, "LaunchDarkly refused the request itself, not a key; blocking the link.");
+                    return defer(&ctx, partition, &link, Verdict::Block { reason: message }).await;
+                }
+                Verdict::Rejected { message } if batch.len() > 1 => {
+                    whole = false;
+                    if let Some((i, false)) = pair {
+                        left_refusal[i] = Some(message.clone());
+                    }
+                    tracing::warn!(link = %link, keys = batch.len(), %message, "LaunchDarkly rejected a batch; splitting it to find the offending keys.");
+                    let i = left_refusal.len();
+                    left_refusal.push(None);
+                    let mut left = batch;
+                    let right = left.split_off(left.len() / 2);
+                    queue.push(Part {
+                        batch: right,
+                        pair: Some((i, true)),
+                    });
+                    queue.push(Part {
+                        batch: left,
+                        pair: Some((i, false)),
+                    });
+                }
+                Verdict::Rejected { message } => {
+                    whole = false;
+                    let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                    tracing::error!(link = %link, key = %keys.join(","), %message, "LaunchDarkly rejected a key; moved to dead letters.");
+                    if let Some(n) = ctx
+                        .store
+                        .dead_letter(
+                            partition,
+                            ctx.leases.token(),
+                            &link,
+                            &keys,
+                            &message,
+                            now_ms(),
+                        )
+                        .await?
+                    {
+                        m::changes(&link.source, m::ChangeOutcome::DeadLettered, n);
                     }
                 }
-                let failures = ctx.reset_attempts(&link);
-                if failures > 0 {
-                    tracing::info!(link = %link, failures, "LaunchDarkly writes for this link work again.");
+                Verdict::Block { reason } if reason.starts_with("404") => {
+                    // The segment may have been deleted in LaunchDarkly: create it again next time.
+                    // Once re-created it gets the whole membership (segment_lost).
+                    ctx.store
+                        .set_link_meta(partition, &link, &[("created", ""), ("segment_lost", "1")])
+                        .await?;
+                    return defer(&ctx, partition, &link, Verdict::Block { reason }).await;
                 }
-                metrics::histogram!(m::FLUSH_LAG_SECONDS)
-                    .record(((now - due_at_ms).max(0) as f64) / 1000.0);
+                other => return defer(&ctx, partition, &link, other).await,
             }
-            Verdict::Rejected { message }
-                if whole_request_refused(&batch, &message, pair, &left_refusal) =>
-            {
-                tracing::error!(link = %link, keys = batch.len(), %message, "LaunchDarkly refused the request itself, not a key; blocking the link.");
-                return defer(&ctx, partition, &link, Verdict::Block { reason: message }).await;
-            }
-            Verdict::Rejected { message } if batch.len() > 1 => {
-                if let Some((i, false)) = pair {
-                    left_refusal[i] = Some(message.clone());
-                }
-                tracing::warn!(link = %link, keys = batch.len(), %message, "LaunchDarkly rejected a batch; splitting it to find the offending keys.");
-                let i = left_refusal.len();
-                left_refusal.push(None);
-                let mut left = batch;
-                let right = left.split_off(left.len() / 2);
-                queue.push(Part {
-                    batch: right,
-                    pair: Some((i, true)),
-                });
-                queue.push(Part {
-                    batch: left,
-                    pair: Some((i, false)),
-                });
-            }
-            Verdict::Rejected { message } => {
-                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-                tracing::error!(link = %link, key = %keys.join(","), %message, "LaunchDarkly rejected a key; moved to dead letters.");
-                if let Some(n) = ctx
-                    .store
-                    .dead_letter(
-                        partition,
-                        ctx.leases.token(),
-                        &link,
-                        &keys,
-                        &message,
-                        now_ms(),
-                    )
-                    .await?
-                {
-                    m::changes(&link.source, m::ChangeOutcome::DeadLettered, n);
-                }
-            }
-            Verdict::Block { reason } if reason.starts_with("404") => {
-                // The segment may have been deleted in LaunchDarkly: create it again next time.
-                // Once re-created it gets the whole membership (segment_lost).
-                ctx.store
-                    .set_link_meta(partition, &link, &[("created", ""), ("segment_lost", "1")])
-                    .await?;
-                return defer(&ctx, partition, &link, Verdict::Block { reason }).await;
-            }
-            other => return defer(&ctx, partition, &link, other).await,
         }
+        total += written;
+        let next_turn = whole
+            && !emptying
+            && waiting_after >= max as u64
+            && turn + 1 < MAX_TURNS
+            && !ctx.stopping()
+            && !ctx.throttle.has_waiters();
+        if !next_turn {
+            return Ok(Flushed::Written(total));
+        }
+        turn += 1;
+        due_at_ms = now_ms();
+        started_ms = due_at_ms;
     }
-    Ok(Flushed::Written(written))
+}
+
+/// Most batches one flush of a link sends in a row (see `goes_on`) before
+/// the link goes back to the flusher's loop and its due set.
+const MAX_TURNS: u32 = 100;
+
+/// Whether a link whose batch was just acknowledged goes on to its next
+/// batch in the same flush, judged on its meta as re-read: only a plain
+/// write does (its segment exists; it is not retired, backing off or
+/// blocked, and no rename waits). The flush also stops there when another
+/// writer waits for a LaunchDarkly token, when the batch was not written
+/// whole, when less than a full batch is dirty, on shutdown and once the
+/// lease is too short.
+fn goes_on(meta: &HashMap<String, String>) -> bool {
+    let get = |k: &str| meta.get(k).map(String::as_str).unwrap_or("");
+    get("lifecycle").is_empty()
+        && get("created") == "1"
+        && get("rename_pending") != "1"
+        && get("blocked").is_empty()
+        && get("retry_at_ms")
+            .parse::<i64>()
+            .map_or(true, |at| at <= now_ms())
 }
 
 /// A link retired with `--delete`: deletes its segment in LaunchDarkly

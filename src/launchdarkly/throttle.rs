@@ -24,6 +24,12 @@
 //! Writers take tokens in the order they asked (a FIFO queue in front of the
 //! limiter): a link that just sent queues behind the links already waiting,
 //! so a big first sync cannot take every token from a small cohort's change.
+//!
+//! Background reads (sampled verification) go only when the throttle is idle:
+//! nobody waits for a token and nobody asked for one in the last
+//! [`IDLE_PERIODS`] periods. A link draining a backlog asks again a few
+//! milliseconds after each token, so the gap between its batches is not
+//! idle: a read taken there would push every later batch back a period.
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -45,7 +51,13 @@ pub struct Throttle {
     /// Callers inside [`Throttle::acquire_with`] now (queued or waiting for
     /// a token): background readers ([`Throttle::is_idle`]) give way to them.
     waiting: AtomicUsize,
+    /// When (ms) a caller last entered or left [`Throttle::acquire_with`].
+    last_demand_ms: AtomicI64,
 }
+
+/// Periods of this replica's share after the last demand for a token during
+/// which the throttle is not idle (see the module's docs).
+pub const IDLE_PERIODS: f64 = 4.0;
 
 /// Counts a caller in [`Throttle::acquire_with`] until it leaves (returns
 /// or is cancelled).
@@ -127,6 +139,7 @@ impl Throttle {
             max_pause_ms: DEFAULT_MAX_PAUSE_MS,
             queue: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
+            last_demand_ms: AtomicI64::new(i64::MIN / 2),
         }
     }
 
@@ -141,10 +154,24 @@ impl Throttle {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    /// True when nobody waits for a token: background work that must yield
-    /// to writes (sampled verification) checks this before it asks for one.
+    /// True when nobody waits for a token and nobody asked for one or got
+    /// one in the last [`IDLE_PERIODS`] periods of this replica's share:
+    /// background work that must yield to writes (sampled verification)
+    /// checks this before it asks for one.
     pub fn is_idle(&self) -> bool {
+        let quiet_ms = (IDLE_PERIODS * 1000.0 / self.replica_rate().max(1e-6)).min(1e9) as i64;
         self.waiting.load(Ordering::SeqCst) == 0
+            && now_ms().saturating_sub(self.last_demand_ms.load(Ordering::SeqCst)) >= quiet_ms
+    }
+
+    /// True while a caller waits in [`Throttle::acquire_with`]: a link
+    /// draining a backlog hands its turn over rather than asking again.
+    pub fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    fn demand(&self) {
+        self.last_demand_ms.fetch_max(now_ms(), Ordering::SeqCst);
     }
 
     /// Re-splits the rate when the number of live replicas changes.
@@ -201,6 +228,7 @@ impl Throttle {
         Fut: std::future::Future<Output = Option<i64>>,
     {
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.demand();
         let _waiting = Waiting(&self.waiting);
         loop {
             self.token().await;
@@ -215,6 +243,7 @@ impl Throttle {
                 self.pause_until(u);
             }
             if self.paused_until() <= now_ms() {
+                self.demand();
                 return;
             }
         }
@@ -301,7 +330,13 @@ mod tests {
         let t = Arc::new(Throttle::new(1.0)); // one token per second
         assert!(t.is_idle());
         t.acquire().await; // the first token: the next one waits a second
-        assert!(t.is_idle(), "a caller that has its token no longer counts");
+                           // A writer that just got its token may ask again at once (a link
+                           // draining a backlog): not idle for IDLE_PERIODS periods.
+        assert!(!t.is_idle(), "a token was just taken");
+        tokio::time::advance(Duration::from_millis(3_900)).await;
+        assert!(!t.is_idle(), "still within IDLE_PERIODS periods");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(t.is_idle(), "IDLE_PERIODS periods without demand");
         let writer = tokio::spawn({
             let t = t.clone();
             async move { t.acquire().await }
@@ -314,6 +349,7 @@ mod tests {
         }
         assert!(!t.is_idle(), "a writer waits for its token");
         writer.await.unwrap();
+        tokio::time::advance(Duration::from_millis(4_100)).await;
         assert!(t.is_idle());
         assert_eq!(t.replica_rate(), 1.0);
         t.set_replicas(4);

@@ -325,3 +325,59 @@ async fn links_due_together_start_early_enough_for_the_rate_to_serve_them_by_the
         received.iter().map(|r| r - pushed_from).collect::<Vec<_>>()
     );
 }
+
+/// A big first sync's batches follow one another in one flush of its link
+/// (no round through the due set per batch), but never ahead of another
+/// link: a small cohort's change that becomes due mid-drain is written
+/// before the drain's last batch, and the big cohort still arrives whole.
+#[tokio::test]
+async fn a_small_change_is_written_in_the_middle_of_a_big_drain() {
+    let (_redis, emu, mut cfg) = stack();
+    // 200 ms a token: the 8 big batches take well over a second.
+    cfg.set("launchdarkly", "requests_per_second", "5.0")
+        .set("flush", "max_delay_ms", "50");
+    let bridge = Bridge::start(&cfg).await;
+    let keys: Vec<String> = (0..8000).map(|i| format!("b{i:05}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("big", true, 1, "big-1", &keys))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the big drain's first write", WAIT, || async {
+        (!emu.membership_requests().await.is_empty()).then_some(())
+    })
+    .await;
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("small", true, 1, "small-1", &["s1"]))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("both cohorts in LaunchDarkly", WAIT, || async {
+        let big = emu.members("default", "production", "amplitude-big").await;
+        let small = emu
+            .members("default", "production", "amplitude-small")
+            .await;
+        (big.is_some_and(|m| m.len() == 8000) && small.is_some_and(|m| m == ["s1"])).then_some(())
+    })
+    .await;
+    let writes = emu.membership_requests().await;
+    let path_of = |r: &Value| r["path"].as_str().unwrap_or("").to_string();
+    let small = writes
+        .iter()
+        .position(|r| path_of(r).contains("/amplitude-small/"))
+        .expect("the small write");
+    let last_big = writes
+        .iter()
+        .rposition(|r| path_of(r).contains("/amplitude-big/"))
+        .expect("a big write");
+    assert_eq!(
+        writes.len(),
+        9,
+        "8 full batches and one small write: {:?}",
+        writes.iter().map(path_of).collect::<Vec<_>>()
+    );
+    assert!(
+        small < last_big,
+        "the small write waited for the whole drain: {:?}",
+        writes.iter().map(path_of).collect::<Vec<_>>()
+    );
+}

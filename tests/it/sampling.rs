@@ -142,3 +142,83 @@ async fn sampled_reads_stay_within_their_share_of_the_rate() {
     assert!(most <= 7, "{most} reads in one second: {sorted:?}");
     bridge.stop().await;
 }
+
+/// A link draining a backlog keeps the throttle busy, also while its request
+/// is out: the sampler reads no member between the drain's first and last
+/// write (a read there would push every later batch back one period), and
+/// reads again once the drain is over.
+#[tokio::test]
+async fn sampled_reads_wait_until_a_backlog_is_drained() {
+    let (_redis, emu, mut cfg) = stack();
+    // The whole rate for the sampler, and a slow rate: 200 ms a token.
+    cfg.set("flush", "verify_share", "1.0");
+    cfg.set("launchdarkly", "requests_per_second", "5.0");
+    // Each membership write takes 300 ms: no writer waits for a token then.
+    emu.fault(serde_json::json!({"kind": "latency", "ms": 300, "route": "contexts", "count": 100}))
+        .await;
+    let bridge = Bridge::start(&cfg).await;
+    // A settled cohort first, so the sampler is busy reading (it rests for
+    // a while when it finds nothing to read).
+    let (s, v) = bridge
+        .amplitude(&amplitude_body(
+            "settled",
+            true,
+            1,
+            "settled-1",
+            &["s1", "s2"],
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the sampler reads the settled cohort", WAIT, || async {
+        let log = emu.requests().await;
+        log.iter()
+            .any(|r| r["route"] == "get_context")
+            .then_some(())
+    })
+    .await;
+    let cohort = "drain";
+    let segment = format!("amplitude-{cohort}");
+    let keys: Vec<String> = (0..4000).map(|i| format!("d{i:05}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let body = amplitude_body(cohort, true, 1, "drain-1", &keys);
+    let (s, v) = bridge.amplitude(&body).await;
+    assert_eq!(s, 200, "{v}");
+    eventually("LaunchDarkly has all 4,000 members", WAIT, || async {
+        (members(&emu, &segment).await.len() == 4000).then_some(())
+    })
+    .await;
+    let is_drain_write = |r: &Value| {
+        r["route"] == "contexts"
+            && r["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("/amplitude-drain/"))
+    };
+    let log = eventually("a sampled read once the drain is over", WAIT, || async {
+        let log = emu.requests().await;
+        let last = log
+            .iter()
+            .filter(|r| is_drain_write(r))
+            .filter_map(|r| r["seq"].as_u64())
+            .max()?;
+        log.iter()
+            .any(|r| r["route"] == "get_context" && r["seq"].as_u64() > Some(last))
+            .then_some(log)
+    })
+    .await;
+    let writes: Vec<u64> = log
+        .iter()
+        .filter(|r| is_drain_write(r))
+        .filter_map(|r| r["seq"].as_u64())
+        .collect();
+    assert_eq!(writes.len(), 4, "four full batches");
+    let (first, last) = (writes[0], writes[writes.len() - 1]);
+    let during: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["route"] == "get_context")
+        .filter(|r| r["seq"].as_u64().is_some_and(|s| first < s && s < last))
+        .collect();
+    assert!(
+        during.is_empty(),
+        "sampled reads between the drain's writes: {during:?}"
+    );
+}
