@@ -12,6 +12,7 @@ mod backoff;
 mod leases;
 pub mod link;
 pub mod observe;
+mod segment;
 mod shadow;
 
 pub use leases::Leases;

@@ -24,7 +24,8 @@
 //! backlog goes out as one coalesced series of batches of
 //! `max_keys_per_request`.
 
-use super::link::{claim_key, segment_identity, Flushed};
+use super::link::Flushed;
+use super::segment::{claim_key, segment_identity};
 use super::FlushContext;
 use crate::clock::now_ms;
 use crate::config::{Destination, Mode};
