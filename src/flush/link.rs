@@ -366,25 +366,47 @@ pub async fn flush(
                 // while the flush queued for the rate, and links that queued
                 // together are claimed apart (their next changes, and so their
                 // next due times, do not stay in step behind the queue).
-                if turn == 0 {
+                let drawn = if turn == 0 {
                     held_token = Some(take_token(&ctx, &link).await);
+                    if !ctx.leases.valid_for(partition, margin) {
+                        return Ok(Flushed::Deferred);
+                    }
+                    claimed_ms = now_ms();
+                    claim(ctx.clone(), link.clone()).await?
                 } else {
-                    // A later batch: the link's meta is re-read while its token
-                    // is waited for; anything to do but write hands it back.
-                    let (token, now_meta) = tokio::join!(
+                    // A later batch of a drain is full whenever it is drawn,
+                    // so waiting for the token first gains it nothing: the
+                    // claim, the link's meta and the token's pause read go to
+                    // Redis together, one round trip per batch instead of
+                    // two (each of them waits behind the pushes' scripts
+                    // while a first sync is still arriving).
+                    if !ctx.leases.valid_for(partition, margin) {
+                        return Ok(Flushed::Deferred);
+                    }
+                    claimed_ms = now_ms();
+                    let (token, now_meta, drawn) = tokio::join!(
                         take_token(&ctx, &link),
-                        ctx.store.link_meta(partition, &link)
+                        ctx.store.link_meta(partition, &link),
+                        claim(ctx.clone(), link.clone())
                     );
                     held_token = Some(token);
+                    let drawn = drawn?;
+                    // Anything to do but write hands the link back; what was
+                    // just claimed stays dirty (unknown) and the link due now
+                    // (an empty claim took it off the due set, and a rename
+                    // may wait), so its next flush does what its meta says.
                     if !now_meta.is_ok_and(|m| goes_on(&m)) {
+                        if !matches!(drawn, Claim::LeaseLost) {
+                            ctx.store.reschedule(partition, &link, now_ms()).await?;
+                        }
                         return Ok(Flushed::Written(total));
                     }
-                }
-                if !ctx.leases.valid_for(partition, margin) {
-                    return Ok(Flushed::Deferred);
-                }
-                claimed_ms = now_ms();
-                match claim(ctx.clone(), link.clone()).await? {
+                    if !ctx.leases.valid_for(partition, margin) {
+                        return Ok(Flushed::Deferred);
+                    }
+                    drawn
+                };
+                match drawn {
                     Claim::LeaseLost => return Ok(Flushed::Deferred),
                     Claim::Empty if emptying => {
                         tracing::info!(link = %link, segment = %segment_key, "Link emptied: every member was removed from the segment.");

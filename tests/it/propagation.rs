@@ -381,3 +381,56 @@ async fn a_small_change_is_written_in_the_middle_of_a_big_drain() {
         writes.iter().map(path_of).collect::<Vec<_>>()
     );
 }
+
+/// A drain's later batches are claimed while their token is waited for; a
+/// rename that arrives mid-drain hands the link back to the loop (the
+/// segment is renamed), and the batch claimed meanwhile is neither lost nor
+/// sent twice: every member is written exactly once, in full batches.
+#[tokio::test]
+async fn a_rename_in_the_middle_of_a_drain_hands_the_link_back_and_loses_no_batch() {
+    let (_redis, emu, mut cfg) = stack();
+    cfg.set("launchdarkly", "requests_per_second", "5.0")
+        .set("flush", "max_delay_ms", "50");
+    let bridge = Bridge::start(&cfg).await;
+    let keys: Vec<String> = (0..6000).map(|i| format!("r{i:05}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let (s, v) = bridge
+        .amplitude(&amplitude_body("drain", true, 1, "drain-1", &keys))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the drain's second write", WAIT, || async {
+        (emu.membership_requests().await.len() >= 2).then_some(())
+    })
+    .await;
+    let mut renamed = amplitude_body("drain", true, 2, "drain-2", &["r99999"]);
+    renamed["cohort_name"] = json!("Renamed mid-drain");
+    let (s, v) = bridge.amplitude(&renamed).await;
+    assert_eq!(s, 200, "{v}");
+    eventually("renamed, and every member written", WAIT, || async {
+        let members = emu
+            .members("default", "production", "amplitude-drain")
+            .await;
+        let name = emu
+            .segment("default", "production", "amplitude-drain")
+            .await
+            .and_then(|s| s["name"].as_str().map(str::to_string));
+        (members.is_some_and(|m| m.len() == 6001) && name.as_deref() == Some("Renamed mid-drain"))
+            .then_some(())
+    })
+    .await;
+    let writes = emu.membership_requests().await;
+    let sizes: Vec<usize> = writes
+        .iter()
+        .map(|r| r["body"]["included"]["add"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        6001,
+        "every member written once: {sizes:?}"
+    );
+    assert_eq!(
+        sizes.len(),
+        7,
+        "six full batches and the last member: {sizes:?}"
+    );
+}
