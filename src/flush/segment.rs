@@ -45,22 +45,40 @@ pub(super) async fn segment_identity(
     link: &LinkId,
     dest: &Destination,
 ) -> anyhow::Result<(String, String)> {
-    let cohort_name = ctx
-        .store
-        .cohort_name(partition, &link.source, &link.cohort)
-        .await?
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| link.cohort.clone());
-    let vars = TemplateVars {
-        source: &link.source,
-        cohort_id: &link.cohort,
-        cohort_name: &cohort_name,
-        destination: &dest.name,
-    };
+    let cohort_name = cohort_name(ctx, partition, link).await?;
+    let vars = template_vars(link, dest, &cohort_name);
     Ok((
         slug(&render(&dest.segment_key, &vars)),
         render(&dest.segment_name, &vars),
     ))
+}
+
+/// The cohort's name as last pushed, or its id when it never had one.
+async fn cohort_name(
+    ctx: &FlushContext,
+    partition: Partition,
+    link: &LinkId,
+) -> anyhow::Result<String> {
+    Ok(ctx
+        .store
+        .cohort_name(partition, &link.source, &link.cohort)
+        .await?
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| link.cohort.clone()))
+}
+
+/// What the destination's `segment_key` and `segment_name` templates see.
+fn template_vars<'a>(
+    link: &'a LinkId,
+    dest: &'a Destination,
+    cohort_name: &'a str,
+) -> TemplateVars<'a> {
+    TemplateVars {
+        source: &link.source,
+        cohort_id: &link.cohort,
+        cohort_name,
+        destination: &dest.name,
+    }
 }
 
 /// Creates the segment on the link's first flush; returns its key
@@ -202,19 +220,8 @@ pub(super) async fn rename(
     segment_key: &str,
     meta: &HashMap<String, String>,
 ) -> anyhow::Result<Option<Flushed>> {
-    let cohort_name = ctx
-        .store
-        .cohort_name(partition, &link.source, &link.cohort)
-        .await?
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| link.cohort.clone());
-    let vars = TemplateVars {
-        source: &link.source,
-        cohort_id: &link.cohort,
-        cohort_name: &cohort_name,
-        destination: &dest.name,
-    };
-    let name = render(&dest.segment_name, &vars);
+    let cohort_name = cohort_name(ctx, partition, link).await?;
+    let name = render(&dest.segment_name, &template_vars(link, dest, &cohort_name));
     if meta.get("segment_name") == Some(&name) {
         ctx.store
             .set_link_meta(partition, link, &[("rename_pending", "")])
