@@ -94,6 +94,62 @@ impl HistoryParams {
     }
 }
 
+/// The head of the push's history record (see apply.lua): `{"d":…,"r":…,
+/// "k":…,` and `"i":…,` with several runs; the script appends the counts
+/// and the outcomes. Empty when history is off.
+fn history_head(push: &Push, history: HistoryParams) -> String {
+    if history.entries == 0 {
+        return String::new();
+    }
+    let runs: Vec<&[crate::sources::Change]> = push
+        .changes
+        .chunk_by(|a, b| a.version == b.version && a.include == b.include)
+        .collect();
+    let listed = push.changes.len().min(history.keys);
+    let mut head = String::with_capacity(64 + 24 * listed);
+    head.push_str("{\"d\":");
+    head.push_str(&json_text(push.delivery_id.as_deref().unwrap_or("")));
+    head.push_str(",\"r\":[");
+    for (i, run) in runs.iter().enumerate() {
+        if i > 0 {
+            head.push(',');
+        }
+        let desired = if run[0].include { "1" } else { "0" };
+        head.push_str(&format!("[\"{}\",\"{desired}\"]", run[0].version.ms()));
+    }
+    head.push_str("],\"k\":[");
+    for (i, c) in push.changes.iter().take(listed).enumerate() {
+        if i > 0 {
+            head.push(',');
+        }
+        head.push_str(&json_text(&c.key));
+    }
+    head.push_str("],");
+    if runs.len() > 1 {
+        head.push_str("\"i\":[");
+        let mut i = 0;
+        'runs: for (r, run) in runs.iter().enumerate() {
+            for _ in run.iter() {
+                if i == listed {
+                    break 'runs;
+                }
+                if i > 0 {
+                    head.push(',');
+                }
+                head.push_str(&(r + 1).to_string());
+                i += 1;
+            }
+        }
+        head.push_str("],");
+    }
+    head
+}
+
+/// `s` as a JSON string.
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
 /// The links of one cohort: one per destination of its source.
 pub(super) fn cohort_links(source: &str, cohort: &str, destinations: &[String]) -> Vec<LinkId> {
     destinations
@@ -222,7 +278,8 @@ impl Store {
         call.key(k.history(partition, source, cohort));
         call.arg(params.now_ms)
             .arg(seen_ttl)
-            .arg(params.max_delay_ms)
+            // The due time of a link's first waiting change, as text (see apply.lua).
+            .arg(params.now_ms.saturating_add(params.max_delay_ms as i64))
             .arg(params.batch)
             .arg(push.cohort_name.as_deref().unwrap_or(""))
             .arg(format!("{source}:{cohort}"))
@@ -234,7 +291,7 @@ impl Store {
             call.arg(l.to_string());
         }
         call.arg(params.history.arg())
-            .arg(push.delivery_id.as_deref().unwrap_or(""));
+            .arg(history_head(push, params.history));
         // Runs of changes sharing a version and a direction (see apply.lua):
         // a push's changes usually form one or two runs, so each member costs
         // one argument instead of three.

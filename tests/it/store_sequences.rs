@@ -575,3 +575,98 @@ async fn never_seen_members_listed_twice_in_one_push_see_their_first_change() {
         ])
     );
 }
+
+/// A push's history record: what the caller lists (delivery id, runs, the
+/// first keys and their runs) and what the script works out (counts,
+/// outcomes) form one JSON record; the list keeps its length, a duplicate
+/// gets its own record.
+#[tokio::test]
+async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let prefix = "hist-record";
+    let s = store(&redis, prefix);
+    let mut params = params();
+    params.history.entries = 2;
+    params.history.keys = 3;
+    let p = Push {
+        cohort_id: COHORT.into(),
+        cohort_name: None,
+        delivery_id: Some("id \"1\"".into()),
+        changes: vec![
+            change("a", true, 10),
+            change("b", true, 10),
+            change("a", false, 20), // a second run: replaces a's first change
+            change("c", false, 20), // new and out: unchanged; not listed (3 keys)
+            change("d", true, 5),   // a third run
+        ],
+        snapshot: None,
+    };
+    s.apply(SRC, &[DEST.into()], &p, params)
+        .await
+        .expect("apply");
+    let key = Keys::new(prefix, 1).history(0, SRC, COHORT);
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let records = |raw: Vec<String>| -> Vec<serde_json::Value> {
+        raw.iter()
+            .map(|r| {
+                let (at, json) = r.split_once(' ').expect("<ms> <json>");
+                assert_eq!(at, "1000000");
+                serde_json::from_str(json).expect("a JSON record")
+            })
+            .collect()
+    };
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        records(raw),
+        vec![serde_json::json!({
+            "d": "id \"1\"",
+            "r": [["10", "1"], ["20", "0"], ["5", "1"]],
+            "k": ["a", "b", "a"],
+            "i": [1, 1, 2],
+            "n": [5, 0, 1, 1, 1, 0],
+            "o": "aac",
+        })]
+    );
+    // The same delivery again: a duplicate's record; then a third push: the
+    // list keeps its two newest records.
+    s.apply(SRC, &[DEST.into()], &p, params)
+        .await
+        .expect("apply");
+    let mut third = p.clone();
+    third.delivery_id = None;
+    third.changes = vec![change("e", true, 30)];
+    s.apply(SRC, &[DEST.into()], &third, params)
+        .await
+        .expect("apply");
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        records(raw),
+        vec![
+            serde_json::json!({"d": "", "r": [["30", "1"]], "k": ["e"], "n": [1, 0, 0, 0, 0, 0], "o": "a"}),
+            serde_json::json!({
+                "d": "id \"1\"",
+                "r": [["10", "1"], ["20", "0"], ["5", "1"]],
+                "k": ["a", "b", "a"],
+                "i": [1, 1, 2],
+                "n": [0, 0, 0, 0, 0, 1],
+                "o": "ddd",
+            }),
+        ]
+    );
+}

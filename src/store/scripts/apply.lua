@@ -22,25 +22,33 @@
 --              `rename_pending` set when the cohort's name changes)
 -- KEYS[7+2n]   history list of the cohort (newest first; see below)
 -- ARGV[1] now (ms)         ARGV[2] seen TTL (ms; 0 = no delivery id)
--- ARGV[3] max delay (ms)   ARGV[4] batch size (max keys per request)
+-- ARGV[3] due time of a link that gets its first waiting change (ms): now +
+--         max delay, as text (a number computed here would be formatted by
+--         Lua's sprintf on its way to ZADD: a measurable share of a small push)
+-- ARGV[4] batch size (max keys per request)
 -- ARGV[5] cohort name ('' keeps the stored one)
 -- ARGV[6] cohort ref "<source>:<cohort>"   ARGV[7] n, the number of links
 -- ARGV[8..7+n] destination names   ARGV[8+n..7+2n] link ids
 -- ARGV[8+2n]   history "<records kept>,<keys per record>,<max age ms>" ("0,0,0": off)
--- ARGV[9+2n]   the delivery id ('' when the push has none)
+-- ARGV[9+2n]   the history record's head, built by the caller ('' when
+--              history is off): the JSON object's opening and every field
+--              known before the push is applied, each followed by a comma
+--              (d, r, k and i below); this script appends n and o
 -- ARGV[10+2n..] runs of changes sharing a version and a direction: version (ms),
 --              desired ('1'/'0'), count, then `count` member keys (a push of
 --              one direction at one time, the usual case, is one run)
 -- History: one record per push (a duplicate too), never one write per
 -- member: "<now ms> <json>", json {d: delivery id, r: runs [[version, desired]],
--- n: [applied, stale, unchanged, superseded, cancelled] (dup: 1 for a
--- duplicate), k: the first keys, o: one outcome char per listed key, i: each
--- listed key's run (only with several runs)}. Outcomes: a accepted (to be
+-- k: the first keys, i: each listed key's run (only with several runs), n:
+-- [applied, stale, unchanged, superseded, cancelled] (dup: 1 for a
+-- duplicate), o: one outcome char per listed key}. Outcomes: a accepted (to be
 -- written), p accepted replacing a pending change (which is superseded),
 -- c cancelled (undid a pending change: nothing to write), u unchanged
--- (LaunchDarkly already has it), s stale, d duplicate delivery. The list is
--- trimmed to its length, records older than the max age are dropped from
--- its tail, and the key expires after the max age without pushes.
+-- (LaunchDarkly already has it), s stale, d duplicate delivery. The listed
+-- keys are the push's first ones, in order (ARGV order), so the caller lists
+-- them; the outcomes are worked out here. The list is trimmed to its
+-- length, records older than the max age are dropped from its tail, and the
+-- key expires after the max age without pushes.
 -- Result: {0, applied, stale, unchanged, superseded, cancelled, due_now (1 if a
 --         link became due at once, 0 otherwise), refused, ignored}
 --      or {1, "<summary of the first delivery>"} for a duplicate delivery
@@ -57,7 +65,7 @@
 -- the push whenever at least one link accepts it.
 local now = tonumber(ARGV[1])
 local seen_ttl = tonumber(ARGV[2])
-local max_delay = tonumber(ARGV[3])
+local due_later = ARGV[3]
 local batch = tonumber(ARGV[4])
 local n = tonumber(ARGV[7])
 local first = 10 + 2 * n
@@ -74,25 +82,33 @@ do
 end
 
 -- The history's settings, and the keys listed so far with their outcome.
-local hist_cap, hist_keys, hist_age
+-- A count as text: Lua formats a number with sprintf, a measurable share of
+-- a small push, and a small push's counts are nearly all 0 or 1.
+local function count_text(x)
+  if x == 0 then return '0' elseif x == 1 then return '1' end
+  return tostring(x)
+end
+
+-- The history's settings (the age also as text, for PEXPIRE), and the
+-- outcome of each key listed so far.
+local hist_cap, hist_keys, hist_age, hist_age_text
 do
   local a, b, c = string.match(ARGV[8 + 2 * n], '^(%d+),(%d+),(%d+)$')
   hist_cap, hist_keys, hist_age = tonumber(a or '0'), tonumber(b or '0'), tonumber(c or '0')
+  hist_age_text = c
 end
 if hist_cap == 0 then hist_keys = 0 end
-local hn, hk, ho, hi = 0, {}, {}, {}
+local hn, ho = 0, {}
 
 -- Appends this push's record to the cohort's history (one LPUSH, no
--- per-member write).
+-- per-member write): the caller's head, then the counts and outcomes.
 local function record_history(nums)
   if hist_cap == 0 then return end
-  local rs = {}
-  for ri, run in ipairs(runs) do rs[ri] = {ARGV[run[1] - 3], run[4]} end
-  local rec = {d = ARGV[9 + 2 * n], r = rs, n = nums, k = hk, o = table.concat(ho)}
-  if #runs > 1 then rec.i = hi end
   local key = KEYS[7 + 2 * n]
-  redis.call('LPUSH', key, now .. ' ' .. cjson.encode(rec))
-  redis.call('LTRIM', key, 0, hist_cap - 1)
+  local len = redis.call('LPUSH', key, ARGV[1] .. ' ' .. ARGV[9 + 2 * n] .. '"n":['
+    .. count_text(nums[1]) .. ',' .. count_text(nums[2]) .. ',' .. count_text(nums[3]) .. ','
+    .. count_text(nums[4]) .. ',' .. count_text(nums[5]) .. ',' .. count_text(nums[6]) .. '],"o":"' .. table.concat(ho) .. '"}')
+  if len > hist_cap then redis.call('RPOP', key, len - hist_cap) end
   -- A few records past the age per push: the list never holds many.
   for _ = 1, 4 do
     local tail = redis.call('LINDEX', key, -1)
@@ -101,21 +117,15 @@ local function record_history(nums)
     if at >= now - hist_age then break end
     redis.call('RPOP', key)
   end
-  redis.call('PEXPIRE', key, hist_age)
+  redis.call('PEXPIRE', key, hist_age_text)
 end
 
 if seen_ttl > 0 then
   local prev = redis.call('GET', KEYS[5])
   if prev then
-    if hist_keys > 0 then
-      for ri, run in ipairs(runs) do
-        for k = run[1], run[2] do
-          if hn >= hist_keys then break end
-          hn = hn + 1
-          hk[hn], ho[hn], hi[hn] = ARGV[k], 'd', ri
-        end
-      end
-    end
+    local total = 0
+    for _, run in ipairs(runs) do total = total + run[2] - run[1] + 1 end
+    ho[1] = string.rep('d', math.min(hist_keys, total))
     record_history({0, 0, 0, 0, 0, 1})
     return {1, prev}
   end
@@ -162,7 +172,7 @@ if ARGV[5] ~= '' and meta[1] ~= ARGV[5] then
   if meta[1] then
     for _, i in ipairs(live) do
       redis.call('HSET', KEYS[6 + n + i], 'rename_pending', '1')
-      redis.call('ZADD', KEYS[3], 'LT', now, ARGV[7 + n + i])
+      redis.call('ZADD', KEYS[3], 'LT', ARGV[1], ARGV[7 + n + i])
     end
   end
 end
@@ -208,7 +218,7 @@ for _, i in ipairs(live) do dec[i] = {} end
 -- The hot loop: the member helpers of member.lua are inlined here (a Lua
 -- function call per member per helper is a measurable share of a big push).
 local sub, find, min = string.sub, string.find, math.min
-for ri, run in ipairs(runs) do
+for _, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
   local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!"
   local want_state = (d == '1') and 'i' or 'o'
@@ -241,7 +251,7 @@ for ri, run in ipairs(runs) do
         end
         if hn < hist_keys then
           hn = hn + 1
-          hk[hn], hi[hn], ho[hn] = m, ri, new_dirty and 'a' or 'u'
+          ho[hn] = new_dirty and 'a' or 'u'
         end
       else
         local pending, states, fresh = '0', '', true
@@ -281,7 +291,6 @@ for ri, run in ipairs(runs) do
           fv[2 * p] = packed_version .. settle(counts, pending, dirty) .. d .. states
           if hn < hist_keys then
             hn = hn + 1
-            hk[hn], hi[hn] = m, ri
             if dirty then
               ho[hn] = (pending == '1') and 'p' or 'a'
             else
@@ -292,7 +301,7 @@ for ri, run in ipairs(runs) do
           stale = stale + 1
           if hn < hist_keys then
             hn = hn + 1
-            hk[hn], ho[hn], hi[hn] = m, 's', ri
+            ho[hn] = 's'
           end
         end
       end
@@ -332,15 +341,15 @@ end
 local due_now = 0
 for _, i in ipairs(live) do
   if touched[i] then
-    local due_at = now + max_delay
+    local due_at = due_later
     local waiting = redis.call('SCARD', KEYS[5 + i])
     if waiting >= batch then
-      due_at = now
+      due_at = ARGV[1]
       due_now = 1
     end
     redis.call('ZADD', KEYS[3], 'LT', due_at, ARGV[7 + n + i])
     if waiting > 0 then
-      redis.call('HSETNX', KEYS[6 + n], ARGV[7 + n + i], now)
+      redis.call('HSETNX', KEYS[6 + n], ARGV[7 + n + i], ARGV[1])
     end
   end
 end
@@ -350,8 +359,8 @@ if snapshot_floor_after and (not floor or tonumber(snapshot_floor_after) > floor
 end
 record_history({applied, stale, counts.unchanged, counts.superseded, counts.cancelled, 0})
 if seen_ttl > 0 then
-  local summary = applied .. ',' .. stale .. ',' .. counts.unchanged .. ',' .. counts.superseded
-    .. ',' .. counts.cancelled
+  local summary = count_text(applied) .. ',' .. count_text(stale) .. ',' .. count_text(counts.unchanged)
+    .. ',' .. count_text(counts.superseded) .. ',' .. count_text(counts.cancelled)
   redis.call('SET', KEYS[5], summary, 'PX', seen_ttl)
 end
 return {0, applied, stale, counts.unchanged, counts.superseded, counts.cancelled, due_now,
