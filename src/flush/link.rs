@@ -355,6 +355,10 @@ pub async fn flush(
     let (mut due_at_ms, mut started_ms) = (due_at_ms, started_ms);
     let mut total = 0;
     let mut turn = 0u32;
+    // The next batch of a drain, claimed with the last one's ack (and the
+    // link's meta read beside it): `None` when not asked for, or when less
+    // than a full batch waited.
+    let mut prefetched: Option<Prefetched> = None;
     loop {
         // The token for the batch's request, when it was taken before the claim.
         let mut held_token = None;
@@ -366,7 +370,22 @@ pub async fn flush(
                 // while the flush queued for the rate, and links that queued
                 // together are claimed apart (their next changes, and so their
                 // next due times, do not stay in step behind the queue).
-                let drawn = if turn == 0 {
+                let drawn = if let Some((now_meta, Some(drawn), at_ms)) = prefetched.take() {
+                    // Claimed with the last batch's ack; the token now.
+                    // Anything to do but write hands the link back, as below.
+                    claimed_ms = at_ms;
+                    if !now_meta.is_ok_and(|m| goes_on(&m)) {
+                        if !matches!(drawn, Claim::LeaseLost) {
+                            ctx.store.reschedule(partition, &link, now_ms()).await?;
+                        }
+                        return Ok(Flushed::Written(total));
+                    }
+                    held_token = Some(take_token(&ctx, &link).await);
+                    if !ctx.leases.valid_for(partition, margin) {
+                        return Ok(Flushed::Deferred);
+                    }
+                    drawn
+                } else if turn == 0 {
                     held_token = Some(take_token(&ctx, &link).await);
                     if !ctx.leases.valid_for(partition, margin) {
                         return Ok(Flushed::Deferred);
@@ -496,7 +515,19 @@ pub async fn flush(
             // The audit entry and, on success, the ack go to Redis together: one
             // round trip, not two, between a batch's answer and the next batch
             // (`biased`: the audit's command is queued first, so it lands first).
+            // A drain that may go on sends its next full batch's claim and the
+            // link's meta read in the same round trip, after the ack.
             let success = verdict == Verdict::Success;
+            let ask_next = success
+                && full
+                && whole
+                && pair.is_none()
+                && queue.is_empty()
+                && !emptying
+                && turn + 1 < MAX_TURNS
+                && !ctx.stopping()
+                && !ctx.throttle.has_waiters()
+                && ctx.leases.valid_for(partition, margin);
             let (_, ack) = tokio::join!(
                 biased;
                 audit(
@@ -508,11 +539,23 @@ pub async fn flush(
                     &attempt,
                 ),
                 async {
-                    if success {
-                        Some(ctx.store.ack(partition, &acked).await)
-                    } else {
-                        None
+                    if !success {
+                        return None;
                     }
+                    if !ask_next {
+                        return Some(ctx.store.ack(partition, &acked).await);
+                    }
+                    // The ack and the next claim in one script (in that
+                    // order: the claim must not draw this batch again).
+                    let hold_until = now_ms() + ctx.settings.lease_ttl.as_millis() as i64;
+                    let (meta, both) = tokio::join!(
+                        ctx.store.link_meta(partition, &link),
+                        ctx.store.ack_then_claim(partition, &acked, hold_until)
+                    );
+                    Some(both.map(|(ack, drawn)| {
+                        prefetched = Some((meta, drawn, now_ms()));
+                        ack
+                    }))
                 },
             );
             sent_any = true;
@@ -629,6 +672,11 @@ pub async fn flush(
             && !ctx.stopping()
             && !ctx.throttle.has_waiters();
         if !next_turn {
+            // A next batch claimed with the ack stays dirty (unknown): the
+            // link is due now, so its next flush sends it.
+            if let Some((_, Some(Claim::Members(_)), _)) = prefetched {
+                ctx.store.reschedule(partition, &link, now_ms()).await?;
+            }
             return Ok(Flushed::Written(total));
         }
         turn += 1;
@@ -636,6 +684,14 @@ pub async fn flush(
         started_ms = due_at_ms;
     }
 }
+
+/// The link's meta as re-read, the next full batch's claim (`None`: less
+/// than a full batch was dirty, nothing was claimed) and when it was claimed.
+type Prefetched = (
+    Result<HashMap<String, String>, crate::store::StoreError>,
+    Option<Claim>,
+    i64,
+);
 
 /// Most batches one flush of a link sends in a row (see `goes_on`) before
 /// the link goes back to the flusher's loop and its due set.

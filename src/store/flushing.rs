@@ -145,8 +145,32 @@ impl Store {
         max: usize,
         hold_until_ms: i64,
     ) -> Result<Claim, StoreError> {
-        self.claim_as(partition, token, link, max, hold_until_ms, false)
+        self.claim_as(partition, token, link, max, hold_until_ms, ClaimKind::Send)
             .await
+            .map(|c| c.unwrap_or(Claim::Empty))
+    }
+
+    /// [`Store::claim`] of a full batch only: `None` when fewer than `max`
+    /// members are dirty, and then nothing is done (the link keeps its due
+    /// time). A draining link sends it with the last batch's ack, one round
+    /// trip for both.
+    pub async fn claim_full(
+        &self,
+        partition: Partition,
+        token: &str,
+        link: &LinkId,
+        max: usize,
+        hold_until_ms: i64,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.claim_as(
+            partition,
+            token,
+            link,
+            max,
+            hold_until_ms,
+            ClaimKind::FullOnly,
+        )
+        .await
     }
 
     /// Shadow mode's claim: the same selection under the same lease check
@@ -161,8 +185,9 @@ impl Store {
         max: usize,
         next_pass_ms: i64,
     ) -> Result<Claim, StoreError> {
-        self.claim_as(partition, token, link, max, next_pass_ms, true)
+        self.claim_as(partition, token, link, max, next_pass_ms, ClaimKind::Shadow)
             .await
+            .map(|c| c.unwrap_or(Claim::Empty))
     }
 
     async fn claim_as(
@@ -172,8 +197,8 @@ impl Store {
         link: &LinkId,
         max: usize,
         hold_until_ms: i64,
-        shadow: bool,
-    ) -> Result<Claim, StoreError> {
+        kind: ClaimKind,
+    ) -> Result<Option<Claim>, StoreError> {
         let k = &self.keys;
         let reply: Vec<Value> = scripts::CLAIM
             .key(k.lease(partition))
@@ -186,23 +211,11 @@ impl Store {
             .arg(&link.destination)
             .arg(link.to_string())
             .arg(hold_until_ms)
-            .arg(if shadow { "1" } else { "0" })
+            .arg(if kind == ClaimKind::Shadow { "1" } else { "0" })
+            .arg(if kind == ClaimKind::FullOnly { max } else { 0 })
             .invoke_async(&mut self.conn())
             .await?;
-        match reply.first().map(int).transpose()? {
-            Some(-1) => Ok(Claim::LeaseLost),
-            Some(0) => Ok(Claim::Empty),
-            Some(1) => {
-                let mut members = Vec::with_capacity(reply.len() / 2);
-                for pair in reply[1..].chunks(2) {
-                    if let [m, d] = pair {
-                        members.push((text(m)?, text(d)? == "1"));
-                    }
-                }
-                Ok(Claim::Members(members))
-            }
-            other => Err(StoreError::Reply(format!("claim returned {other:?}"))),
-        }
+        claim_reply(&reply)
     }
 
     /// Records an acknowledged write of a batch to the link (`ack.lua`).
@@ -211,8 +224,42 @@ impl Store {
         partition: Partition,
         batch: &AckedBatch<'_>,
     ) -> Result<Ack, StoreError> {
+        let inv = self.ack_invocation(&scripts::ACK, partition, batch);
+        let reply: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        ack_reply(&reply)
+    }
+
+    /// [`Store::ack`], then in the same script call [`Store::claim_full`] of
+    /// the link's next batch (`batch.batch_size` members, held until
+    /// `hold_until_ms`): a draining link's one round trip between two
+    /// batches. The claim is `LeaseLost` when the ack was.
+    pub async fn ack_then_claim(
+        &self,
+        partition: Partition,
+        batch: &AckedBatch<'_>,
+        hold_until_ms: i64,
+    ) -> Result<(Ack, Option<Claim>), StoreError> {
+        let mut inv = self.ack_invocation(&scripts::ACK_CLAIM, partition, batch);
+        inv.arg(hold_until_ms).arg(batch.batch_size);
+        let reply: Vec<Value> = inv.invoke_async(&mut self.conn()).await?;
+        let [Value::Array(acked), Value::Array(claimed)] = reply.as_slice() else {
+            return Err(StoreError::Reply(format!(
+                "ack and claim returned {reply:?}"
+            )));
+        };
+        let acked: Vec<i64> = acked.iter().map(int).collect::<Result<_, _>>()?;
+        Ok((ack_reply(&acked)?, claim_reply(claimed)?))
+    }
+
+    /// `ack.lua`'s keys and arguments, on `script` (it or `ACK_CLAIM`).
+    fn ack_invocation<'s>(
+        &self,
+        script: &'s redis::Script,
+        partition: Partition,
+        batch: &AckedBatch<'_>,
+    ) -> ScriptInvocation<'s> {
         let link = batch.link;
-        let mut inv = scripts::ACK.prepare_invoke();
+        let mut inv = script.prepare_invoke();
         self.claimed_link_keys(&mut inv, partition, link);
         let k = &self.keys;
         inv.key(k.due(partition))
@@ -233,16 +280,7 @@ impl Store {
         for (m, include) in batch.sent {
             inv.arg(m).arg(if *include { "1" } else { "0" });
         }
-        let reply: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
-        match reply.as_slice() {
-            [-1] => Ok(Ack::LeaseLost),
-            [w, r, since] => Ok(Ack::Done {
-                written: *w as u64,
-                still_dirty: *r as u64,
-                accepted_since_ms: (*since >= 0).then_some(*since),
-            }),
-            other => Err(StoreError::Reply(format!("ack returned {other:?}"))),
-        }
+        inv
     }
 
     /// KEYS[1..4] of the scripts that settle claimed members (`ack.lua`,
@@ -451,5 +489,49 @@ impl Store {
             total += counts.iter().sum::<u64>();
         }
         Ok(total)
+    }
+}
+
+/// Which claim `claim.lua` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimKind {
+    /// Members for a request: marked unknown.
+    Send,
+    /// Shadow mode: read, not marked.
+    Shadow,
+    /// A request's full batch, or nothing.
+    FullOnly,
+}
+
+/// What `ack.lua` answered.
+fn ack_reply(reply: &[i64]) -> Result<Ack, StoreError> {
+    match reply {
+        [-1] => Ok(Ack::LeaseLost),
+        [w, r, since] => Ok(Ack::Done {
+            written: *w as u64,
+            still_dirty: *r as u64,
+            accepted_since_ms: (*since >= 0).then_some(*since),
+        }),
+        other => Err(StoreError::Reply(format!("ack returned {other:?}"))),
+    }
+}
+
+/// What `claim.lua` answered (`None`: fewer dirty than a full-batch claim
+/// asked for).
+fn claim_reply(reply: &[Value]) -> Result<Option<Claim>, StoreError> {
+    match reply.first().map(int).transpose()? {
+        Some(-2) => Ok(None),
+        Some(-1) => Ok(Some(Claim::LeaseLost)),
+        Some(0) => Ok(Some(Claim::Empty)),
+        Some(1) => {
+            let mut members = Vec::with_capacity(reply.len() / 2);
+            for pair in reply[1..].chunks(2) {
+                if let [m, d] = pair {
+                    members.push((text(m)?, text(d)? == "1"));
+                }
+            }
+            Ok(Some(Claim::Members(members)))
+        }
+        other => Err(StoreError::Reply(format!("claim returned {other:?}"))),
     }
 }

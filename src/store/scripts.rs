@@ -26,6 +26,15 @@ pub static APPLY_MANY: LazyLock<Script> = script!(
 pub static CLAIM: LazyLock<Script> = script!("member.lua", "claim.lua");
 /// Records what LaunchDarkly has after a 2xx.
 pub static ACK: LazyLock<Script> = script!("member.lua", "ack.lua");
+/// `ACK`, then `CLAIM` of the link's next full batch, in one call.
+pub static ACK_CLAIM: LazyLock<Script> = script!(
+    "member.lua",
+    "ack_claim_head.lua",
+    "ack.lua",
+    "ack_claim_mid.lua",
+    "claim.lua",
+    "ack_claim_tail.lua"
+);
 /// Sets members LaunchDarkly rejected aside.
 pub static DEAD_LETTER: LazyLock<Script> = script!("member.lua", "dead_letter.lua");
 /// Renews or releases a partition lease held by the caller.
@@ -55,12 +64,13 @@ pub static SAMPLE_JUDGE: LazyLock<Script> = script!("member.lua", "sample_judge.
 pub static DIRTY_SINCE: LazyLock<Script> = script!("dirty_since.lua");
 
 /// Every script, for loading at startup.
-pub fn all() -> [&'static Script; 16] {
+pub fn all() -> [&'static Script; 17] {
     [
         &APPLY,
         &APPLY_MANY,
         &CLAIM,
         &ACK,
+        &ACK_CLAIM,
         &DEAD_LETTER,
         &LEASE,
         &SWEEP,

@@ -670,3 +670,129 @@ async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
         ]
     );
 }
+
+/// The claim a draining link sends with its last batch's ack: a full batch
+/// or nothing. With fewer than a full batch dirty it changes nothing (no
+/// member marked unknown, the due time kept); with a full batch it claims
+/// like any claim.
+#[tokio::test]
+async fn a_full_batch_claim_with_less_waiting_changes_nothing_and_one_sent_with_an_ack_follows_it()
+{
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let prefix = "claim-full";
+    let s = store(&redis, prefix);
+    push(&s, vec![change("a", true, 10), change("b", true, 10)]).await;
+    let link = LinkId {
+        destination: DEST.into(),
+        source: SRC.into(),
+        cohort: COHORT.into(),
+    };
+    assert!(s
+        .try_acquire_lease(0, "t", Duration::from_secs(60))
+        .await
+        .unwrap());
+    let k = Keys::new(prefix, 1);
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let state = |c: &mut redis::aio::MultiplexedConnection| {
+        let (want, due) = (k.want(0, SRC, COHORT), k.due(0));
+        let mut c = c.clone();
+        async move {
+            let values: BTreeMap<String, String> = redis::cmd("HGETALL")
+                .arg(want)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let due: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                .arg(due)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            (values, due)
+        }
+    };
+    let before = state(&mut c).await;
+    assert_eq!(
+        s.claim_full(0, "t", &link, 3, 5_000_000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        state(&mut c).await,
+        before,
+        "a short claim changed the store"
+    );
+    // Under a lease it does not hold, it claims nothing either.
+    assert_eq!(
+        s.claim_full(0, "other", &link, 2, 5_000_000).await.unwrap(),
+        Some(Claim::LeaseLost)
+    );
+    let Some(Claim::Members(mut got)) = s.claim_full(0, "t", &link, 2, 5_000_000).await.unwrap()
+    else {
+        panic!("a full batch was not claimed");
+    };
+    got.sort();
+    assert_eq!(got, vec![("a".into(), true), ("b".into(), true)]);
+    let (values, due) = state(&mut c).await;
+    assert!(
+        values.values().all(|v| v.ends_with('u')),
+        "claimed members are unknown: {values:?}"
+    );
+    assert_eq!(due, vec![(link.to_string(), 5_000_000)]);
+
+    // The ack of that batch with the next claim, in one call: the ack lands
+    // first, so the claim draws the next members, never the batch acked.
+    push(
+        &s,
+        vec![
+            change("c", true, 10),
+            change("d", true, 10),
+            change("e", true, 10),
+        ],
+    )
+    .await;
+    let acked = cohort_bridge::store::AckedBatch {
+        token: "t",
+        link: &link,
+        sent: &got,
+        active_destinations: &[DEST.into()],
+        now_ms: 1_000_100,
+        max_delay_ms: 1_000,
+        batch_size: 2,
+        claim_was_full: true,
+        claimed_all_at_ms: None,
+    };
+    let (ack, next) = s.ack_then_claim(0, &acked, 6_000_000).await.unwrap();
+    assert!(
+        matches!(
+            ack,
+            cohort_bridge::store::Ack::Done {
+                written: 2,
+                still_dirty: 3,
+                ..
+            }
+        ),
+        "{ack:?}"
+    );
+    let Some(Claim::Members(next)) = next else {
+        panic!("the next full batch was not claimed: {next:?}");
+    };
+    assert_eq!(next.len(), 2);
+    assert!(
+        next.iter()
+            .all(|(m, _)| ["c", "d", "e"].contains(&m.as_str())),
+        "the claim drew the batch just acked: {next:?}"
+    );
+    // Less than a full batch left after this ack: nothing more is claimed.
+    let acked = cohort_bridge::store::AckedBatch {
+        sent: &next,
+        ..acked
+    };
+    let (_, none) = s.ack_then_claim(0, &acked, 6_000_000).await.unwrap();
+    assert_eq!(none, None);
+}

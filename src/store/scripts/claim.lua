@@ -13,9 +13,16 @@
 -- ARGV[6] '1' for a shadow claim (shadow mode): the members are read, not
 --         marked unknown, because no request will be sent, so nothing is in
 --         doubt; ARGV[5] is then the link's next shadow pass.
+-- ARGV[7] claim only if at least this many members are dirty ('0': any):
+--         a draining link asks for its next full batch in the same round
+--         trip as the last one's ack (flush/link.rs), and fewer waiting
+--         leaves everything as it was
 -- Result: {-1} lease not held; {0} nothing dirty (link removed from due);
+--         {-2} fewer dirty than ARGV[7] (nothing done);
 --         {1, member, desired, member, desired, ...}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local at_least = tonumber(ARGV[7] or '0')
+if at_least > 0 and redis.call('SCARD', KEYS[2]) < at_least then return {-2} end
 local slot = redis.call('HGET', KEYS[4], 'slot:' .. ARGV[3])
 local members = redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[2]))
 if (not slot) or #members == 0 then

@@ -1,0 +1,12 @@
+-- ack_claim_head.lua, ack.lua, ack_claim_mid.lua, claim.lua, ack_claim_tail.lua:
+-- a draining link's acknowledgement and its next full batch's claim in one
+-- script call, in that order (flush/link.rs): one round trip between two
+-- batches. ack.lua and claim.lua are the one source of truth; here each
+-- becomes the body of a function whose parameters shadow KEYS and ARGV.
+--
+-- KEYS, ARGV  ack.lua's, then ARGV gets two more at its end: the claim's
+--             hold-until (ms) and its batch size (max members, and the
+--             least dirty for a claim: a full batch or nothing)
+-- Result: {ack.lua's result, claim.lua's result} (the claim's is {-1}
+--         without running it when the ack found the lease gone)
+local function ack_batch(KEYS, ARGV)

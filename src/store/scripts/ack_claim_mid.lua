@@ -1,0 +1,3 @@
+end
+
+local function claim_batch(KEYS, ARGV)
