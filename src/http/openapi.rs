@@ -44,7 +44,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::operator_api::lifecycle::retire,
         super::operator_api::lifecycle::unfreeze,
         super::operator_api::reconcile::reconcile,
-        super::operator_api::overview,
+        super::operator_api::overview::overview,
         super::operator_api::page,
         super::operator_api::asset,
         super::ops::healthz,
