@@ -123,6 +123,18 @@ pub fn precheck(
     auth: &ResolvedAuth,
     headers: &dyn Headers,
     now_ms: i64,
+) -> Result<Prechecked, VerifyError> {
+    precheck_headers(auth, headers, now_ms).map(|()| Prechecked(()))
+}
+
+/// Proof that [`precheck`] accepted a request's headers; see [`verify_prechecked`].
+#[derive(Debug)]
+pub struct Prechecked(());
+
+fn precheck_headers(
+    auth: &ResolvedAuth,
+    headers: &dyn Headers,
+    now_ms: i64,
 ) -> Result<(), VerifyError> {
     match auth {
         ResolvedAuth::Header { header, secrets } => verify_header(headers, header, secrets),
@@ -138,6 +150,28 @@ pub fn precheck(
             standard_webhooks::precheck(headers, Window::new(now_ms, *tolerance)).map(|_| ())
         }
         ResolvedAuth::None => Ok(()),
+    }
+}
+
+/// [`verify`] of a request whose same headers [`precheck`] accepted: the
+/// schemes that [`precheck`] checks in full from the headers alone (shared
+/// secrets, Basic) are not compared a second time; the signature schemes are
+/// verified over the body as [`verify`] does.
+pub fn verify_prechecked<'a>(
+    auth: &ResolvedAuth,
+    headers: &dyn Headers,
+    body: &'a [u8],
+    now_ms: i64,
+    _prechecked: &Prechecked,
+) -> Result<Verified<'a>, VerifyError> {
+    match auth {
+        ResolvedAuth::Header { .. } | ResolvedAuth::Basic { .. } => Ok(Verified {
+            body,
+            signed_at_ms: None,
+            delivery_id: None,
+            first_event_only: None,
+        }),
+        _ => verify(auth, headers, body, now_ms),
     }
 }
 
