@@ -149,6 +149,13 @@ enum Command {
     },
 }
 
+/// mimalloc instead of glibc's malloc: a one-member push allocates and frees
+/// a few hundred small buffers (request, keys, script arguments, replies),
+/// and glibc's malloc/free (with `malloc_consolidate` on the handler's large
+/// boxed future) took ~15% of the bridge's CPU per request in a profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);

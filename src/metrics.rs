@@ -294,9 +294,53 @@ impl RequestOutcome {
 /// Counts `n` changes of one outcome.
 pub fn changes(source: &str, outcome: ChangeOutcome, n: u64) {
     if n > 0 {
-        metrics::counter!(CHANGES, "source" => source.to_string(), "outcome" => outcome.as_str())
-            .increment(n);
+        increment(
+            &CHANGE_COUNTERS,
+            source,
+            outcome as usize,
+            n,
+            || metrics::counter!(CHANGES, "source" => source.to_string(), "outcome" => outcome.as_str()),
+        );
     }
+}
+
+/// Per source, the counters of each outcome already registered by this
+/// thread (indexed by the outcome's discriminant): a request then costs one
+/// map look-up instead of building its labels and hashing its key into the
+/// recorder's registry. Only once the recorder is installed ([`handle`]):
+/// a handle taken before would stay a no-op.
+type Cache = std::cell::RefCell<std::collections::HashMap<String, Vec<Option<metrics::Counter>>>>;
+
+thread_local! {
+    static CHANGE_COUNTERS: Cache = Cache::default();
+    static REQUEST_COUNTERS: Cache = Cache::default();
+}
+
+/// Adds `n` to the counter of `source` and the outcome `index`, registered
+/// by `register` the first time this thread counts it.
+fn increment(
+    cache: &'static std::thread::LocalKey<Cache>,
+    source: &str,
+    index: usize,
+    n: u64,
+    register: impl FnOnce() -> metrics::Counter,
+) {
+    if HANDLE.get().is_none() {
+        return register().increment(n);
+    }
+    cache.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(Some(counter)) = c.get(source).and_then(|v| v.get(index)) {
+            return counter.increment(n);
+        }
+        let counter = register();
+        counter.increment(n);
+        let slots = c.entry(source.to_string()).or_default();
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        slots[index] = Some(counter);
+    })
 }
 
 /// Records the size of one group commit (pushes in one script call).
@@ -306,6 +350,11 @@ pub fn group_commit_size(pushes: usize) {
 
 /// Counts one request to a receiver.
 pub fn request(source: &str, outcome: RequestOutcome) {
-    metrics::counter!(REQUESTS, "source" => source.to_string(), "outcome" => outcome.as_str())
-        .increment(1);
+    increment(
+        &REQUEST_COUNTERS,
+        source,
+        outcome as usize,
+        1,
+        || metrics::counter!(REQUESTS, "source" => source.to_string(), "outcome" => outcome.as_str()),
+    );
 }

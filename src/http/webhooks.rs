@@ -75,13 +75,15 @@ struct Checked {
 fn verify_and_parse(
     source: &crate::config::Source,
     headers: &actix_web::http::header::HeaderMap,
+    prechecked: &crate::verify::Prechecked,
     body: &[u8],
     now: i64,
 ) -> (Option<&'static str>, Result<Checked, ApiError>) {
-    let verified = match crate::verify::verify(&source.auth, headers, body, now) {
-        Ok(v) => v,
-        Err(e) => return (None, Err(e.into())),
-    };
+    let verified =
+        match crate::verify::verify_prechecked(&source.auth, headers, body, now, prechecked) {
+            Ok(v) => v,
+            Err(e) => return (None, Err(e.into())),
+        };
     let action = sources::echo_action(source.kind, body);
     (action, parse_verified(source, &verified, now))
 }
@@ -187,11 +189,11 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let Some(source) = state.settings.sources.get(&id).cloned() else {
+    let Some(source) = state.settings.sources.get(&id) else {
         return Err(ApiError::UnknownSource(id));
     };
     let mut action = None;
-    let result = handle(&req, payload, &state, &source, &mut action).await;
+    let result = handle(&req, payload, &state, source, &mut action).await;
     m::request(
         &source.id,
         match &result {
@@ -230,16 +232,16 @@ async fn handle(
     let settings = &state.settings;
     // Header credentials (and signature headers' shape and window) first:
     // an unauthenticated request is refused before its body is read.
-    crate::verify::precheck(&source.auth, req.headers(), now_ms())?;
+    let prechecked = crate::verify::precheck(&source.auth, req.headers(), now_ms())?;
     let body = read_body(req, payload, &settings.server).await?.freeze();
     let now = now_ms();
     let (echo, checked) = if body.len() > OFF_LOOP_BYTES {
         let (source, headers, body) = (source.clone(), req.headers().clone(), body.clone());
-        web::block(move || verify_and_parse(&source, &headers, &body, now))
+        web::block(move || verify_and_parse(&source, &headers, &prechecked, &body, now))
             .await
             .map_err(|e| ApiError::Invalid(format!("could not verify the body: {e}")))?
     } else {
-        verify_and_parse(source, req.headers(), &body, now)
+        verify_and_parse(source, req.headers(), &prechecked, &body, now)
     };
     *action = echo;
     let checked = checked?;

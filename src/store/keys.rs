@@ -42,6 +42,26 @@ impl fmt::Display for LinkId {
     }
 }
 
+/// The decimal digits of a number, written without the formatting machinery.
+#[derive(Default)]
+struct Digits([u8; 20]);
+
+impl Digits {
+    fn of(&mut self, mut n: usize) -> &str {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits were written.
+        std::str::from_utf8(&self.0[i..]).unwrap_or_default()
+    }
+}
+
 /// Builds key names for one deployment (prefix and partition count).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -73,44 +93,78 @@ impl Keys {
     }
 
     fn tag(&self, partition: Partition) -> String {
-        format!("{{{}:{}}}", self.prefix, partition)
+        self.build(partition, &[])
+    }
+
+    /// `{<prefix>:<partition>}` followed by `parts`, built in one allocation
+    /// (every push builds a dozen keys: `format!` of a `format!` cost two
+    /// allocations and the formatting machinery each).
+    fn build(&self, partition: Partition, parts: &[&str]) -> String {
+        let mut digits = Digits::default();
+        let partition = digits.of(usize::from(partition));
+        let len = 3 + self.prefix.len() + partition.len();
+        let mut key = String::with_capacity(len + parts.iter().map(|p| p.len()).sum::<usize>());
+        key.push('{');
+        key.push_str(&self.prefix);
+        key.push(':');
+        key.push_str(partition);
+        key.push('}');
+        for p in parts {
+            key.push_str(p);
+        }
+        key
+    }
+
+    /// `{<prefix>:<partition>}<what><link>` ([`LinkId`]'s display).
+    fn build_link(&self, partition: Partition, what: &str, link: &LinkId) -> String {
+        self.build(
+            partition,
+            &[
+                what,
+                &link.destination,
+                ":",
+                &link.source,
+                ":",
+                &link.cohort,
+            ],
+        )
     }
 
     /// Hash: member key → `<base-36 version>!<pending><desired><link states>`
     /// (see `apply.lua`, and [`super::MemberValue`] to read one from Rust).
     pub fn want(&self, partition: Partition, source: &str, cohort: &str) -> String {
-        format!("{}:want:{source}:{cohort}", self.tag(partition))
+        self.build(partition, &[":want:", source, ":", cohort])
     }
 
     /// Hash: the cohort's name and its link slots (`slot:<destination>`).
     pub fn cohort_meta(&self, partition: Partition, source: &str, cohort: &str) -> String {
-        format!("{}:cohort:{source}:{cohort}", self.tag(partition))
+        self.build(partition, &[":cohort:", source, ":", cohort])
     }
 
     /// Set: every `<source>:<cohort>` of the partition (for sweeping and listing).
     pub fn cohorts(&self, partition: Partition) -> String {
-        format!("{}:cohorts", self.tag(partition))
+        self.build(partition, &[":cohorts"])
     }
 
     /// Set: members of the link whose LaunchDarkly state differs from desired or is unknown.
     pub fn dirty(&self, partition: Partition, link: &LinkId) -> String {
-        format!("{}:dirty:{link}", self.tag(partition))
+        self.build_link(partition, ":dirty:", link)
     }
 
     /// Hash: segment created, LaunchDarkly key and name, last flush, last error, counters.
     pub fn link_meta(&self, partition: Partition, link: &LinkId) -> String {
-        format!("{}:link:{link}", self.tag(partition))
+        self.build_link(partition, ":link:", link)
     }
 
     /// Hash: member → "<ms> <reason>" for members LaunchDarkly rejected.
     pub fn dead(&self, partition: Partition, link: &LinkId) -> String {
-        format!("{}:dead:{link}", self.tag(partition))
+        self.build_link(partition, ":dead:", link)
     }
 
     /// List, newest first, capped at `flush.audit_entries_per_link`: one
     /// JSON [`super::AuditEntry`] per LaunchDarkly write of the link.
     pub fn audit(&self, partition: Partition, link: &LinkId) -> String {
-        format!("{}:audit:{link}", self.tag(partition))
+        self.build_link(partition, ":audit:", link)
     }
 
     /// List, newest first, capped at `flush.history_entries_per_cohort` and
@@ -120,12 +174,12 @@ impl Keys {
     /// described there; read by [`super::history`]). Per cohort, not per
     /// member: a push costs one `LPUSH`, whatever its size.
     pub fn history(&self, partition: Partition, source: &str, cohort: &str) -> String {
-        format!("{}:hist:{source}:{cohort}", self.tag(partition))
+        self.build(partition, &[":hist:", source, ":", cohort])
     }
 
     /// Sorted set: link id → ms when its flush is due.
     pub fn due(&self, partition: Partition) -> String {
-        format!("{}:due", self.tag(partition))
+        self.build(partition, &[":due"])
     }
 
     /// Hash: link id → ms the oldest change of the link not yet acknowledged
@@ -133,7 +187,7 @@ impl Keys {
     /// dirty, dropped by `ack.lua` once its dirty set is empty, kept true by
     /// `dirty_since.lua`). One field per dirty link, nothing per member.
     pub fn dirty_since(&self, partition: Partition) -> String {
-        format!("{}:dirty_since", self.tag(partition))
+        self.build(partition, &[":dirty_since"])
     }
 
     /// String with TTL: one cohort's push of a delivery already applied,
@@ -141,10 +195,11 @@ impl Keys {
     /// of several cohorts and each is applied (and retried) on its own; the
     /// cohort's length comes first so ids containing `:` cannot collide.
     pub fn seen(&self, partition: Partition, source: &str, cohort: &str, delivery: &str) -> String {
-        format!(
-            "{}:seen:{source}:{}:{cohort}:{delivery}",
-            self.tag(partition),
-            cohort.len()
+        let mut n = Digits::default();
+        let len = n.of(cohort.len());
+        self.build(
+            partition,
+            &[":seen:", source, ":", len, ":", cohort, ":", delivery],
         )
     }
 
@@ -162,7 +217,7 @@ impl Keys {
 
     /// String with TTL: the token of the flusher working this partition.
     pub fn lease(&self, partition: Partition) -> String {
-        format!("{}:lease", self.tag(partition))
+        self.build(partition, &[":lease"])
     }
 
     /// Set with TTL: every member key listed (as in) by the pages of one full
@@ -321,6 +376,53 @@ mod tests {
         ] {
             assert!(key.starts_with(&tag), "{key}");
         }
+    }
+
+    #[test]
+    fn keys_are_spelled_as_before_the_one_allocation_builder() {
+        for (prefix, partition, cohort) in [
+            ("cb", 0, "c1"),
+            ("cohort-bridge", 65535, "a:b"),
+            ("", 7, ""),
+        ] {
+            let k = Keys::new(prefix, u16::MAX);
+            let tag = format!("{{{prefix}:{partition}}}");
+            let l = LinkId {
+                destination: "prod".into(),
+                source: "amp".into(),
+                cohort: cohort.into(),
+            };
+            let n = cohort.len();
+            assert_eq!(k.tag(partition), tag);
+            assert_eq!(
+                k.want(partition, "amp", cohort),
+                format!("{tag}:want:amp:{cohort}")
+            );
+            assert_eq!(
+                k.cohort_meta(partition, "amp", cohort),
+                format!("{tag}:cohort:amp:{cohort}")
+            );
+            assert_eq!(k.cohorts(partition), format!("{tag}:cohorts"));
+            assert_eq!(k.dirty(partition, &l), format!("{tag}:dirty:{l}"));
+            assert_eq!(k.link_meta(partition, &l), format!("{tag}:link:{l}"));
+            assert_eq!(k.dead(partition, &l), format!("{tag}:dead:{l}"));
+            assert_eq!(k.audit(partition, &l), format!("{tag}:audit:{l}"));
+            assert_eq!(
+                k.history(partition, "amp", cohort),
+                format!("{tag}:hist:amp:{cohort}")
+            );
+            assert_eq!(k.due(partition), format!("{tag}:due"));
+            assert_eq!(k.dirty_since(partition), format!("{tag}:dirty_since"));
+            assert_eq!(
+                k.seen(partition, "amp", cohort, "m-1"),
+                format!("{tag}:seen:amp:{n}:{cohort}:m-1")
+            );
+            assert_eq!(k.lease(partition), format!("{tag}:lease"));
+        }
+        let mut d = Digits::default();
+        assert_eq!(d.of(0), "0");
+        assert_eq!(d.of(10), "10");
+        assert_eq!(d.of(usize::MAX), usize::MAX.to_string());
     }
 
     #[test]

@@ -123,6 +123,18 @@ pub fn precheck(
     auth: &ResolvedAuth,
     headers: &dyn Headers,
     now_ms: i64,
+) -> Result<Prechecked, VerifyError> {
+    precheck_headers(auth, headers, now_ms).map(|()| Prechecked(()))
+}
+
+/// Proof that [`precheck`] accepted a request's headers; see [`verify_prechecked`].
+#[derive(Debug)]
+pub struct Prechecked(());
+
+fn precheck_headers(
+    auth: &ResolvedAuth,
+    headers: &dyn Headers,
+    now_ms: i64,
 ) -> Result<(), VerifyError> {
     match auth {
         ResolvedAuth::Header { header, secrets } => verify_header(headers, header, secrets),
@@ -138,6 +150,23 @@ pub fn precheck(
             standard_webhooks::precheck(headers, Window::new(now_ms, *tolerance)).map(|_| ())
         }
         ResolvedAuth::None => Ok(()),
+    }
+}
+
+/// [`verify`] of a request whose same headers [`precheck`] accepted: the
+/// schemes that [`precheck`] checks in full from the headers alone (shared
+/// secrets, Basic) are not compared a second time; the signature schemes are
+/// verified over the body as [`verify`] does.
+pub fn verify_prechecked<'a>(
+    auth: &ResolvedAuth,
+    headers: &dyn Headers,
+    body: &'a [u8],
+    now_ms: i64,
+    _prechecked: &Prechecked,
+) -> Result<Verified<'a>, VerifyError> {
+    match auth {
+        ResolvedAuth::Header { .. } | ResolvedAuth::Basic { .. } => Ok(Verified::by_headers(body)),
+        _ => verify(auth, headers, body, now_ms),
     }
 }
 
@@ -251,4 +280,47 @@ pub fn sign(auth: &ResolvedAuth, body: &[u8], now_ms: i64) -> Vec<(String, Strin
         ResolvedAuth::None => None,
     };
     signed.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod prechecked_tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_secret_is_refused_by_precheck_and_not_compared_again() {
+        let auth = ResolvedAuth::Header {
+            header: "x-token".into(),
+            secrets: vec![Secret::new("s3cret")],
+        };
+        let wrong = headers(&[("x-token", "nope")]);
+        assert!(matches!(
+            precheck(&auth, &wrong, 0),
+            Err(VerifyError::Mismatch)
+        ));
+        let right = headers(&[("x-token", "s3cret")]);
+        let proof = precheck(&auth, &right, 0).expect("the right secret passes");
+        let v = verify_prechecked(&auth, &right, b"{}", 0, &proof).expect("verified");
+        assert_eq!(v.body(), b"{}");
+        assert_eq!(v.signed_at_ms(), None);
+    }
+
+    #[test]
+    fn a_signature_is_still_verified_over_the_body_after_precheck() {
+        let auth = ResolvedAuth::SegmentSignature {
+            secrets: vec![Secret::new("k")],
+            batches: SegmentBatches::Signed,
+        };
+        // Well-formed (40 hex digits) but not the body's HMAC.
+        let h = headers(&[("x-signature", &"0".repeat(40))]);
+        let proof = precheck(&auth, &h, 0).expect("the header's shape is right");
+        assert!(verify_prechecked(&auth, &h, b"{}", 0, &proof).is_err());
+    }
 }
