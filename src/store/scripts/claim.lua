@@ -31,19 +31,33 @@ if (not slot) or #members == 0 then
 end
 slot = tonumber(slot) + 1
 local shadow = ARGV[6] == '1'
-local out = {1}
-for _, m in ipairs(members) do
-  local cur = redis.call('HGET', KEYS[3], m)
-  if cur then
-    local version, p, d, states = unpack_member(cur)
-    if not shadow then
-      redis.call('HSET', KEYS[3], m, pack_member(version, p, d, set_state(states, slot, 'u')))
+-- Batched: one HMGET, one HSET of the members marked unknown, one SREM of
+-- those that vanished (SRANDMEMBER's members are distinct).
+local out, fv, gone = {1}, {}, {}
+local CHUNK = 1000
+for s = 1, #members, CHUNK do
+  local e = math.min(s + CHUNK - 1, #members)
+  local vals = redis.call('HMGET', KEYS[3], unpack(members, s, e))
+  for i = s, e do
+    local m, cur = members[i], vals[i - s + 1]
+    if cur then
+      local version, p, d, states = unpack_member(cur)
+      if not shadow then
+        fv[#fv + 1] = m
+        fv[#fv + 1] = pack_member(version, p, d, set_state(states, slot, 'u'))
+      end
+      out[#out + 1] = m
+      out[#out + 1] = d
+    else
+      gone[#gone + 1] = m
     end
-    out[#out + 1] = m
-    out[#out + 1] = d
-  else
-    redis.call('SREM', KEYS[2], m)
   end
+end
+for s = 1, #fv, 2 * CHUNK do
+  redis.call('HSET', KEYS[3], unpack(fv, s, math.min(s + 2 * CHUNK - 1, #fv)))
+end
+for s = 1, #gone, CHUNK do
+  redis.call('SREM', KEYS[2], unpack(gone, s, math.min(s + CHUNK - 1, #gone)))
 end
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 return out
