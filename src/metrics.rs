@@ -326,12 +326,14 @@ fn increment(
     register: impl FnOnce() -> metrics::Counter,
 ) {
     if HANDLE.get().is_none() {
-        return register().increment(n);
+        register().increment(n);
+        return;
     }
     cache.with(|c| {
         let mut c = c.borrow_mut();
         if let Some(Some(counter)) = c.get(source).and_then(|v| v.get(index)) {
-            return counter.increment(n);
+            counter.increment(n);
+            return;
         }
         let counter = register();
         counter.increment(n);
@@ -340,7 +342,7 @@ fn increment(
             slots.resize(index + 1, None);
         }
         slots[index] = Some(counter);
-    })
+    });
 }
 
 /// Records the size of one group commit (pushes in one script call).
