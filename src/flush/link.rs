@@ -370,61 +370,63 @@ pub async fn flush(
                 // while the flush queued for the rate, and links that queued
                 // together are claimed apart (their next changes, and so their
                 // next due times, do not stay in step behind the queue).
-                let drawn = if let Some((now_meta, Some(drawn), at_ms)) = prefetched.take() {
-                    // Claimed with the last batch's ack; the token now.
-                    // Anything to do but write hands the link back, as below.
-                    claimed_ms = at_ms;
-                    if !now_meta.is_ok_and(|m| goes_on(&m)) {
-                        if !matches!(drawn, Claim::LeaseLost) {
-                            ctx.store.reschedule(partition, &link, now_ms()).await?;
+                let drawn =
+                    if let Some((now_meta, Some(drawn), at_ms, token_ms)) = prefetched.take() {
+                        // Claimed with the last batch's ack, its token taken
+                        // meanwhile. Anything to do but write hands the link
+                        // back, as below.
+                        claimed_ms = at_ms;
+                        if !now_meta.is_ok_and(|m| goes_on(&m)) {
+                            if !matches!(drawn, Claim::LeaseLost) {
+                                ctx.store.reschedule(partition, &link, now_ms()).await?;
+                            }
+                            return Ok(Flushed::Written(total));
                         }
-                        return Ok(Flushed::Written(total));
-                    }
-                    held_token = Some(take_token(&ctx, &link).await);
-                    if !ctx.leases.valid_for(partition, margin) {
-                        return Ok(Flushed::Deferred);
-                    }
-                    drawn
-                } else if turn == 0 {
-                    held_token = Some(take_token(&ctx, &link).await);
-                    if !ctx.leases.valid_for(partition, margin) {
-                        return Ok(Flushed::Deferred);
-                    }
-                    claimed_ms = now_ms();
-                    claim(ctx.clone(), link.clone()).await?
-                } else {
-                    // A later batch of a drain is full whenever it is drawn,
-                    // so waiting for the token first gains it nothing: the
-                    // claim, the link's meta and the token's pause read go to
-                    // Redis together, one round trip per batch instead of
-                    // two (each of them waits behind the pushes' scripts
-                    // while a first sync is still arriving).
-                    if !ctx.leases.valid_for(partition, margin) {
-                        return Ok(Flushed::Deferred);
-                    }
-                    claimed_ms = now_ms();
-                    let (token, now_meta, drawn) = tokio::join!(
-                        take_token(&ctx, &link),
-                        ctx.store.link_meta(partition, &link),
-                        claim(ctx.clone(), link.clone())
-                    );
-                    held_token = Some(token);
-                    let drawn = drawn?;
-                    // Anything to do but write hands the link back; what was
-                    // just claimed stays dirty (unknown) and the link due now
-                    // (an empty claim took it off the due set, and a rename
-                    // may wait), so its next flush does what its meta says.
-                    if !now_meta.is_ok_and(|m| goes_on(&m)) {
-                        if !matches!(drawn, Claim::LeaseLost) {
-                            ctx.store.reschedule(partition, &link, now_ms()).await?;
+                        held_token = Some(token_ms);
+                        if !ctx.leases.valid_for(partition, margin) {
+                            return Ok(Flushed::Deferred);
                         }
-                        return Ok(Flushed::Written(total));
-                    }
-                    if !ctx.leases.valid_for(partition, margin) {
-                        return Ok(Flushed::Deferred);
-                    }
-                    drawn
-                };
+                        drawn
+                    } else if turn == 0 {
+                        held_token = Some(take_token(&ctx, &link).await);
+                        if !ctx.leases.valid_for(partition, margin) {
+                            return Ok(Flushed::Deferred);
+                        }
+                        claimed_ms = now_ms();
+                        claim(ctx.clone(), link.clone()).await?
+                    } else {
+                        // A later batch of a drain is full whenever it is drawn,
+                        // so waiting for the token first gains it nothing: the
+                        // claim, the link's meta and the token's pause read go to
+                        // Redis together, one round trip per batch instead of
+                        // two (each of them waits behind the pushes' scripts
+                        // while a first sync is still arriving).
+                        if !ctx.leases.valid_for(partition, margin) {
+                            return Ok(Flushed::Deferred);
+                        }
+                        claimed_ms = now_ms();
+                        let (token, now_meta, drawn) = tokio::join!(
+                            take_token(&ctx, &link),
+                            ctx.store.link_meta(partition, &link),
+                            claim(ctx.clone(), link.clone())
+                        );
+                        held_token = Some(token);
+                        let drawn = drawn?;
+                        // Anything to do but write hands the link back; what was
+                        // just claimed stays dirty (unknown) and the link due now
+                        // (an empty claim took it off the due set, and a rename
+                        // may wait), so its next flush does what its meta says.
+                        if !now_meta.is_ok_and(|m| goes_on(&m)) {
+                            if !matches!(drawn, Claim::LeaseLost) {
+                                ctx.store.reschedule(partition, &link, now_ms()).await?;
+                            }
+                            return Ok(Flushed::Written(total));
+                        }
+                        if !ctx.leases.valid_for(partition, margin) {
+                            return Ok(Flushed::Deferred);
+                        }
+                        drawn
+                    };
                 match drawn {
                     Claim::LeaseLost => return Ok(Flushed::Deferred),
                     Claim::Empty if emptying => {
@@ -546,14 +548,20 @@ pub async fn flush(
                         return Some(ctx.store.ack(partition, &acked).await);
                     }
                     // The ack and the next claim in one script (in that
-                    // order: the claim must not draw this batch again).
+                    // order: the claim must not draw this batch again), and
+                    // the next request's token meanwhile: a 1,000-member
+                    // ack and claim take milliseconds, and waiting for the
+                    // token only after them made a drain's cycle longer
+                    // than the rate's period. (A drain that ends here
+                    // leaves that token unused.)
                     let hold_until = now_ms() + ctx.settings.lease_ttl.as_millis() as i64;
-                    let (meta, both) = tokio::join!(
+                    let (meta, both, token_ms) = tokio::join!(
                         ctx.store.link_meta(partition, &link),
-                        ctx.store.ack_then_claim(partition, &acked, hold_until)
+                        ctx.store.ack_then_claim(partition, &acked, hold_until),
+                        take_token(&ctx, &link)
                     );
                     Some(both.map(|(ack, drawn)| {
-                        prefetched = Some((meta, drawn, now_ms()));
+                        prefetched = Some((meta, drawn, now_ms(), token_ms));
                         ack
                     }))
                 },
@@ -674,7 +682,7 @@ pub async fn flush(
         if !next_turn {
             // A next batch claimed with the ack stays dirty (unknown): the
             // link is due now, so its next flush sends it.
-            if let Some((_, Some(Claim::Members(_)), _)) = prefetched {
+            if let Some((_, Some(Claim::Members(_)), _, _)) = prefetched {
                 ctx.store.reschedule(partition, &link, now_ms()).await?;
             }
             return Ok(Flushed::Written(total));
@@ -686,10 +694,12 @@ pub async fn flush(
 }
 
 /// The link's meta as re-read, the next full batch's claim (`None`: less
-/// than a full batch was dirty, nothing was claimed) and when it was claimed.
+/// than a full batch was dirty, nothing was claimed), when it was claimed,
+/// and when the next request's token was taken.
 type Prefetched = (
     Result<HashMap<String, String>, crate::store::StoreError>,
     Option<Claim>,
+    i64,
     i64,
 );
 
