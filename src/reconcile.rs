@@ -242,7 +242,12 @@ impl Reconciler {
         key: &str,
         ask_launchdarkly: bool,
     ) -> Result<Option<MemberExplanation>, StoreError> {
-        let Some(mut e) = self.store.explain_member(link, key).await? else {
+        let history = crate::ingest::apply_params(&self.settings, 0).history;
+        let Some(mut e) = self
+            .store
+            .explain_member(link, key, history, now_ms())
+            .await?
+        else {
             return Ok(None);
         };
         if ask_launchdarkly {

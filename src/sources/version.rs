@@ -41,6 +41,24 @@ impl Version {
     pub const fn ms(self) -> i64 {
         self.0
     }
+
+    /// Milliseconds in base 36, lowercase: the form the want hash stores
+    /// (see `store/scripts/apply.lua`).
+    pub fn base36(self) -> String {
+        const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut n = self.0.unsigned_abs();
+        let mut out = [0u8; 16];
+        let mut i = out.len();
+        loop {
+            i -= 1;
+            out[i] = DIGITS[(n % 36) as usize];
+            n /= 36;
+            if n == 0 {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out[i..]).into_owned()
+    }
 }
 
 impl fmt::Display for Version {
@@ -52,6 +70,16 @@ impl fmt::Display for Version {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base36_reads_back_as_the_same_milliseconds() {
+        for ms in [0, 1, 35, 36, 1_767_225_600_000, Version::LIMIT_MS - 1] {
+            let v = Version::from_ms(ms).unwrap();
+            assert_eq!(i64::from_str_radix(&v.base36(), 36), Ok(ms));
+        }
+        assert_eq!(Version::from_ms(36).unwrap().base36(), "10");
+        assert_eq!(Version::from_ms(0).unwrap().base36(), "0");
+    }
 
     #[test]
     fn range_is_zero_to_below_two_to_the_53() {

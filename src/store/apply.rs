@@ -299,7 +299,7 @@ impl Store {
             .changes
             .chunk_by(|a, b| a.version == b.version && a.include == b.include)
         {
-            call.arg(run[0].version.ms())
+            call.arg(run[0].version.base36())
                 .arg(if run[0].include { "1" } else { "0" })
                 .arg(run.len());
             for c in run {

@@ -19,7 +19,7 @@
 //! stored version and direction equal one of the push's runs) and marked
 //! `listed: false`.
 
-use super::{AuditEntry, DeadLetter, LinkId, MemberValue, Store, StoreError};
+use super::{AuditEntry, DeadLetter, HistoryParams, LinkId, MemberValue, Store, StoreError};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -528,13 +528,20 @@ impl Store {
     /// Why `key` is (not) in the link's segment; `None` if the cohort was
     /// never linked to that destination. One pipeline of reads over the
     /// link's hash tag (Redis Cluster: one slot).
+    ///
+    /// `history` is the settings the pushes were recorded with: the
+    /// script trims the cohort's list only every few pushes (`apply.lua`,
+    /// `HIST_SLACK`), so only its first `entries` records are read, and
+    /// those older than `max_age_ms` before `now_ms` are skipped.
     pub async fn explain_member(
         &self,
         link: &LinkId,
         key: &str,
+        history: HistoryParams,
+        now_ms: i64,
     ) -> Result<Option<MemberExplanation>, StoreError> {
         let partition = self.keys.partition(&link.source, &link.cohort);
-        let (value, slot, dirty, due, dead, meta, history, audit): ExplainReply = redis::pipe()
+        let (value, slot, dirty, due, dead, meta, recorded, audit): ExplainReply = redis::pipe()
             .cmd("HGET")
             .arg(self.keys.want(partition, &link.source, &link.cohort))
             .arg(key)
@@ -555,7 +562,7 @@ impl Store {
             .cmd("LRANGE")
             .arg(self.keys.history(partition, &link.source, &link.cohort))
             .arg(0)
-            .arg(-1)
+            .arg(history.entries as i64 - 1)
             .cmd("LRANGE")
             .arg(self.keys.audit(partition, link))
             .arg(0)
@@ -565,6 +572,8 @@ impl Store {
         let Some(slot) = slot.and_then(|s| s.parse().ok()) else {
             return Ok(None);
         };
+        let oldest = now_ms.saturating_sub(history.max_age_ms.min(i64::MAX as u64) as i64);
+        let history = within_age(recorded, history, oldest);
         let raw = Raw {
             value,
             slot: Some(slot),
@@ -577,6 +586,22 @@ impl Store {
         };
         Ok(Some(explain(link, key, raw)))
     }
+}
+
+/// The records of `recorded` no older than `oldest` (ms); all of them when
+/// the history has no age limit (`max_age_ms` 0, as with history off).
+fn within_age(recorded: Vec<String>, history: HistoryParams, oldest: i64) -> Vec<String> {
+    if history.max_age_ms == 0 {
+        return recorded;
+    }
+    recorded
+        .into_iter()
+        .filter(|r| {
+            r.split_once(' ')
+                .and_then(|(at, _)| at.parse::<i64>().ok())
+                .is_none_or(|at| at >= oldest)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -638,7 +638,7 @@ async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
         })]
     );
     // The same delivery again: a duplicate's record; then a third push: the
-    // list keeps its two newest records.
+    // reader's view (the list's first `entries` records) is the two newest.
     s.apply(SRC, &[DEST.into()], &p, params)
         .await
         .expect("apply");
@@ -651,7 +651,7 @@ async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
     let raw: Vec<String> = redis::cmd("LRANGE")
         .arg(&key)
         .arg(0)
-        .arg(-1)
+        .arg(1)
         .query_async(&mut c)
         .await
         .unwrap();
@@ -669,6 +669,75 @@ async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
             }),
         ]
     );
+}
+
+/// The history list is trimmed every 16 pushes, not on each one
+/// (`apply.lua`, `HIST_SLACK`): it never holds more than its cap plus 15
+/// records, and the reader (`explain_member`) shows only the newest `cap`
+/// records, none older than the max age.
+#[tokio::test]
+async fn the_history_holds_at_most_its_cap_and_slack_and_the_reader_shows_the_cap_within_the_age() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let prefix = "hist-trim";
+    let s = store(&redis, prefix);
+    let mut params = params();
+    params.history.entries = 3;
+    params.history.max_age_ms = 10_000;
+    let key = Keys::new(prefix, 1).history(0, SRC, COHORT);
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let link = LinkId {
+        destination: DEST.into(),
+        source: SRC.into(),
+        cohort: COHORT.into(),
+    };
+    let mut longest = 0;
+    for i in 0..40i64 {
+        params.now_ms = 1_000_000 + i;
+        let p = Push {
+            cohort_id: COHORT.into(),
+            cohort_name: None,
+            delivery_id: None,
+            changes: vec![change("m", i % 2 == 0, 10 + i)],
+            snapshot: None,
+        };
+        s.apply(SRC, &[DEST.into()], &p, params)
+            .await
+            .expect("apply");
+        let len: usize = redis::cmd("LLEN")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(len <= 3 + 15, "push {i}: the list holds {len} records");
+        longest = longest.max(len);
+    }
+    // The list did hold more than its cap between two trims.
+    assert!(longest > 3, "the list never went past its cap: {longest}");
+    let shown = |e: cohort_bridge::store::MemberExplanation| {
+        e.changes
+            .iter()
+            .filter(|c| c.kind == "push")
+            .map(|c| c.at_ms)
+            .collect::<Vec<_>>()
+    };
+    let now = 1_000_039;
+    let e = s
+        .explain_member(&link, "m", params.history, now)
+        .await
+        .expect("explain")
+        .expect("a link");
+    assert_eq!(shown(e), vec![1_000_039, 1_000_038, 1_000_037]);
+    // 10 s later the two newest are within the age, the third is not.
+    let e = s
+        .explain_member(&link, "m", params.history, 1_000_037 + 10_001)
+        .await
+        .expect("explain")
+        .expect("a link");
+    assert_eq!(shown(e), vec![1_000_039, 1_000_038]);
 }
 
 /// The claim a draining link sends with its last batch's ack: a full batch

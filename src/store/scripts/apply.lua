@@ -34,9 +34,11 @@
 --              history is off): the JSON object's opening and every field
 --              known before the push is applied, each followed by a comma
 --              (d, r, k and i below); this script appends n and o
--- ARGV[10+2n..] runs of changes sharing a version and a direction: version (ms),
---              desired ('1'/'0'), count, then `count` member keys (a push of
---              one direction at one time, the usual case, is one run)
+-- ARGV[10+2n..] runs of changes sharing a version and a direction: version
+--              (ms, in base 36: as the want hash stores it, so no Lua
+--              formats it), desired ('1'/'0'), count, then `count` member
+--              keys (a push of one direction at one time, the usual case,
+--              is one run)
 -- History: one record per push (a duplicate too), never one write per
 -- member: "<now ms> <json>", json {d: delivery id, r: runs [[version, desired]],
 -- k: the first keys, i: each listed key's run (only with several runs), n:
@@ -47,8 +49,9 @@
 -- (LaunchDarkly already has it), s stale, d duplicate delivery. The listed
 -- keys are the push's first ones, in order (ARGV order), so the caller lists
 -- them; the outcomes are worked out here. The list is trimmed to its
--- length, records older than the max age are dropped from its tail, and the
--- key expires after the max age without pushes.
+-- length and records older than the max age are dropped from its tail,
+-- every HIST_SLACK pushes (see record_history); the key expires after the
+-- max age without pushes.
 -- Result: {0, applied, stale, unchanged, superseded, cancelled, due_now (1 if a
 --         link became due at once, 0 otherwise), refused, ignored}
 --      or {1, "<summary of the first delivery>"} for a duplicate delivery
@@ -76,7 +79,11 @@ do
   local j = first
   while j <= #ARGV do
     local count = tonumber(ARGV[j + 2])
-    runs[#runs + 1] = {j + 3, j + 2 + count, tonumber(ARGV[j]), ARGV[j + 1]}
+    local v = tonumber(ARGV[j], 36)
+    if not (v and v >= 0 and v == math.floor(v) and v < 9007199254740992) then
+      error('member version out of range: ' .. tostring(ARGV[j]))
+    end
+    runs[#runs + 1] = {j + 3, j + 2 + count, v, ARGV[j + 1], ARGV[j]}
     j = j + 3 + count
   end
 end
@@ -102,20 +109,32 @@ local hn, ho = 0, {}
 
 -- Appends this push's record to the cohort's history (one LPUSH, no
 -- per-member write): the caller's head, then the counts and outcomes.
+-- The list is trimmed every HIST_SLACK pushes, not on each one (two calls
+-- fewer per push, a tenth of a one-member push's script): to its cap once
+-- it holds HIST_SLACK records more, and by age whenever its length is a
+-- multiple of HIST_SLACK. It may so hold up to HIST_SLACK - 1 records past
+-- its cap or its age; the reader (store/history.rs) reads only the first
+-- `cap` records and skips those past the age.
+local HIST_SLACK = 16
 local function record_history(nums)
   if hist_cap == 0 then return end
   local key = KEYS[7 + 2 * n]
   local len = redis.call('LPUSH', key, ARGV[1] .. ' ' .. ARGV[9 + 2 * n] .. '"n":['
     .. count_text(nums[1]) .. ',' .. count_text(nums[2]) .. ',' .. count_text(nums[3]) .. ','
     .. count_text(nums[4]) .. ',' .. count_text(nums[5]) .. ',' .. count_text(nums[6]) .. '],"o":"' .. table.concat(ho) .. '"}')
-  if len > hist_cap then redis.call('RPOP', key, len - hist_cap) end
-  -- A few records past the age per push: the list never holds many.
-  for _ = 1, 4 do
-    local tail = redis.call('LINDEX', key, -1)
-    if not tail then break end
-    local at = tonumber(string.match(tail, '^(%d+) ') or '0')
-    if at >= now - hist_age then break end
-    redis.call('RPOP', key)
+  if len >= hist_cap + HIST_SLACK or len % HIST_SLACK == 0 then
+    if len > hist_cap then
+      redis.call('RPOP', key, len - hist_cap)
+      len = hist_cap
+    end
+    -- At most HIST_SLACK records aged past since the last trim.
+    for _ = 1, math.min(len, HIST_SLACK) do
+      local tail = redis.call('LINDEX', key, -1)
+      if not tail then break end
+      local at = tonumber(string.match(tail, '^(%d+) ') or '0')
+      if at >= now - hist_age then break end
+      redis.call('RPOP', key)
+    end
   end
   redis.call('PEXPIRE', key, hist_age_text)
 end
@@ -220,7 +239,7 @@ for _, i in ipairs(live) do dec[i] = {} end
 local sub, find, min = string.sub, string.find, math.min
 for _, run in ipairs(runs) do
   local vnum, d = run[3], run[4]
-  local packed_version = pack_member(vnum, '', '', '')  -- "<b36>!"
+  local packed_version = run[5] .. '!'
   local want_state = (d == '1') and 'i' or 'o'
   -- A member the want hash does not hold (never seen, or swept) has no link
   -- states (each slot reads 'o'): its value and every link's decision are
@@ -310,13 +329,17 @@ for _, run in ipairs(runs) do
 end
 
 -- Calls `cmd` on `key` with the first `len` items of `list`, 2 * CHUNK
--- items per call (CHUNK field/value pairs for HSET).
+-- items per call (CHUNK field/value pairs for HSET); returns the sum of
+-- the replies (SADD: how many were added).
 local function flush_list(cmd, key, list, len)
+  local sum = 0
   for s = 1, len, 2 * CHUNK do
-    redis.call(cmd, key, unpack(list, s, min(s + 2 * CHUNK - 1, len)))
+    sum = sum + redis.call(cmd, key, unpack(list, s, min(s + 2 * CHUNK - 1, len)))
   end
+  return sum
 end
 flush_list('HSET', KEYS[1], fv, 2 * nw)
+local added = {}
 for _, i in ipairs(live) do
   local add, rem, na, nr = {}, {}, 0, 0
   local di = dec[i]
@@ -332,7 +355,7 @@ for _, i in ipairs(live) do
       rem[nr] = fv[2 * p - 1]
     end
   end
-  flush_list('SADD', KEYS[5 + i], add, na)
+  added[i] = flush_list('SADD', KEYS[5 + i], add, na)
   flush_list('SREM', KEYS[5 + i], rem, nr)
 end
 
@@ -348,7 +371,11 @@ for _, i in ipairs(live) do
       due_now = 1
     end
     redis.call('ZADD', KEYS[3], 'LT', due_at, ARGV[7 + n + i])
-    if waiting > 0 then
+    -- The link's oldest waiting change: now, when every member waiting
+    -- came with this push. When others waited before it, the entry is
+    -- theirs (apply or ack wrote it; links made dirty by a resync, redrive
+    -- or snapshot get it from dirty_since.lua), and one call is saved.
+    if waiting > 0 and waiting <= added[i] then
       redis.call('HSETNX', KEYS[6 + n], ARGV[7 + n + i], ARGV[1])
     end
   end
