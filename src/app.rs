@@ -83,6 +83,7 @@ impl Application {
         let partner_limits = Arc::new(PartnerLimits::new(&settings.partner.tokens));
         let separate_metrics = settings.metrics_listen.is_some();
         let flag = shutting_down.clone();
+        let workers = settings.server.workers;
         let shared_settings = settings;
         let server = HttpServer::new(move || {
             // Runs on each worker thread: its own Redis connection is driven
@@ -111,9 +112,12 @@ impl Application {
                 .configure(|cfg| http::routes(cfg, !separate_metrics))
         })
         .disable_signals()
-        .shutdown_timeout(grace)
-        .listen(listener)?
-        .run();
+        .shutdown_timeout(grace);
+        let server = match workers {
+            0 => server,
+            n => server.workers(n),
+        };
+        let server = server.listen(listener)?.run();
         Ok(Application {
             port,
             server,

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub max_key_bytes: usize,
     /// Serve `/metrics` only on this address (unset: on `listen`).
     pub metrics_listen: Option<String>,
+    /// HTTP worker threads, each with its own Redis connection for small
+    /// pushes; 0: one per CPU core (actix-web's default).
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             max_future_skew_seconds: 300,
             max_key_bytes: 1024,
             metrics_listen: None,
+            workers: 0,
         }
     }
 }

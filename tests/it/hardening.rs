@@ -264,3 +264,28 @@ async fn metrics_can_be_served_on_a_separate_listener() {
     handle.shutdown();
     task.await.unwrap().unwrap();
 }
+
+/// The actix-web workers of the main listener: threads named
+/// `actix-server worker N` (`/proc/<pid>/task/*/comm`, truncated to 15 bytes).
+fn http_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the bridge's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("actix-server wo"))
+        .count()
+}
+
+/// `server.workers` sets the HTTP worker count (a container given one CPU
+/// on a big host would otherwise start one worker, and one Redis
+/// connection, per host core); the default is one per core.
+#[tokio::test]
+async fn server_workers_sets_the_http_worker_count() {
+    let (_redis, _emu, mut cfg) = stack();
+    for workers in [3, 1] {
+        cfg.set("server", "workers", &workers.to_string());
+        let mut bridge = crate::support::BridgeProcess::start(&mut cfg).await;
+        assert_eq!(http_workers(bridge.pid()), workers);
+        bridge.sigterm();
+        bridge.wait_exit(crate::support::WAIT).await;
+    }
+}
