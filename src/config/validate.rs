@@ -42,7 +42,10 @@ impl Settings {
             check_token_length(&mut p, "server.operator_token_env", t);
         }
         if raw.server.workers > 1024 {
-            p.add("server.workers", "must be at most 1024 (0: one per CPU core)");
+            p.add(
+                "server.workers",
+                "must be at most 1024 (0: one per CPU core)",
+            );
         }
         if raw.server.max_key_bytes == 0 {
             p.add("server.max_key_bytes", "must be greater than 0");

@@ -740,6 +740,62 @@ async fn the_history_holds_at_most_its_cap_and_slack_and_the_reader_shows_the_ca
     assert_eq!(shown(e), vec![1_000_039, 1_000_038]);
 }
 
+/// A link's oldest waiting change is the first push that made it wait:
+/// later pushes keep it (apply.lua writes the dirty-since entry only when
+/// every member waiting came with the push); once the link drained and a
+/// push makes it wait again, that push is the oldest.
+#[tokio::test]
+async fn the_oldest_waiting_change_is_the_push_that_made_the_link_wait() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let s = store(&redis, "since");
+    let link = LinkId {
+        destination: DEST.into(),
+        source: SRC.into(),
+        cohort: COHORT.into(),
+    };
+    let at = |now_ms: i64, changes: Vec<Change>| {
+        let s = &s;
+        async move {
+            let mut params = params();
+            params.now_ms = now_ms;
+            let p = Push {
+                cohort_id: COHORT.into(),
+                cohort_name: None,
+                delivery_id: None,
+                changes,
+                snapshot: None,
+            };
+            s.apply(SRC, &[DEST.into()], &p, params)
+                .await
+                .expect("apply");
+        }
+    };
+    let since = || async {
+        s.link_status(&link)
+            .await
+            .expect("status")
+            .expect("a link")
+            .dirty_since_ms
+    };
+    at(1_000, vec![change("a", true, 10)]).await;
+    assert_eq!(since().await, Some(1_000));
+    at(2_000, vec![change("b", true, 20), change("c", true, 20)]).await;
+    assert_eq!(since().await, Some(1_000));
+    // Every waiting member flips back: nothing waits.
+    at(
+        3_000,
+        vec![
+            change("a", false, 30),
+            change("b", false, 30),
+            change("c", false, 30),
+        ],
+    )
+    .await;
+    assert_eq!(since().await, None);
+    at(4_000, vec![change("d", true, 40)]).await;
+    assert_eq!(since().await, Some(4_000));
+}
+
 /// The claim a draining link sends with its last batch's ack: a full batch
 /// or nothing. With fewer than a full batch dirty it changes nothing (no
 /// member marked unknown, the due time kept); with a full batch it claims

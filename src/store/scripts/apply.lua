@@ -16,7 +16,8 @@
 -- KEYS[5]      seen key of this delivery (only used when ARGV[2] > 0)
 -- KEYS[6..5+n] dirty set of each link
 -- KEYS[6+n]    dirty-since hash of the partition (link id -> ms its oldest
---              unacknowledged change was accepted; HSETNX, so the oldest stays)
+--              unacknowledged change was accepted; written only by the push
+--              that makes the link wait, so the oldest stays)
 -- KEYS[7+n..6+2n] link meta hash of each link (its `lifecycle` and `on_push`,
 --              read here so a retired link costs a push no extra round trip;
 --              `rename_pending` set when the cohort's name changes)
@@ -372,11 +373,12 @@ for _, i in ipairs(live) do
     end
     redis.call('ZADD', KEYS[3], 'LT', due_at, ARGV[7 + n + i])
     -- The link's oldest waiting change: now, when every member waiting
-    -- came with this push. When others waited before it, the entry is
-    -- theirs (apply or ack wrote it; links made dirty by a resync, redrive
-    -- or snapshot get it from dirty_since.lua), and one call is saved.
+    -- came with this push (HSET: an entry left by members that flipped
+    -- back since is not theirs). When others waited before it, the entry
+    -- is theirs (apply or ack wrote it; links made dirty by a resync,
+    -- redrive or snapshot get it from dirty_since.lua), and one call is saved.
     if waiting > 0 and waiting <= added[i] then
-      redis.call('HSETNX', KEYS[6 + n], ARGV[7 + n + i], ARGV[1])
+      redis.call('HSET', KEYS[6 + n], ARGV[7 + n + i], ARGV[1])
     end
   end
 end
