@@ -282,7 +282,7 @@ fn http_workers(pid: u32) -> usize {
 async fn server_workers_sets_the_http_worker_count() {
     let (_redis, _emu, mut cfg) = stack();
     for workers in [3, 1] {
-        cfg.set("server", "workers", &workers.to_string());
+        cfg.set("server", "workers", workers.to_string());
         let mut bridge = crate::support::BridgeProcess::start(&mut cfg).await;
         assert_eq!(http_workers(bridge.pid()), workers);
         bridge.sigterm();
