@@ -168,7 +168,8 @@ impl Keys {
     }
 
     /// List, newest first, capped at `flush.history_entries_per_cohort` and
-    /// `flush.history_max_age_seconds` (the key expires after that long
+    /// `flush.history_max_age_seconds` (trimmed every 16 pushes, so up to 15
+    /// records more until the next trim; the key expires after the max age
     /// without a push): one record per push of the cohort, written by
     /// `apply.lua` in the push's own script call (`"<ms> <json>"`, the JSON
     /// described there; read by [`super::history`]). Per cohort, not per
