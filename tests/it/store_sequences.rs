@@ -51,6 +51,11 @@ fn change(key: &str, include: bool, version_ms: i64) -> Change {
 }
 
 async fn push(s: &Store, changes: Vec<Change>) {
+    push_with(s, changes, params()).await;
+}
+
+/// [`push`] with other apply parameters (the time, the history's settings).
+async fn push_with(s: &Store, changes: Vec<Change>, params: ApplyParams) {
     let p = Push {
         cohort_id: COHORT.into(),
         cohort_name: None,
@@ -58,9 +63,18 @@ async fn push(s: &Store, changes: Vec<Change>) {
         changes,
         snapshot: None,
     };
-    s.apply(SRC, &[DEST.into()], &p, params())
+    s.apply(SRC, &[DEST.into()], &p, params)
         .await
         .expect("apply");
+}
+
+/// The one link of [`push`]'s cohort.
+fn the_link() -> LinkId {
+    LinkId {
+        destination: DEST.into(),
+        source: SRC.into(),
+        cohort: COHORT.into(),
+    }
 }
 
 /// One page (the only one) of a full snapshot session at `version`.
@@ -208,11 +222,7 @@ async fn equal_versions_out_wins_in_every_script() {
     let s = store(&redis, "tie-resync");
     push(&s, vec![change("m", true, 7), change("n", true, 7)]).await;
     push(&s, vec![change("m", false, 7)]).await;
-    let link = LinkId {
-        destination: DEST.into(),
-        source: SRC.into(),
-        cohort: COHORT.into(),
-    };
+    let link = the_link();
     assert_eq!(s.resync(&link, 1_000_000, 10).await.unwrap(), Some(2));
     assert!(s
         .try_acquire_lease(0, "t", Duration::from_secs(60))
@@ -501,11 +511,7 @@ async fn never_seen_members_listed_twice_in_one_push_see_their_first_change() {
     );
     assert_eq!(desired_in(&redis, prefix).await, set(&["b", "d"]));
     let k = Keys::new(prefix, 1);
-    let link = LinkId {
-        destination: DEST.into(),
-        source: SRC.into(),
-        cohort: COHORT.into(),
-    };
+    let link = the_link();
     let mut c = redis
         .client()
         .get_multiplexed_async_connection()
@@ -689,24 +695,11 @@ async fn the_history_holds_at_most_its_cap_and_slack_and_the_reader_shows_the_ca
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let link = LinkId {
-        destination: DEST.into(),
-        source: SRC.into(),
-        cohort: COHORT.into(),
-    };
+    let link = the_link();
     let mut longest = 0;
     for i in 0..40i64 {
         params.now_ms = 1_000_000 + i;
-        let p = Push {
-            cohort_id: COHORT.into(),
-            cohort_name: None,
-            delivery_id: None,
-            changes: vec![change("m", i % 2 == 0, 10 + i)],
-            snapshot: None,
-        };
-        s.apply(SRC, &[DEST.into()], &p, params)
-            .await
-            .expect("apply");
+        push_with(&s, vec![change("m", i % 2 == 0, 10 + i)], params).await;
         let len: usize = redis::cmd("LLEN")
             .arg(&key)
             .query_async(&mut c)
@@ -748,26 +741,13 @@ async fn the_history_holds_at_most_its_cap_and_slack_and_the_reader_shows_the_ca
 async fn the_oldest_waiting_change_is_the_push_that_made_the_link_wait() {
     let redis = RedisServer::start_with(&["--appendonly", "no"]);
     let s = store(&redis, "since");
-    let link = LinkId {
-        destination: DEST.into(),
-        source: SRC.into(),
-        cohort: COHORT.into(),
-    };
+    let link = the_link();
     let at = |now_ms: i64, changes: Vec<Change>| {
         let s = &s;
         async move {
             let mut params = params();
             params.now_ms = now_ms;
-            let p = Push {
-                cohort_id: COHORT.into(),
-                cohort_name: None,
-                delivery_id: None,
-                changes,
-                snapshot: None,
-            };
-            s.apply(SRC, &[DEST.into()], &p, params)
-                .await
-                .expect("apply");
+            push_with(s, changes, params).await;
         }
     };
     let since = || async {
@@ -807,11 +787,7 @@ async fn a_full_batch_claim_with_less_waiting_changes_nothing_and_one_sent_with_
     let prefix = "claim-full";
     let s = store(&redis, prefix);
     push(&s, vec![change("a", true, 10), change("b", true, 10)]).await;
-    let link = LinkId {
-        destination: DEST.into(),
-        source: SRC.into(),
-        cohort: COHORT.into(),
-    };
+    let link = the_link();
     assert!(s
         .try_acquire_lease(0, "t", Duration::from_secs(60))
         .await
