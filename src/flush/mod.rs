@@ -3,7 +3,9 @@
 //!
 //! Each replica holds leases on a fair share of the partitions
 //! ([`leases`]), walks their due sets oldest first, and flushes up to
-//! `flush.concurrency` links at once ([`link`]), each one batch at a time. A
+//! `flush.concurrency` links at once ([`link`]; each LaunchDarkly request
+//! through [`request`]: the rate's token, the lease check, metrics, audit,
+//! retry and block), each one batch at a time. A
 //! large first sync therefore cannot starve a small real-time cohort: once its
 //! batch is sent, the big link goes back into the due set behind links that
 //! were due earlier.
@@ -12,6 +14,7 @@ mod backoff;
 mod leases;
 pub mod link;
 pub mod observe;
+mod request;
 mod segment;
 mod shadow;
 

@@ -3,7 +3,8 @@
 //! and deleted when the link is retired with `--delete`. The membership
 //! writes themselves are [`super::link`]'s.
 
-use super::link::{abandon, audit, block, defer, send, Flushed};
+use super::link::Flushed;
+use super::request::{abandon, audit, block, defer, send};
 use super::FlushContext;
 use crate::clock::now_ms;
 use crate::config::Destination;
