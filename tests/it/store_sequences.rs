@@ -68,6 +68,26 @@ async fn push_with(s: &Store, changes: Vec<Change>, params: ApplyParams) {
         .expect("apply");
 }
 
+/// A connection of its own to `redis`, to read the keys the scripts wrote.
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A store on a fresh Redis whose pushes keep `entries` history records
+/// (and the apply parameters that say so), with the cohort's history key.
+fn history_store(prefix: &str, entries: usize) -> (RedisServer, Store, ApplyParams, String) {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let s = store(&redis, prefix);
+    let mut params = params();
+    params.history.entries = entries;
+    let key = Keys::new(prefix, 1).history(0, SRC, COHORT);
+    (redis, s, params, key)
+}
+
 /// The one link of [`push`]'s cohort.
 fn the_link() -> LinkId {
     LinkId {
@@ -108,11 +128,7 @@ async fn finalize(s: &Store) {
 /// Members desired in, read from the want hash.
 async fn desired_in(redis: &RedisServer, prefix: &str) -> BTreeSet<String> {
     let k = Keys::new(prefix, 1);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = raw(redis).await;
     let all: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(k.want(0, SRC, COHORT))
         .query_async(&mut c)
@@ -280,11 +296,7 @@ async fn finalization_frees_the_staging_set_with_unlink() {
     let refs: Vec<&str> = members.iter().map(String::as_str).collect();
     push(&s, vec![change("old", true, 1)]).await;
     snapshot(&s, "S", 10, &refs).await;
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = raw(&redis).await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut c)
@@ -512,11 +524,7 @@ async fn never_seen_members_listed_twice_in_one_push_see_their_first_change() {
     assert_eq!(desired_in(&redis, prefix).await, set(&["b", "d"]));
     let k = Keys::new(prefix, 1);
     let link = the_link();
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = raw(&redis).await;
     let dirty: BTreeSet<String> = redis::cmd("SMEMBERS")
         .arg(k.dirty(0, &link))
         .query_async(&mut c)
@@ -588,11 +596,7 @@ async fn never_seen_members_listed_twice_in_one_push_see_their_first_change() {
 /// gets its own record.
 #[tokio::test]
 async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
-    let redis = RedisServer::start_with(&["--appendonly", "no"]);
-    let prefix = "hist-record";
-    let s = store(&redis, prefix);
-    let mut params = params();
-    params.history.entries = 2;
+    let (redis, s, mut params, key) = history_store("hist-record", 2);
     params.history.keys = 3;
     let p = Push {
         cohort_id: COHORT.into(),
@@ -610,12 +614,7 @@ async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
     s.apply(SRC, &[DEST.into()], &p, params)
         .await
         .expect("apply");
-    let key = Keys::new(prefix, 1).history(0, SRC, COHORT);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = raw(&redis).await;
     let records = |raw: Vec<String>| -> Vec<serde_json::Value> {
         raw.iter()
             .map(|r| {
@@ -683,18 +682,9 @@ async fn a_push_record_lists_its_first_keys_with_their_runs_and_outcomes() {
 /// records, none older than the max age.
 #[tokio::test]
 async fn the_history_holds_at_most_its_cap_and_slack_and_the_reader_shows_the_cap_within_the_age() {
-    let redis = RedisServer::start_with(&["--appendonly", "no"]);
-    let prefix = "hist-trim";
-    let s = store(&redis, prefix);
-    let mut params = params();
-    params.history.entries = 3;
+    let (redis, s, mut params, key) = history_store("hist-trim", 3);
     params.history.max_age_ms = 10_000;
-    let key = Keys::new(prefix, 1).history(0, SRC, COHORT);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = raw(&redis).await;
     let link = the_link();
     let mut longest = 0;
     for i in 0..40i64 {
@@ -793,11 +783,7 @@ async fn a_full_batch_claim_with_less_waiting_changes_nothing_and_one_sent_with_
         .await
         .unwrap());
     let k = Keys::new(prefix, 1);
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = raw(&redis).await;
     let state = |c: &mut redis::aio::MultiplexedConnection| {
         let (want, due) = (k.want(0, SRC, COHORT), k.due(0));
         let mut c = c.clone();
