@@ -254,7 +254,7 @@ impl Store {
         };
         let mut call = ApplyCall {
             partition,
-            keys: Vec::with_capacity(6 + 2 * links.len()),
+            keys: Vec::with_capacity(6 + 3 * links.len()),
             args: Vec::with_capacity(12 + 2 * links.len() + push.changes.len()),
         };
         call.key(k.want(partition, source, cohort))
@@ -276,6 +276,9 @@ impl Store {
             call.key(k.link_meta(partition, l));
         }
         call.key(k.history(partition, source, cohort));
+        for l in &links {
+            call.key(k.fresh(partition, l));
+        }
         call.arg(params.now_ms)
             .arg(seen_ttl)
             // The due time of a link's first waiting change, as text (see apply.lua).

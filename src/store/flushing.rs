@@ -206,6 +206,8 @@ impl Store {
             .key(k.want(partition, &link.source, &link.cohort))
             .key(k.cohort_meta(partition, &link.source, &link.cohort))
             .key(k.due(partition))
+            .key(k.link_meta(partition, link))
+            .key(k.fresh(partition, link))
             .arg(token)
             .arg(max)
             .arg(&link.destination)
@@ -265,6 +267,7 @@ impl Store {
         inv.key(k.due(partition))
             .key(k.link_meta(partition, link))
             .key(k.dirty_since(partition))
+            .key(k.fresh(partition, link))
             .arg(batch.token)
             .arg(batch.now_ms)
             .arg(&link.destination)
@@ -419,12 +422,18 @@ impl Store {
             .await?)
     }
 
-    /// Members of one link waiting for LaunchDarkly (its dirty set's size).
+    /// Members of one link waiting for LaunchDarkly (its dirty set's size
+    /// and its fresh count).
     pub async fn dirty_len(&self, partition: Partition, link: &LinkId) -> Result<u64, StoreError> {
-        Ok(redis::cmd("SCARD")
+        let (dirty, fresh): (u64, Option<u64>) = redis::pipe()
+            .cmd("SCARD")
             .arg(self.keys.dirty(partition, link))
+            .cmd("HGET")
+            .arg(self.keys.link_meta(partition, link))
+            .arg("fresh")
             .query_async(&mut self.conn())
-            .await?)
+            .await?;
+        Ok(dirty + fresh.unwrap_or(0))
     }
 
     /// When the oldest change of these partitions not yet acknowledged by
@@ -458,7 +467,9 @@ impl Store {
             let mut inv = scripts::DIRTY_SINCE.prepare_invoke();
             inv.key(&since_key).arg(now_ms);
             for l in &links {
-                inv.key(self.keys.dirty(partition, l)).arg(l.to_string());
+                inv.key(self.keys.dirty(partition, l))
+                    .key(self.keys.link_meta(partition, l))
+                    .arg(l.to_string());
             }
             let at: i64 = inv.invoke_async(&mut self.conn()).await?;
             if at >= 0 {
@@ -484,9 +495,12 @@ impl Store {
             let mut pipe = redis::pipe();
             for l in links.iter().filter_map(|l| LinkId::parse(l)) {
                 pipe.cmd("SCARD").arg(self.keys.dirty(partition, &l));
+                pipe.cmd("HGET")
+                    .arg(self.keys.link_meta(partition, &l))
+                    .arg("fresh");
             }
-            let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
-            total += counts.iter().sum::<u64>();
+            let counts: Vec<Option<u64>> = pipe.query_async(&mut self.conn()).await?;
+            total += counts.iter().flatten().sum::<u64>();
         }
         Ok(total)
     }

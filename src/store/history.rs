@@ -569,9 +569,21 @@ impl Store {
             .arg(-1)
             .query_async(&mut self.conn())
             .await?;
-        let Some(slot) = slot.and_then(|s| s.parse().ok()) else {
+        let Some(slot) = slot.and_then(|s| s.parse::<usize>().ok()) else {
             return Ok(None);
         };
+        // A fresh member (apply.lua) waits in the link's fresh list, not yet
+        // in its dirty set: with fresh members waiting, one whose state
+        // still needs a write is one of them.
+        let fresh = meta
+            .get("fresh")
+            .is_some_and(|f| f.parse::<u64>().is_ok_and(|f| f > 0));
+        let dirty = dirty
+            || (fresh
+                && value
+                    .as_deref()
+                    .and_then(MemberValue::parse)
+                    .is_some_and(|v| v.needs_write(slot)));
         let oldest = now_ms.saturating_sub(history.max_age_ms.min(i64::MAX as u64) as i64);
         let history = within_age(recorded, history, oldest);
         let raw = Raw {

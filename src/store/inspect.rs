@@ -150,6 +150,12 @@ impl Store {
         if slot.is_none() {
             return Ok(None);
         }
+        // The fresh members (apply.lua) wait as the dirty set's do.
+        let dirty = dirty
+            + meta
+                .get("fresh")
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
         Ok(Some(LinkStatus {
             partition,
             meta,

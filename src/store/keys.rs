@@ -151,6 +151,15 @@ impl Keys {
         self.build_link(partition, ":dirty:", link)
     }
 
+    /// List: the link's fresh members, one entry per push: the keys of the
+    /// members the want hash did not hold that the push made dirty, joined
+    /// by `\n` (`apply.lua`). They wait as the dirty set's do, without one
+    /// set entry each, until `claim.lua` moves them into the dirty set; the
+    /// link meta hash's `fresh` counts them.
+    pub fn fresh(&self, partition: Partition, link: &LinkId) -> String {
+        self.build_link(partition, ":fresh:", link)
+    }
+
     /// Hash: segment created, LaunchDarkly key and name, last flush, last error, counters.
     pub fn link_meta(&self, partition: Partition, link: &LinkId) -> String {
         self.build_link(partition, ":link:", link)
@@ -360,6 +369,7 @@ mod tests {
             k.cohort_meta(partition, "amp", "c1"),
             k.cohorts(partition),
             k.dirty(partition, &l),
+            k.fresh(partition, &l),
             k.link_meta(partition, &l),
             k.due(partition),
             k.dirty_since(partition),
@@ -405,6 +415,7 @@ mod tests {
             );
             assert_eq!(k.cohorts(partition), format!("{tag}:cohorts"));
             assert_eq!(k.dirty(partition, &l), format!("{tag}:dirty:{l}"));
+            assert_eq!(k.fresh(partition, &l), format!("{tag}:fresh:{l}"));
             assert_eq!(k.link_meta(partition, &l), format!("{tag}:link:{l}"));
             assert_eq!(k.dead(partition, &l), format!("{tag}:dead:{l}"));
             assert_eq!(k.audit(partition, &l), format!("{tag}:audit:{l}"));

@@ -32,6 +32,18 @@ impl MemberValue {
             states: chars.as_str().to_string(),
         })
     }
+
+    /// Whether the link of slot `slot` (0-based) still has to write the
+    /// member: its state there is unknown, or differs from the desired one
+    /// (never when dead-lettered); a slot past the end reads as out
+    /// (`needs_write` in `member.lua`).
+    pub fn needs_write(&self, slot: usize) -> bool {
+        match self.states.as_bytes().get(slot).copied().unwrap_or(b'o') {
+            b'u' => true,
+            b'd' => false,
+            s => s != if self.desired { b'i' } else { b'o' },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +60,9 @@ mod tests {
         assert_eq!(out.version_ms, 0);
         assert!(!out.pending && !out.desired);
         assert_eq!(out.states, "");
+        assert!(v.needs_write(1) && !v.needs_write(0));
+        assert!(!out.needs_write(0) && MemberValue::parse("0!01").unwrap().needs_write(3));
+        assert!(!MemberValue::parse("0!11d").unwrap().needs_write(0));
         for bad in ["", "x", "12", "1!", "!11", "1700000000000|00o", "zz|11"] {
             assert_eq!(MemberValue::parse(bad), None, "{bad:?}");
         }

@@ -883,3 +883,138 @@ async fn a_full_batch_claim_with_less_waiting_changes_nothing_and_one_sent_with_
     let (_, none) = s.ack_then_claim(0, &acked, 6_000_000).await.unwrap();
     assert_eq!(none, None);
 }
+
+/// A push of many never-seen members leaves them in one entry of the
+/// link's fresh list, not in its dirty set one by one (apply.lua). They
+/// wait all the same: the link's waiting count, its due time, its
+/// dirty-since, `why`, and the claim that hands them to a request see them
+/// as the dirty set's members; one taken back before the claim is not sent.
+#[tokio::test]
+async fn fresh_members_wait_in_one_entry_and_are_claimed_as_the_dirty_set_s_would_be() {
+    let redis = RedisServer::start_with(&["--appendonly", "no"]);
+    let prefix = "fresh";
+    let s = store(&redis, prefix);
+    let k = Keys::new(prefix, 1);
+    let link = the_link();
+    let mut c = raw(&redis).await;
+    let keys: Vec<String> = (0..150).map(|i| format!("f{i:03}")).collect();
+    push(&s, keys.iter().map(|m| change(m, true, 10)).collect()).await;
+    let (dirty, fresh): (u64, u64) = redis::pipe()
+        .cmd("SCARD")
+        .arg(k.dirty(0, &link))
+        .cmd("LLEN")
+        .arg(k.fresh(0, &link))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        (dirty, fresh),
+        (0, 1),
+        "one fresh entry, no set member each"
+    );
+    assert_eq!(s.dirty_len(0, &link).await.unwrap(), 150);
+    let status = s.link_status(&link).await.unwrap().unwrap();
+    assert_eq!(status.dirty, 150);
+    // More than a batch (100) waits: the link is due at once.
+    assert_eq!(status.due_at_ms, Some(1_000_000));
+    assert_eq!(status.dirty_since_ms, Some(1_000_000));
+    // A later small push neither hides them nor makes the link look younger.
+    let mut later = params();
+    later.now_ms = 1_000_500;
+    push_with(
+        &s,
+        vec![change("f000", false, 20), change("f001", false, 20)],
+        later,
+    )
+    .await;
+    let status = s.link_status(&link).await.unwrap().unwrap();
+    assert_eq!(status.dirty_since_ms, Some(1_000_000));
+    let why = |key: &str| {
+        let (s, link) = (s.clone(), link.clone());
+        let key = key.to_string();
+        async move {
+            s.explain_member(&link, &key, params().history, 1_000_600)
+                .await
+                .unwrap()
+                .unwrap()
+                .dirty
+        }
+    };
+    assert!(why("f005").await, "a fresh member is waiting");
+    assert!(!why("f000").await, "one taken back is not");
+
+    assert!(s
+        .try_acquire_lease(0, "t", Duration::from_secs(60))
+        .await
+        .unwrap());
+    let Claim::Members(first) = s.claim(0, "t", &link, 100, 2_000_000).await.unwrap() else {
+        panic!("the fresh members were not claimed");
+    };
+    assert_eq!(first.len(), 100);
+    let (dirty, fresh, count): (u64, u64, Option<u64>) = redis::pipe()
+        .cmd("SCARD")
+        .arg(k.dirty(0, &link))
+        .cmd("LLEN")
+        .arg(k.fresh(0, &link))
+        .cmd("HGET")
+        .arg(k.link_meta(0, &link))
+        .arg("fresh")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        (dirty, fresh, count),
+        (148, 0, Some(0)),
+        "the entry moved into the dirty set, without the two taken back"
+    );
+    let acked = cohort_bridge::store::AckedBatch {
+        token: "t",
+        link: &link,
+        sent: &first,
+        active_destinations: &[DEST.into()],
+        now_ms: 1_001_000,
+        max_delay_ms: 1_000,
+        batch_size: 100,
+        claim_was_full: true,
+        claimed_all_at_ms: None,
+    };
+    s.ack(0, &acked).await.unwrap();
+    let Claim::Members(rest) = s.claim(0, "t", &link, 100, 2_000_000).await.unwrap() else {
+        panic!("the rest was not claimed");
+    };
+    let mut sent: Vec<(String, bool)> = first.iter().chain(&rest).cloned().collect();
+    sent.sort();
+    let expected: Vec<(String, bool)> = keys[2..].iter().map(|m| (m.clone(), true)).collect();
+    assert_eq!(sent, expected, "every fresh member once, none taken back");
+
+    // Fewer than a batch, on a clean link: the entry is the batch itself,
+    // each member marked unknown as any claim marks them.
+    let small: Vec<String> = (0..80).map(|i| format!("g{i:03}")).collect();
+    let acked = cohort_bridge::store::AckedBatch {
+        sent: &rest,
+        claim_was_full: false,
+        ..acked
+    };
+    s.ack(0, &acked).await.unwrap();
+    assert_eq!(s.dirty_len(0, &link).await.unwrap(), 0);
+    push(&s, small.iter().map(|m| change(m, true, 30)).collect()).await;
+    let Claim::Members(mut got) = s.claim(0, "t", &link, 100, 2_000_000).await.unwrap() else {
+        panic!("the small fresh entry was not claimed");
+    };
+    got.sort();
+    let expected: Vec<(String, bool)> = small.iter().map(|m| (m.clone(), true)).collect();
+    assert_eq!(got, expected);
+    let values: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(k.want(0, SRC, COHORT))
+        .arg(&small)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        values
+            .iter()
+            .all(|v| v.as_deref().is_some_and(|v| v.ends_with("11u"))),
+        "claimed members are unknown: {values:?}"
+    );
+    assert_eq!(s.dirty_len(0, &link).await.unwrap(), 80);
+}

@@ -7,6 +7,8 @@
 -- KEYS[1] partition lease   KEYS[2] want hash   KEYS[3] dirty set of the link
 -- KEYS[4] cohort meta hash  KEYS[5] due sorted set   KEYS[6] link meta hash
 -- KEYS[7] dirty-since hash of the partition (dropped for the link once it is clean)
+-- KEYS[8] fresh list of the link (not read here: ack_claim_head.lua hands
+--         it to claim.lua); its count, the link meta's `fresh`, waits too
 -- ARGV[1] lease token   ARGV[2] now (ms)   ARGV[3] destination name   ARGV[4] link id
 -- ARGV[5] max delay (ms)   ARGV[6] batch size   ARGV[7] '1' if the claim was full
 -- ARGV[8] when the claim was drawn (ms) if it took every member then dirty
@@ -93,6 +95,7 @@ for s = 1, nc, CHUNK do
 end
 
 local remaining = redis.call('SCARD', KEYS[3])
+  + tonumber(redis.call('HGET', KEYS[6], 'fresh') or '0')
 local since = tonumber(redis.call('HGET', KEYS[7], ARGV[4]) or '-1')
 -- A rename flagged by a push during this flush (apply.lua) keeps the link due.
 local rename = redis.call('HGET', KEYS[6], 'rename_pending') == '1'

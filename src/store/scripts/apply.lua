@@ -22,6 +22,12 @@
 --              read here so a retired link costs a push no extra round trip;
 --              `rename_pending` set when the cohort's name changes)
 -- KEYS[7+2n]   history list of the cohort (newest first; see below)
+-- KEYS[8+2n..7+3n] fresh list of each link (store/keys.rs `fresh`): the
+--              members the want hash did not hold that this push makes
+--              dirty go there as one entry, not into the dirty set one by
+--              one (SADD of a never-seen member was a quarter of a first
+--              sync's script); the link meta hash's `fresh` counts them and
+--              claim.lua moves them into the dirty set
 -- ARGV[1] now (ms)         ARGV[2] seen TTL (ms; 0 = no delivery id)
 -- ARGV[3] due time of a link that gets its first waiting change (ms): now +
 --         max delay, as text (a number computed here would be formatted by
@@ -151,9 +157,11 @@ if seen_ttl > 0 then
   end
 end
 -- Each link's lifecycle: `live` lists the links that take the push.
-local live, refused, ignored = {}, {}, {}
+-- The same read gives each link's fresh count (fresh_before).
+local live, refused, ignored, fresh_before = {}, {}, {}, {}
 for i = 1, n do
-  local lc = redis.call('HMGET', KEYS[6 + n + i], 'lifecycle', 'on_push')
+  local lc = redis.call('HMGET', KEYS[6 + n + i], 'lifecycle', 'on_push', 'fresh')
+  fresh_before[i] = tonumber(lc[3] or '0')
   local mode = 'accept'
   if lc[1] and lc[1] ~= '' then
     mode = (lc[2] == 'accept' or lc[2] == 'ignore') and lc[2] or 'refuse'
@@ -340,15 +348,27 @@ local function flush_list(cmd, key, list, len)
   return sum
 end
 flush_list('HSET', KEYS[1], fv, 2 * nw)
-local added = {}
+-- A push with fewer fresh members than this adds them to the dirty set:
+-- RPUSH and HINCRBY cost more than a few SADDs, and small pushes keep the
+-- dirty set alone.
+local FRESH_MIN = 64
+-- added[i]: members this push made wait for link i (SADD's count, and the
+-- fresh ones); fresh_total[i]: the link's fresh count after it.
+local added, fresh_total = {}, {}
 for _, i in ipairs(live) do
-  local add, rem, na, nr = {}, {}, 0, 0
+  local add, rem, fr, na, nr, nf = {}, {}, {}, 0, 0, 0
   local di = dec[i]
   if any_new_dirty then touched[i] = true end
   for p = 1, nw do
     local x = di[p]
-    if x == nil then x = newdec[p] end
-    if x then
+    if x == nil then
+      -- Never seen: dirty (a fresh member) when wanted in, else nothing to
+      -- take back (it was in no dirty set).
+      if newdec[p] then
+        nf = nf + 1
+        fr[nf] = fv[2 * p - 1]
+      end
+    elseif x then
       na = na + 1
       add[na] = fv[2 * p - 1]
     else
@@ -358,6 +378,14 @@ for _, i in ipairs(live) do
   end
   added[i] = flush_list('SADD', KEYS[5 + i], add, na)
   flush_list('SREM', KEYS[5 + i], rem, nr)
+  fresh_total[i] = fresh_before[i]
+  if nf >= FRESH_MIN then
+    redis.call('RPUSH', KEYS[7 + 2 * n + i], table.concat(fr, '\n'))
+    fresh_total[i] = redis.call('HINCRBY', KEYS[6 + n + i], 'fresh', nf)
+  else
+    nf = flush_list('SADD', KEYS[5 + i], fr, nf)
+  end
+  added[i] = added[i] + nf
 end
 
 -- A link is due max_delay after its first waiting change, or now once a full
@@ -366,7 +394,7 @@ local due_now = 0
 for _, i in ipairs(live) do
   if touched[i] then
     local due_at = due_later
-    local waiting = redis.call('SCARD', KEYS[5 + i])
+    local waiting = redis.call('SCARD', KEYS[5 + i]) + fresh_total[i]
     if waiting >= batch then
       due_at = ARGV[1]
       due_now = 1
