@@ -148,10 +148,25 @@ pub fn backlog(redis: &Redis) -> (u64, u64) {
         .scan_match("*:due")
         .map(|i| i.filter_map(Result::ok).collect())
         .unwrap_or_default();
+    // Members waiting in the links' fresh lists (a big push's never-seen
+    // members, before a claim moves them into the dirty set) count too.
+    let link_metas: Vec<String> = c
+        .scan_match("*:link:*")
+        .map(|i| i.filter_map(Result::ok).collect())
+        .unwrap_or_default();
     let members: u64 = dirty
         .iter()
         .map(|k| c.scard::<_, u64>(k).unwrap_or(0))
-        .sum();
+        .sum::<u64>()
+        + link_metas
+            .iter()
+            .map(|k| {
+                c.hget::<_, _, Option<u64>>(k, "fresh")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            })
+            .sum::<u64>();
     let links: u64 = due.iter().map(|k| c.zcard::<_, u64>(k).unwrap_or(0)).sum();
     (members, links)
 }

@@ -68,6 +68,9 @@ pub(crate) async fn unsettled(redis: &RedisServer, prefix: &str) -> (u64, u64) {
             .expect("SCARD");
         dirty += n;
     }
+    dirty += crate::support::stream::fresh_backlog(&mut c, prefix)
+        .await
+        .expect("fresh counts");
     let want_keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{{{prefix}:*}}:want:*"))
         .query_async(&mut c)

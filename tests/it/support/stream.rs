@@ -291,7 +291,8 @@ pub async fn want(
     out
 }
 
-/// Members still dirty for any link under `prefix`.
+/// Members still dirty for any link under `prefix` (in its dirty set or
+/// counted in its fresh list).
 pub async fn dirty_backlog(redis: &redis::Client, prefix: &str) -> Option<u64> {
     let mut c = redis.get_multiplexed_async_connection().await.ok()?;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -303,6 +304,27 @@ pub async fn dirty_backlog(redis: &redis::Client, prefix: &str) -> Option<u64> {
     for k in keys {
         let s: u64 = redis::cmd("SCARD").arg(&k).query_async(&mut c).await.ok()?;
         n += s;
+    }
+    Some(n + fresh_backlog(&mut c, prefix).await?)
+}
+
+/// Members waiting in the fresh lists of every link under `prefix` (the
+/// link meta hashes' `fresh` counts).
+pub async fn fresh_backlog(c: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Option<u64> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{prefix}:*}}:link:*"))
+        .query_async(c)
+        .await
+        .ok()?;
+    let mut n = 0;
+    for k in keys {
+        let f: Option<u64> = redis::cmd("HGET")
+            .arg(&k)
+            .arg("fresh")
+            .query_async(c)
+            .await
+            .ok()?;
+        n += f.unwrap_or(0);
     }
     Some(n)
 }
