@@ -336,6 +336,7 @@ impl Reconciler {
         self.throttle
             .acquire_with(|| async { self.store.rate_pause().await.ok().flatten() })
             .await;
+        self.throttle.before_send().await;
         let started = std::time::Instant::now();
         let (attempt, value) = f().await;
         metrics::histogram!(m::LD_REQUEST_SECONDS, "operation" => operation)

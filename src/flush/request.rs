@@ -68,6 +68,8 @@ where
             now_ms()
         }
     };
+    // Sends a period apart, whatever each took since its token.
+    ctx.throttle.before_send().await;
     let mut guard = ctx.leases.begin_request(partition)?;
     let started = Instant::now();
     ctx.observations.request_sent();

@@ -43,6 +43,9 @@ pub struct Throttle {
     rate: f64,
     replicas: AtomicU64,
     limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
+    /// The same share again, taken right before each send
+    /// ([`Throttle::before_send`]).
+    gate: Mutex<Arc<DefaultDirectRateLimiter>>,
     pause_until_ms: AtomicI64,
     /// `launchdarkly.max_pause_seconds` in ms.
     max_pause_ms: i64,
@@ -135,6 +138,7 @@ impl Throttle {
             rate: requests_per_second,
             replicas: AtomicU64::new(1),
             limiter: Mutex::new(limiter(requests_per_second).0),
+            gate: Mutex::new(limiter(requests_per_second).0),
             pause_until_ms: AtomicI64::new(0),
             max_pause_ms: DEFAULT_MAX_PAUSE_MS,
             queue: tokio::sync::Mutex::new(()),
@@ -185,7 +189,24 @@ impl Throttle {
             let (fresh, burst) = limiter(self.rate / n as f64);
             let _ = fresh.check_n(burst);
             *self.limiter.lock().expect("limiter lock") = fresh;
+            let (gate, burst) = limiter(self.rate / n as f64);
+            let _ = gate.check_n(burst);
+            *self.gate.lock().expect("gate lock") = gate;
         }
+    }
+
+    /// Waits until this replica's last send is a period of its share ago
+    /// (a second limiter of the same share): call it right before a request
+    /// goes out, after [`Throttle::acquire_with`]. Tokens are spaced, but
+    /// what follows a token takes its own time (the shared pause's Redis
+    /// read, a drain's ack and claim running beside its token): a send held
+    /// back 40 ms, then the next one sent on time, put two requests 20 ms
+    /// closer than the period, and the emulator counted 52-53 in one second
+    /// at 50/s over two or three replicas. In the usual case the gate is
+    /// open already.
+    pub async fn before_send(&self) {
+        let g = self.gate.lock().expect("gate lock").clone();
+        g.until_ready().await;
     }
 
     /// Sets the longest pause (`launchdarkly.max_pause_seconds`).
@@ -286,6 +307,24 @@ mod tests {
             start.elapsed() >= Duration::from_millis(190),
             "{:?}",
             start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn sends_are_a_period_apart_even_when_their_tokens_were_taken_early() {
+        let t = Throttle::new(10.0); // one token per 100 ms
+        t.acquire().await;
+        t.acquire().await;
+        // Both writers send late (their tokens 100 ms apart, both past),
+        // one right after the other: the second waits out a period.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        t.before_send().await;
+        let first = std::time::Instant::now();
+        t.before_send().await;
+        assert!(
+            first.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            first.elapsed()
         );
     }
 
