@@ -132,14 +132,17 @@ impl Settings {
     /// Links one replica flushes at once: `flush.concurrency`, or by default
     /// enough slots to use the configured rate when a flush (its token, the
     /// claim, LaunchDarkly's answer and the acknowledgement) takes a quarter
-    /// of a second: `requests_per_second / 4`, at least 4 and at most 64.
+    /// of a second: `requests_per_second / 4`, at least 4 and at most 128.
     /// A slot waiting for its token costs nothing but a task, so spare slots
     /// are harmless; too few cap the flush rate below the rate limit (four
-    /// slots at LaunchDarkly's usual 100-300 ms cannot use 50 requests/s).
+    /// slots at LaunchDarkly's usual 100-300 ms cannot use 50 requests/s,
+    /// and 64 at 300 ms cannot use more than about 210/s; at 2,000/s over a
+    /// thousand links the flushes that fall due together also start late
+    /// while every slot waits for its token: see the README's figure 4d).
     pub fn flush_concurrency(&self) -> usize {
         self.flush.concurrency.unwrap_or_else(|| {
             let rps = self.launchdarkly.requests_per_second;
-            ((rps / 4.0).ceil() as usize).clamp(4, 64)
+            ((rps / 4.0).ceil() as usize).clamp(4, 128)
         })
     }
 }

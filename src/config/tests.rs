@@ -223,3 +223,14 @@ fn cluster_settings_are_validated_with_their_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn the_default_flush_concurrency_follows_the_rate_from_4_to_128_slots() {
+    let mut s = from_toml_str(GOOD, &secrets()).unwrap();
+    for (rps, slots) in [(1.0, 4), (50.0, 13), (400.0, 100), (2_000.0, 128)] {
+        s.launchdarkly.requests_per_second = rps;
+        assert_eq!(s.flush_concurrency(), slots, "{rps}/s");
+    }
+    s.flush.concurrency = Some(7);
+    assert_eq!(s.flush_concurrency(), 7);
+}

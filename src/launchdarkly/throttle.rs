@@ -5,7 +5,10 @@
 //! governor limiter with `rate / replicas` and no burst below 1,000 requests/s,
 //! a burst of 10 ms of the rate from there: see [`SLACK`]), so the sum never
 //! exceeds the configured rate. Every attempt, retries included, takes a
-//! token. A 429's pause is kept locally and shared through Redis.
+//! token, and waits at a second limiter of the same share right before it
+//! is sent ([`Throttle::before_send`]), so sends stay a period apart however
+//! long each took after its token. A 429's pause is kept locally and shared
+//! through Redis.
 //!
 //! A re-split (a replica joined or died) swaps in a new limiter whose first
 //! token is already spent, and a writer that got its token from the old
