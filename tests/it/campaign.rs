@@ -63,13 +63,24 @@ impl Senders {
     /// Draws one push and records it in the model.
     fn draw(&self, rng: &mut rand::rngs::StdRng, sender: usize) -> (Value, i64) {
         let cohort = self.cohorts[rng.gen_range(0..self.cohorts.len())].clone();
-        let include = rng.gen_bool(0.6);
-        let n = rng.gen_range(1..=4);
-        let users: Vec<String> = (0..n)
-            .map(|_| format!("{cohort}-u{}", rng.gen_range(0..POOL)))
-            .collect();
-        let mut model = self.model.lock().unwrap();
         let version = self.next_version.fetch_add(1, Ordering::SeqCst);
+        // Now and then a push of members never seen (a first sync's shape):
+        // they wait in the links' fresh lists, not one by one in the dirty
+        // sets, until a claim moves them (apply.lua, claim.lua).
+        let big = rng.gen_ratio(1, 150);
+        let include = big || rng.gen_bool(0.6);
+        let users: Vec<String> = if big {
+            eprintln!("sender {sender}: 70 new members to {cohort} (version {version})");
+            (0..70)
+                .map(|i| format!("{cohort}-f{version}-{i}"))
+                .collect()
+        } else {
+            let n = rng.gen_range(1..=4);
+            (0..n)
+                .map(|_| format!("{cohort}-u{}", rng.gen_range(0..POOL)))
+                .collect()
+        };
+        let mut model = self.model.lock().unwrap();
         for u in &users {
             let e = model
                 .entry((cohort.clone(), u.clone()))
