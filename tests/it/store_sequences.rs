@@ -913,6 +913,14 @@ async fn fresh_members_wait_in_one_entry_and_are_claimed_as_the_dirty_set_s_woul
         "one fresh entry, no set member each"
     );
     assert_eq!(s.dirty_len(0, &link).await.unwrap(), 150);
+    // The flusher's gauges see them: the backlog, and the oldest waiting
+    // change (dirty_since.lua keeps the entry of a link whose members all
+    // wait in its fresh list).
+    assert_eq!(s.backlog(&[0]).await.unwrap(), 150);
+    assert_eq!(
+        s.oldest_dirty(&[0], 1_000_100).await.unwrap(),
+        Some(1_000_000)
+    );
     let status = s.link_status(&link).await.unwrap().unwrap();
     assert_eq!(status.dirty, 150);
     // More than a batch (100) waits: the link is due at once.
