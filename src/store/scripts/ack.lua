@@ -94,11 +94,13 @@ for s = 1, nc, CHUNK do
   redis.call('SREM', KEYS[3], unpack(clean_keys, s, math.min(s + CHUNK - 1, nc)))
 end
 
-local remaining = redis.call('SCARD', KEYS[3])
-  + tonumber(redis.call('HGET', KEYS[6], 'fresh') or '0')
+-- One read of the link meta: its fresh count (members waiting in its fresh
+-- list) and a rename flagged by a push during this flush (apply.lua), which
+-- keeps the link due.
+local lm = redis.call('HMGET', KEYS[6], 'fresh', 'rename_pending')
+local remaining = redis.call('SCARD', KEYS[3]) + tonumber(lm[1] or '0')
 local since = tonumber(redis.call('HGET', KEYS[7], ARGV[4]) or '-1')
--- A rename flagged by a push during this flush (apply.lua) keeps the link due.
-local rename = redis.call('HGET', KEYS[6], 'rename_pending') == '1'
+local rename = lm[2] == '1'
 if remaining == 0 then
   if rename then
     redis.call('ZADD', KEYS[5], 'LT', now, ARGV[4])
